@@ -1,0 +1,47 @@
+"""onnxruntime backend: optimise the cleaned model once and save it (ORT format) as the engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def session_options(ort_cfg: Any, optimization_level: str | None = None) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = _LEVELS[optimization_level or ort_cfg.optimization_level.value]
+    options.intra_op_num_threads = ort_cfg.intra_op_threads
+    options.inter_op_num_threads = ort_cfg.inter_op_threads
+    options.log_severity_level = 3
+    return options
+
+
+def providers(ort_cfg: Any) -> list[str]:
+    available = set(ort.get_available_providers())
+    return [p for p in ort_cfg.providers if p in available] or ["CPUExecutionProvider"]
+
+
+def build(onnx_path: Path, out_dir: Path, engine_cfg: Any) -> tuple[str, dict]:
+    """Write the optimised model as `model.ort`; return its name and what was done."""
+    ort_cfg = engine_cfg.onnxruntime
+    options = session_options(ort_cfg)
+    engine = out_dir / "model.ort"
+    options.optimized_model_filepath = str(engine)
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    session = ort.InferenceSession(str(onnx_path), options, providers=providers(ort_cfg))
+    return engine.name, {"providers": session.get_providers(), "optimization_level": ort_cfg.optimization_level.value,
+                         "onnxruntime": ort.__version__}
+
+
+def load_session(path: Path, engine_cfg: Any, optimization_level: str | None = None) -> ort.InferenceSession:
+    """A session over an ONNX or ORT file with the recipe's threads and providers."""
+    ort_cfg = engine_cfg.onnxruntime
+    return ort.InferenceSession(str(path), session_options(ort_cfg, optimization_level), providers=providers(ort_cfg))

@@ -1,0 +1,93 @@
+"""Content-addressed stage cache.
+
+A stage's key hashes its slice of the recipe, its inputs' content hashes and the versions of
+the tools that run it. Entries are built in a temporary folder and renamed into place, so a
+killed run never leaves an entry that a later run trusts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from compiler import __version__
+
+RESULT_FILE = "result.json"
+
+
+@dataclass
+class CacheConfig:
+    enabled: bool = True
+    dir: Optional[str] = None   # default: $COMPILER_CACHE_DIR, else $XDG_CACHE_HOME/compiler, else ~/.cache/compiler
+
+
+def cache_root(cache_cfg: Any) -> Path:
+    if cache_cfg.dir:
+        return Path(cache_cfg.dir).expanduser()
+    if os.environ.get("COMPILER_CACHE_DIR"):
+        return Path(os.environ["COMPILER_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "compiler"
+
+
+def tool_versions(dists: tuple[str, ...]) -> dict[str, str]:
+    versions = {}
+    for dist in dists:
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "absent"
+    return versions
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stage_key(stage: str, config: Mapping[str, Any], inputs: Mapping[str, str], tools: Mapping[str, str]) -> str:
+    payload = {"stage": stage, "config": config, "inputs": dict(inputs), "tools": dict(tools), "compiler": __version__}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+class StageCache:
+    """`<root>/<stage>/<key>/` holds one stage's artifact and its result.json."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def lookup(self, stage: str, key: str) -> Optional[dict]:
+        entry = self.root / stage / key
+        try:
+            result = json.loads((entry / RESULT_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        artifact = entry / result.get("artifact", "")
+        if not artifact.is_file() or sha256_file(artifact) != result.get("sha256"):
+            return None  # damaged entry: rebuild it
+        return {**result, "path": str(artifact)}
+
+    def new_workspace(self, stage: str) -> Path:
+        path = self.root / stage / f".tmp-{uuid.uuid4().hex}"
+        path.mkdir(parents=True)
+        return path
+
+    def commit(self, stage: str, key: str, workspace: Path, result: dict) -> Path:
+        """Seal a workspace as the entry for `key` (result.json last, then an atomic rename)."""
+        (workspace / RESULT_FILE).write_text(json.dumps(result, indent=2, default=str))
+        entry = self.root / stage / key
+        try:
+            os.rename(workspace, entry)
+        except OSError:  # another job committed the same key first; its entry is as good as ours
+            shutil.rmtree(workspace, ignore_errors=True)
+        return entry / result["artifact"]

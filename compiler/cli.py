@@ -1,0 +1,131 @@
+"""The Hydra entry: compose the recipe, lint it, compile it, report, and exit with the right code.
+
+Exit codes: 0 compiled and verified, 1 a stage failed, 2 the recipe is invalid (nothing was
+run), 3 built but verification gates failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from compiler import recipe_source, schema
+from compiler.errors import EXIT_INVALID_RECIPE, EXIT_OK, EXIT_STAGE_FAILED, EXIT_VERIFY_FAILED, RecipeError
+from compiler.resources import conf_dir
+
+log = logging.getLogger("compiler")
+
+
+@dataclass
+class _Session:
+    jobs: int = 0
+    exit_code: int = EXIT_OK
+
+
+_SESSION = _Session()
+
+
+def run_job(cfg: DictConfig, recipe: str, run_dir: Path) -> int:
+    """Lint, then (unless mode=lint) compile one composed recipe; return its exit code."""
+    from compiler.lint import lint
+
+    problems = lint(cfg)
+    if problems:
+        print(f"compiler: {RecipeError(problems).render()}", file=sys.stderr)
+        return EXIT_INVALID_RECIPE
+    if cfg.mode.value == "lint":
+        print(f"compiler: recipe '{recipe}' is valid")
+        return EXIT_OK
+
+    from compiler.pipeline import compile_recipe
+    from compiler.report import build_report, write_report
+
+    result = compile_recipe(cfg, run_dir, log)
+    verify = result.by_name.get("verify")
+    if result.error:
+        status, code = "failed", EXIT_STAGE_FAILED
+    elif not verify.info.get("passed"):
+        status, code = "failed", EXIT_VERIFY_FAILED
+    else:
+        status, code = "passed", EXIT_OK
+    report = build_report(cfg, recipe, result, status)
+    write_report(report, run_dir)
+    _print_summary(report, run_dir)
+    return code
+
+
+def _print_summary(report: dict, run_dir: Path) -> None:
+    m = report["metrics"]
+    if report["error"]:
+        print(f"compiler: {report['error']}", file=sys.stderr)
+    lines = [f"compiler: {report['recipe']}: {report['status'].upper()}"]
+    if m["accuracy"]:
+        acc = ", ".join(f"{k} {v:.4f}" for k, v in m["accuracy"].items())
+        lat = ", ".join(f"{who} b{b[1:]} {v['p50']:.3f} ms" for who, per in m["latency_ms"].items()
+                        for b, v in per.items())
+        lines += [f"  accuracy: {acc}", f"  max abs error framework->engine: {m['max_abs_error'].get('engine'):.3g}",
+                  f"  latency p50: {lat}"]
+    for gate in report["gates"]:
+        if not gate["passed"]:
+            lines.append(f"  FAILED gate {gate['name']}: {gate['detail']}")
+    lines.append(f"  report: {run_dir / 'report.md'}")
+    print("\n".join(lines))
+
+
+def _hydra_task(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    _SESSION.jobs += 1
+    hydra_cfg = HydraConfig.get()
+    try:
+        code = run_job(cfg, hydra_cfg.runtime.choices.get("recipe", "?"), Path(hydra_cfg.runtime.output_dir))
+    except RecipeError as exc:  # found late (e.g. the factory's allow-list re-check)
+        print(f"compiler: {exc.render()}", file=sys.stderr)
+        code = EXIT_INVALID_RECIPE
+    except Exception:
+        log.exception("compiler: unexpected error")
+        code = EXIT_STAGE_FAILED
+    multirun = hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN"
+    if multirun and code != EXIT_OK:
+        code = EXIT_STAGE_FAILED  # a sweep fails as a whole if any job failed
+    _SESSION.exit_code = max(_SESSION.exit_code, code)
+
+
+def _explain_composition_failure(argv: list[str]) -> None:
+    """Hydra stops at the first schema error; compose again untyped and list every problem."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from compiler.lint import schema_problems
+
+    overrides = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+            raw = compose("config", overrides=overrides + [f"~{schema.SCHEMA_NAME}"])
+    except Exception:
+        return  # not a schema problem (a bad recipe name, a sweep): Hydra's message stands
+    problems = schema_problems(OmegaConf.to_container(raw, resolve=False), schema.RecipeConfig)
+    if problems:
+        print(f"compiler: {RecipeError(problems).render()}", file=sys.stderr)
+
+
+def main() -> None:
+    recipe_source.register()
+    schema.register()
+    entry = hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_hydra_task)
+    try:
+        entry()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            if _SESSION.jobs == 0:  # Hydra failed before any job: the recipe or the command line is invalid
+                _explain_composition_failure(sys.argv[1:])
+                sys.exit(EXIT_INVALID_RECIPE)
+            sys.exit(exc.code)
+    sys.exit(_SESSION.exit_code)

@@ -1,0 +1,60 @@
+"""Error types and exit codes shared by every stage.
+
+Problems carry the key path, the bad value, what is allowed and a fix, so that the
+CLI can print them all at once without a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+EXIT_OK = 0
+EXIT_STAGE_FAILED = 1
+EXIT_INVALID_RECIPE = 2
+EXIT_VERIFY_FAILED = 3
+
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a recipe, located by its key path."""
+
+    path: str
+    message: str
+    value: Any = _UNSET
+    allowed: str = ""
+    fix: str = ""
+
+    def __str__(self) -> str:
+        parts = [f"{self.path}: {self.message}"]
+        if self.value is not _UNSET:
+            parts.append(f"got {self.value!r}")
+        if self.allowed:
+            parts.append(f"allowed: {self.allowed}")
+        text = "; ".join(parts)
+        return f"{text}. Fix: {self.fix}" if self.fix else text
+
+
+class RecipeError(Exception):
+    """The recipe is invalid; raised before any heavy work starts (exit 2)."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        n = len(self.problems)
+        head = f"the recipe is invalid ({n} problem{'s' if n != 1 else ''}); nothing was run:"
+        return "\n".join([head] + [f"  - {p}" for p in self.problems])
+
+
+class StageError(Exception):
+    """A stage could not produce its artifact (exit 1)."""
+
+    def __init__(self, stage: str, message: str, fix: str = ""):
+        self.stage = stage
+        self.fix = fix
+        text = f"stage '{stage}' failed: {message}"
+        super().__init__(f"{text}\n  Fix: {fix}" if fix else text)

@@ -1,0 +1,226 @@
+"""Lint: every problem in a composed recipe, found before any heavy import or training.
+
+`schema_problems` walks a raw (untyped) recipe against the dataclass schema and reports every
+unknown key, wrong type and bad enum value with suggestions; `lint` checks missing values and
+the cross-field rules of a typed recipe.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from dataclasses import fields, is_dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+
+from compiler.errors import Problem
+
+MIN_OPSET, MAX_OPSET = 11, 21
+
+
+# --- schema walk (raw recipes) -------------------------------------------------------------
+
+def schema_problems(raw: Any, schema: type, path: str = "") -> list[Problem]:
+    """Unknown keys, wrong types and bad enum values anywhere in `raw`, all of them."""
+    if not isinstance(raw, Mapping):
+        return [Problem(path or "<root>", "expected a mapping", raw)]
+    hints = typing.get_type_hints(schema)
+    names = [f.name for f in fields(schema)]
+    problems = []
+    for key, value in raw.items():
+        sub = f"{path}.{key}" if path else str(key)
+        if key not in hints:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            problems.append(Problem(sub, "unknown key", allowed=", ".join(names),
+                                    fix=f"did you mean '{close[0]}'?" if close else "remove it"))
+            continue
+        problems += _value_problems(value, hints[key], sub)
+    return problems
+
+
+def _value_problems(value: Any, hint: Any, path: str) -> list[Problem]:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:  # Optional[X]
+        if value is None:
+            return []
+        return _value_problems(value, next(a for a in args if a is not type(None)), path)
+    if value == "???" or hint is Any:
+        return []
+    if is_dataclass(hint):
+        return schema_problems(value, hint, path)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        allowed = [m.name for m in hint]
+        if value in allowed:
+            return []
+        close = difflib.get_close_matches(str(value), allowed, n=1)
+        return [Problem(path, "not an allowed value", value, ", ".join(allowed),
+                        fix=f"did you mean '{close[0]}'?" if close else "")]
+    if origin in (list, typing.List):
+        return [] if isinstance(value, list) else [Problem(path, "expected a list", value)]
+    if origin in (dict, typing.Dict):
+        return [] if isinstance(value, Mapping) else [Problem(path, "expected a mapping", value)]
+    checks = {int: _is_int, float: _is_float, bool: lambda v: isinstance(v, bool) or str(v).lower() in ("true", "false"),
+              str: lambda v: not isinstance(v, (Mapping, list))}
+    check = checks.get(hint)
+    if check and not check(value):
+        return [Problem(path, f"expected {hint.__name__}", value)]
+    return []
+
+
+def _is_int(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    try:
+        return int(str(v)) == float(str(v))
+    except ValueError:
+        return False
+
+
+def _is_float(v: Any) -> bool:
+    try:
+        float(str(v))
+        return not isinstance(v, bool)
+    except ValueError:
+        return False
+
+
+# --- cross-field rules (typed recipes) ------------------------------------------------------
+
+def lint(cfg: DictConfig) -> list[Problem]:
+    """Every problem of a typed recipe; an empty list means it may run."""
+    problems = [Problem(key, "missing required value", fix=f"set it in the recipe or on the command line: {key}=...")
+                for key in sorted(OmegaConf.missing_keys(cfg))]
+    if problems:
+        return problems
+    for check in (_model, _data, _train, _export, _surgery, _engine, _verify):
+        problems += check(cfg)
+    return problems
+
+
+def _model(cfg: DictConfig) -> list[Problem]:
+    from compiler.model.layers import parse_layers
+    from compiler.security import allowed_prefixes, is_allowed, targets_in
+
+    spec, problems = cfg.model, []
+    shape = list(spec.input.shape)
+    if len(shape) not in (1, 3) or not all(isinstance(d, int) and d > 0 for d in shape):
+        return [Problem("model.input.shape", "one sample's shape, batch excluded", shape,
+                        "[channels, height, width] or [features], positive integers")]
+    if spec.input.dtype != "float32":
+        problems.append(Problem("model.input.dtype", "unsupported input dtype", spec.input.dtype, "float32"))
+    layers, factory = list(spec.layers), spec.factory
+    if factory is not None:
+        raw = OmegaConf.to_container(factory) if OmegaConf.is_config(factory) else factory
+        if layers:
+            problems.append(Problem("model", "both `layers` and `factory` are set", fix="keep one of them"))
+        if not isinstance(raw, Mapping) or "_target_" not in raw:
+            problems.append(Problem("model.factory", "needs a `_target_`", raw, fix="e.g. {_target_: torch.nn.Sequential}"))
+        for path, target in targets_in(raw, "model.factory"):
+            if not is_allowed(target):
+                problems.append(Problem(path, "target is not on the allow-list", target, ", ".join(allowed_prefixes()),
+                                        fix="add its prefix to COMPILER_ALLOWED_TARGETS in the environment "
+                                            "(a recipe cannot widen the allow-list)"))
+        return problems
+    if not layers:
+        return problems + [Problem("model.layers", "the model has no layers and no factory",
+                                   fix="list layers (see README, 'Recipe anatomy') or set model.factory")]
+    raw_layers = OmegaConf.to_container(spec.layers, resolve=True)
+    specs, layer_problems = parse_layers(raw_layers, shape)
+    problems += layer_problems
+    classes = _expected_classes(cfg)
+    if not layer_problems and specs and classes and specs[-1].out_shape != (classes,):
+        problems.append(Problem(f"{specs[-1].path}", f"the model outputs {list(specs[-1].out_shape)} but the "
+                                f"data has {classes} classes", fix=f"end with `- dense: {{units: {classes}}}`"))
+    return problems
+
+
+def _expected_classes(cfg: DictConfig) -> int | None:
+    source = cfg.data.source.value
+    return {"digits": 10, "synthetic": cfg.data.num_classes}.get(source)
+
+
+def _data(cfg: DictConfig) -> list[Problem]:
+    d, problems = cfg.data, []
+    if not 0 < d.test_fraction < 1:
+        problems.append(Problem("data.test_fraction", "must be between 0 and 1 (exclusive)", d.test_fraction))
+    if d.limit is not None and d.limit < 10:
+        problems.append(Problem("data.limit", "too few samples to split and train", d.limit, "null or >= 10"))
+    if d.source.value == "npz":
+        if not d.path:
+            problems.append(Problem("data.path", "the npz source needs a file", fix="set data.path=/path/to/data.npz"))
+        elif not Path(d.path).expanduser().is_file():
+            problems.append(Problem("data.path", "file not found", d.path, fix="give an existing .npz file"))
+    if d.source.value == "synthetic" and (d.num_classes < 2 or d.num_samples < 10):
+        problems.append(Problem("data", "synthetic data needs num_classes >= 2 and num_samples >= 10",
+                                {"num_classes": d.num_classes, "num_samples": d.num_samples}))
+    return problems
+
+
+def _positive(cfg: DictConfig, keys: list[str]) -> list[Problem]:
+    problems = []
+    for key in keys:
+        value = OmegaConf.select(cfg, key)
+        if value is None or value <= 0:
+            problems.append(Problem(key, "must be positive", value))
+    return problems
+
+
+def _train(cfg: DictConfig) -> list[Problem]:
+    return _positive(cfg, ["train.epochs", "train.batch_size", "train.optimizer.lr"])
+
+
+def _export(cfg: DictConfig) -> list[Problem]:
+    opset = cfg.export.opset
+    problems = []
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        problems.append(Problem("export.opset", "unsupported opset", opset, f"{MIN_OPSET}..{MAX_OPSET}"))
+    if cfg.framework.value == "torch" and cfg.export.input_layout.value != "nchw":
+        problems.append(Problem("export.input_layout", "torch models take channels-first input", "nhwc", "nchw",
+                                fix="remove export.input_layout (nhwc is for TensorFlow recipes)"))
+    return problems
+
+
+def _surgery(cfg: DictConfig) -> list[Problem]:
+    from compiler.passes import parse_pass_list
+
+    return parse_pass_list(OmegaConf.to_container(cfg.surgery.passes, resolve=True))[1]
+
+
+def _engine(cfg: DictConfig) -> list[Problem]:
+    from compiler.backends import choose_backend, tensorrt_status
+
+    engine, problems = cfg.engine, []
+    if engine.backend.value == "tensorrt":
+        ok, why = tensorrt_status()
+        if not ok:
+            problems.append(Problem("engine.backend", f"TensorRT cannot run here: {why}", "tensorrt",
+                                    "auto, onnxruntime, tensorrt",
+                                    fix="install TensorRT on a CUDA machine (pip install 'compiler[tensorrt]' "
+                                        "--extra-index-url https://pypi.nvidia.com), or use engine.backend=auto"))
+    backend = choose_backend(engine).name
+    if backend == "onnxruntime" and engine.precision.value != "fp32":
+        problems.append(Problem("engine.precision", "the onnxruntime backend builds fp32 engines",
+                                engine.precision.value, "fp32", fix="use engine.precision=fp32"))
+    if engine.max_batch < 1:
+        problems.append(Problem("engine.max_batch", "must be positive", engine.max_batch))
+    return problems
+
+
+def _verify(cfg: DictConfig) -> list[Problem]:
+    v, problems = cfg.verify, []
+    for key in ("atol", "rtol", "max_accuracy_drop"):
+        if v[key] < 0:
+            problems.append(Problem(f"verify.{key}", "must be >= 0", v[key]))
+    if v.min_accuracy is not None and not 0 <= v.min_accuracy <= 1:
+        problems.append(Problem("verify.min_accuracy", "a fraction", v.min_accuracy, "0..1"))
+    problems += _positive(cfg, ["verify.samples", "verify.latency.iterations"])
+    if v.latency.warmup < 0:
+        problems.append(Problem("verify.latency.warmup", "must be >= 0", v.latency.warmup))
+    bad = [b for b in v.latency.batch_sizes if not isinstance(b, int) or b < 1]
+    if bad or not v.latency.batch_sizes:
+        problems.append(Problem("verify.latency.batch_sizes", "a non-empty list of positive batch sizes",
+                                list(v.latency.batch_sizes)))
+    return problems

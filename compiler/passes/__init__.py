@@ -1,0 +1,99 @@
+"""The graph-surgery pass registry.
+
+A pass is a function `apply(model: onnx.ModelProto, **args) -> onnx.ModelProto` in its own
+module. The registry holds each pass's name, import path and arguments, so a recipe's pass
+list is validated (names, arguments) without importing onnx.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from compiler.errors import Problem
+from compiler.security import allowed_prefixes, is_allowed
+
+
+@dataclass(frozen=True)
+class PassInfo:
+    name: str
+    runner: str                                   # "module:function"
+    summary: str
+    args: Mapping[str, Any] = field(default_factory=dict)   # allowed arguments and their defaults
+
+    def load(self) -> Callable[..., Any]:
+        module, _, func = self.runner.partition(":")
+        return getattr(importlib.import_module(module), func)
+
+
+def _info(name: str, summary: str, **args: Any) -> PassInfo:
+    return PassInfo(name, f"compiler.passes.{name}:apply", summary, args)
+
+
+REGISTRY: dict[str, PassInfo] = {p.name: p for p in [
+    _info("fold_constants", "evaluate constant subgraphs (and shape computations) into initializers",
+          fold_shapes=True, size_threshold=None),
+    _info("cleanup", "remove dead nodes, unused initializers and unused graph inputs"),
+    _info("toposort", "sort nodes topologically"),
+    _info("infer_shapes", "annotate every tensor with its inferred shape and type"),
+    _info("eliminate_identity", "remove Identity nodes (and inference-time Dropout)"),
+]}
+
+
+@dataclass(frozen=True)
+class PassCall:
+    """One entry of a recipe's pass list, resolved: what to run and with which arguments."""
+
+    index: int
+    name: str
+    args: Mapping[str, Any]
+    info: PassInfo | None = None     # None for an allow-listed `_target_`
+    target: str | None = None
+
+    def load(self) -> Callable[..., Any]:
+        if self.info is not None:
+            return self.info.load()
+        module, _, func = self.target.rpartition(".")
+        return getattr(importlib.import_module(module), func)
+
+
+def parse_pass_list(raw_passes: Sequence[Any], key: str = "surgery.passes") -> tuple[list[PassCall], list[Problem]]:
+    """Resolve `surgery.passes`: a name, `{name: {args}}` or `{_target_: dotted.fn, **args}` each."""
+    calls, problems = [], []
+    for index, entry in enumerate(raw_passes):
+        path = f"{key}[{index}]"
+        if isinstance(entry, str):
+            name, args = entry, {}
+        elif isinstance(entry, Mapping) and "_target_" in entry:
+            target = entry["_target_"]
+            if not is_allowed(target):
+                problems.append(Problem(f"{path}._target_", "custom pass is not on the allow-list", target,
+                                        ", ".join(allowed_prefixes()),
+                                        fix="add its prefix to COMPILER_ALLOWED_TARGETS in the environment"))
+            else:
+                calls.append(PassCall(index, target, {k: v for k, v in entry.items() if k != "_target_"}, target=target))
+            continue
+        elif isinstance(entry, Mapping) and len(entry) == 1:
+            (name, args), = entry.items()
+            args = args or {}
+        else:
+            problems.append(Problem(path, "a pass is a name, {name: {args}} or {_target_: ...}", entry))
+            continue
+        info = REGISTRY.get(name)
+        if info is None:
+            import difflib
+
+            close = difflib.get_close_matches(str(name), list(REGISTRY), n=1)
+            problems.append(Problem(path, "unknown pass", name, ", ".join(REGISTRY),
+                                    fix=f"did you mean '{close[0]}'?" if close else "pick a registered pass"))
+            continue
+        if not isinstance(args, Mapping):
+            problems.append(Problem(f"{path}.{name}", "pass arguments must be a mapping", args))
+            continue
+        unknown = [a for a in args if a not in info.args]
+        for a in unknown:
+            problems.append(Problem(f"{path}.{name}.{a}", "unknown pass argument", allowed=", ".join(info.args) or "none"))
+        if not unknown:
+            calls.append(PassCall(index, name, {**info.args, **args}, info=info))
+    return calls, problems

@@ -1,0 +1,139 @@
+"""Stage order, cache look-up and the run directory.
+
+Each stage reads its slice of the recipe and earlier artifacts from disk and writes one
+artifact; the pipeline keys it, reuses it from the cache when it can, and places a copy in
+the run directory. report.json, the manifest, is written last.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from compiler.backends import choose_backend
+from compiler.cache import StageCache, cache_root, sha256_file, stage_key, tool_versions
+from compiler.errors import StageError
+from compiler.stages import Stage, StageContext
+
+FRAMEWORK_TOOLS = {"torch": ("torch",), "tensorflow": ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx")}
+
+STAGES: tuple[Stage, ...] = (
+    Stage("train", "compiler.stages.train:run", ("framework", "seed", "data", "model", "train")),
+    Stage("export", "compiler.stages.export:run", ("framework", "model", "export"), ("train",), ("onnx", "onnxscript")),
+    Stage("surgery", "compiler.stages.surgery:run", ("surgery",), ("export",), ("onnx", "onnx-graphsurgeon", "onnxruntime")),
+    Stage("build", "compiler.stages.build:run", ("engine",), ("surgery",), ("onnxruntime", "tensorrt", "polygraphy")),
+    Stage("verify", "compiler.stages.verify:run", ("framework", "seed", "data", "model", "engine", "verify"),
+          ("train", "export", "surgery", "build"), ("onnxruntime", "polygraphy")),
+)
+_FRAMEWORK_STAGES = {"train", "export", "verify"}
+
+
+@dataclass
+class StageRecord:
+    name: str
+    artifact: str = ""
+    path: str = ""
+    sha256: str = ""
+    seconds: float = 0.0          # time spent in this run (a cache hit costs only the copy)
+    build_seconds: float = 0.0    # time the artifact took to build, in whichever run built it
+    cached: bool = False
+    key: str = ""
+    info: dict = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass
+class CompileResult:
+    stages: list[StageRecord]
+    error: StageError | None = None
+
+    @property
+    def by_name(self) -> dict[str, StageRecord]:
+        return {s.name: s for s in self.stages}
+
+
+def _config_slice(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
+    sliced = {k: OmegaConf.to_container(cfg[k], resolve=True, enum_to_str=True) if OmegaConf.is_config(cfg[k])
+              else getattr(cfg[k], "value", cfg[k]) for k in keys}
+    if "data" in keys and cfg.data.path:  # user data enters the key by content, not by name
+        sliced["data_sha256"] = sha256_file(Path(cfg.data.path).expanduser())
+    if "engine" in keys:  # `auto` may resolve differently on another machine
+        sliced["engine_backend"] = choose_backend(cfg.engine).name
+    return sliced
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Put an artifact into the run dir atomically (hard link when possible, else copy)."""
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def compile_recipe(cfg: DictConfig, run_dir: Path, log: logging.Logger) -> CompileResult:
+    cache = StageCache(cache_root(cfg.cache)) if cfg.cache.enabled else None
+    framework = cfg.framework.value
+    records: list[StageRecord] = []
+    for stage in STAGES:
+        tools = stage.tools + (FRAMEWORK_TOOLS[framework] if stage.name in _FRAMEWORK_STAGES else ())
+        done = {r.name: r for r in records}
+        key = stage_key(stage.name, _config_slice(cfg, stage.config_keys),
+                        {n: done[n].sha256 for n in stage.needs}, tool_versions(tools))
+        record = StageRecord(stage.name, key=key)
+        records.append(record)
+        started = time.perf_counter()
+        hit = cache.lookup(stage.name, key) if cache else None
+        try:
+            if hit:
+                log.info("stage %-8s cached (%s)", stage.name, key[:12])
+                artifact_path = Path(hit["path"])
+                record.info, record.build_seconds, record.cached = hit["info"], hit["seconds"], True
+            else:
+                log.info("stage %-8s running", stage.name)
+                artifact_path = _run_stage(stage, cfg, cache, key, done, record, run_dir, log)
+            record.artifact, record.sha256 = artifact_path.name, sha256_file(artifact_path)
+            if artifact_path.parent != run_dir:
+                _place(artifact_path, run_dir / artifact_path.name)
+            record.path = str(run_dir / artifact_path.name)
+        except StageError as exc:
+            record.error = str(exc)
+            return CompileResult(records, exc)
+        except Exception as exc:  # an unexpected failure is still reported per stage, with its type
+            record.error = f"{type(exc).__name__}: {exc}"
+            log.debug("stage %s failed", stage.name, exc_info=True)
+            return CompileResult(records, StageError(stage.name, record.error))
+        finally:
+            record.seconds = time.perf_counter() - started
+    return CompileResult(records)
+
+
+def _run_stage(stage: Stage, cfg: DictConfig, cache: StageCache | None, key: str,
+               done: dict[str, StageRecord], record: StageRecord, run_dir: Path, log: logging.Logger) -> Path:
+    """Run one stage in a fresh workspace; return where its artifact now lives."""
+    workspace = cache.new_workspace(stage.name) if cache else Path(tempfile.mkdtemp(prefix=f".{stage.name}-", dir=run_dir))
+    try:
+        ctx = StageContext(cfg, workspace, {n: Path(done[n].path) for n in stage.needs},
+                           {n: r.info for n, r in done.items()}, log)
+        started = time.perf_counter()
+        result = stage.load()(ctx)
+        record.build_seconds = time.perf_counter() - started
+        record.info = result.info
+        artifact = workspace / result.artifact
+        summary = {"artifact": result.artifact, "sha256": sha256_file(artifact), "seconds": record.build_seconds,
+                   "info": result.info}
+        if cache:
+            return cache.commit(stage.name, key, workspace, summary)
+        os.replace(artifact, run_dir / result.artifact)
+        return run_dir / result.artifact
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)

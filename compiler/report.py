@@ -1,0 +1,121 @@
+"""report.json (the stable interface, written last) and report.md (tables and plots)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from compiler import __version__
+from compiler.pipeline import CompileResult
+
+
+def build_report(cfg: DictConfig, recipe: str, result: CompileResult, status: str) -> dict[str, Any]:
+    stages = {r.name: {"artifact": r.artifact, "sha256": r.sha256, "seconds": round(r.seconds, 4),
+                       "build_seconds": round(r.build_seconds, 4), "cached": r.cached, "key": r.key,
+                       **({"error": r.error} if r.error else {})} for r in result.stages}
+    infos = {r.name: r.info for r in result.stages}
+    verify = infos.get("verify", {})
+    metrics = {
+        "accuracy": verify.get("accuracy", {}),
+        "max_abs_error": verify.get("max_abs_error", {}),
+        "max_rel_error": verify.get("max_rel_error", {}),
+        "latency_ms": verify.get("latency_ms", {}),
+        "onnx_nodes": {"export": infos.get("export", {}).get("nodes"), "clean": infos.get("surgery", {}).get("nodes")},
+    }
+    return {
+        "status": status, "recipe": recipe, "compiler_version": __version__,
+        "error": str(result.error) if result.error else None,
+        "stages": stages, "metrics": metrics,
+        "engine": {k: infos.get("build", {}).get(k) for k in ("backend", "reason")},
+        "gates": verify.get("gates", []), "ledger": verify.get("ledger", []),
+        "training": infos.get("train", {}), "surgery": infos.get("surgery", {}).get("passes", []),
+        "io": infos.get("export", {}).get("io"),
+        "recipe_config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+    }
+
+
+def write_report(report: dict[str, Any], run_dir: Path) -> None:
+    plot = _training_plot(report["training"].get("history", []), run_dir / "plots")
+    _atomic_write(run_dir / "report.md", render_markdown(report, plot))
+    _atomic_write(run_dir / "report.json", json.dumps(report, indent=2, default=str))  # the manifest: last
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _training_plot(history: list[dict], plots_dir: Path) -> str | None:
+    if not history:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots_dir.mkdir(exist_ok=True)
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax_loss.plot(epochs, [h["loss"] for h in history], marker="o")
+    ax_loss.set(title="training loss", xlabel="epoch")
+    ax_acc.plot(epochs, [h["accuracy"] for h in history], marker="o", label="train")
+    ax_acc.plot(epochs, [h["val_accuracy"] for h in history], marker="o", label="test")
+    ax_acc.set(title="top-1 accuracy", xlabel="epoch")
+    ax_acc.legend()
+    fig.tight_layout()
+    fig.savefig(plots_dir / "training.png", dpi=100)
+    plt.close(fig)
+    return "plots/training.png"
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)] + \
+        ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+
+
+def render_markdown(report: dict[str, Any], plot: str | None) -> str:
+    m = report["metrics"]
+    lines = [f"# Compile report: `{report['recipe']}` — {report['status'].upper()}", ""]
+    if report["error"]:
+        lines += ["```", report["error"], "```", ""]
+    lines += ["## Stages", ""] + _table(
+        ["stage", "artifact", "cached", "seconds", "build seconds", "sha256"],
+        [[n, s["artifact"], "yes" if s["cached"] else "no", s["seconds"], s["build_seconds"], s["sha256"][:12]]
+         for n, s in report["stages"].items()]) + [""]
+    if report["engine"].get("backend"):
+        lines += [f"Engine backend: **{report['engine']['backend']}** — {report['engine']['reason']}", ""]
+    if m["accuracy"]:
+        lines += ["## Accuracy (top-1, test split)", ""] + _table(
+            ["model", "accuracy"], [[k, v] for k, v in m["accuracy"].items()]) + [""]
+    if report["ledger"]:
+        lines += ["## Error ledger", ""] + _table(
+            ["reference", "candidate", "output", "max abs error", "max rel error", "passed"],
+            [[r["reference"], r["candidate"], r["output"], r["max_abs_error"], r["max_rel_error"], r["passed"]]
+             for r in report["ledger"]]) + [""]
+    if m["latency_ms"]:
+        rows = [[who, b, v["p50"], v["p99"], v["iterations"]] for who, per in m["latency_ms"].items() for b, v in per.items()]
+        lines += ["## Latency (ms per call)", ""] + _table(["model", "batch", "p50", "p99", "iterations"], rows) + [""]
+    if report["gates"]:
+        lines += ["## Gates", ""] + _table(["gate", "passed", "detail"],
+                                           [[g["name"], g["passed"], g["detail"]] for g in report["gates"]]) + [""]
+    if report["surgery"]:
+        lines += ["## Graph surgery", ""] + _table(
+            ["#", "pass", "nodes before", "nodes after", "op delta", "seconds"],
+            [[p["index"], p["pass"], p["nodes_before"], p["nodes_after"],
+              ", ".join(f"{k} {v:+d}" for k, v in p["op_delta"].items()) or "-", p["seconds"]]
+             for p in report["surgery"]]) + [""]
+    history = report["training"].get("history", [])
+    if history:
+        lines += ["## Training", "", f"Device: {report['training'].get('device')}, precision: "
+                  f"{report['training'].get('precision')}, parameters: {report['training'].get('parameters')}", ""]
+        lines += _table(["epoch", "loss", "train accuracy", "test accuracy"],
+                        [[h["epoch"], h["loss"], h["accuracy"], h["val_accuracy"]] for h in history]) + [""]
+        if plot:
+            lines += [f"![training curves]({plot})", ""]
+    return "\n".join(lines)

@@ -1,0 +1,44 @@
+"""The stage contract and the pipeline's stage list.
+
+A stage reads its slice of the recipe and earlier stages' artifacts from disk, and writes
+one artifact into `ctx.work_dir`. Its runner is named by import path, so that looking at
+the stage list (lint, cache look-ups) imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig
+
+
+@dataclass
+class StageContext:
+    cfg: DictConfig                 # the whole typed recipe
+    work_dir: Path                  # where this stage writes its artifact
+    inputs: dict[str, Path]         # artifacts of the stages it needs, by stage name
+    results: dict[str, dict]        # the `info` of every earlier stage, by stage name
+    log: logging.Logger
+
+
+@dataclass
+class StageResult:
+    artifact: str                   # file name inside work_dir
+    info: dict[str, Any] = field(default_factory=dict)  # JSON-able facts for the report
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    runner: str                     # "module:function" taking a StageContext
+    config_keys: tuple[str, ...]    # recipe sections that enter this stage's cache key
+    needs: tuple[str, ...] = ()     # earlier stages whose artifacts it reads
+    tools: tuple[str, ...] = ()     # distributions whose versions enter its cache key
+
+    def load(self) -> Callable[[StageContext], StageResult]:
+        module, _, func = self.runner.partition(":")
+        return getattr(importlib.import_module(module), func)

@@ -1,0 +1,17 @@
+"""Build stage: the cleaned ONNX model into an engine with the chosen backend."""
+
+from __future__ import annotations
+
+from compiler.backends import choose_backend
+from compiler.stages import StageContext, StageResult
+
+
+def run(ctx: StageContext) -> StageResult:
+    choice = choose_backend(ctx.cfg.engine)
+    ctx.log.info("engine backend: %s (%s)", choice.name, choice.reason)
+    if choice.name == "tensorrt":
+        from compiler.backends.tensorrt import build
+    else:
+        from compiler.backends.onnxruntime import build
+    artifact, info = build(ctx.inputs["surgery"], ctx.work_dir, ctx.cfg.engine)
+    return StageResult(artifact, {"backend": choice.name, "reason": choice.reason, **info})

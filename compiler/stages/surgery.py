@@ -1,0 +1,67 @@
+"""Surgery stage: the recipe's ordered pass list over model.onnx, every step accounted for."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, List
+
+from compiler.errors import StageError
+from compiler.stages import StageContext, StageResult
+
+DEFAULT_PASSES = ["fold_constants", "eliminate_identity", "cleanup", "toposort"]
+
+
+@dataclass
+class SurgeryConfig:
+    passes: List[Any] = field(default_factory=lambda: list(DEFAULT_PASSES))
+
+
+def _histogram_delta(before: Counter, after: Counter) -> dict[str, int]:
+    return {op: after[op] - before[op] for op in sorted(set(before) | set(after)) if after[op] != before[op]}
+
+
+def apply_passes(model, passes_cfg, log=None) -> tuple[Any, list[dict]]:
+    """Run the pass list; return the new model and one record per pass."""
+    from omegaconf import OmegaConf
+
+    from compiler.passes import parse_pass_list
+
+    raw = OmegaConf.to_container(passes_cfg, resolve=True) if OmegaConf.is_config(passes_cfg) else passes_cfg
+    calls, problems = parse_pass_list(raw)
+    assert not problems, problems  # lint has reported these already
+    records = []
+    for call in calls:
+        before = Counter(n.op_type for n in model.graph.node)
+        started = time.perf_counter()
+        try:
+            model = call.load()(model, **call.args)
+        except Exception as exc:
+            raise StageError("surgery", f"pass surgery.passes[{call.index}] '{call.name}' failed: {exc}",
+                             fix="remove or move this pass, or change its arguments") from exc
+        after = Counter(n.op_type for n in model.graph.node)
+        record = {"index": call.index, "pass": call.name, "nodes_before": sum(before.values()),
+                  "nodes_after": sum(after.values()), "op_delta": _histogram_delta(before, after),
+                  "seconds": time.perf_counter() - started}
+        records.append(record)
+        if log:
+            log.info("pass %-20s nodes %d -> %d", call.name, record["nodes_before"], record["nodes_after"])
+    return model, records
+
+
+def run(ctx: StageContext) -> StageResult:
+    import onnx
+
+    from compiler.stages.export import checked_model_info
+
+    model = onnx.load(str(ctx.inputs["export"]))
+    model, records = apply_passes(model, ctx.cfg.surgery.passes, ctx.log)
+    out = ctx.work_dir / "model.clean.onnx"
+    onnx.save(model, str(out))
+    try:
+        info = checked_model_info(out)
+    except Exception as exc:
+        raise StageError("surgery", f"the cleaned model is not valid ONNX: {exc}",
+                         fix="check the custom passes in surgery.passes") from exc
+    return StageResult("model.clean.onnx", {**info, "passes": records})

@@ -1,0 +1,59 @@
+"""Train stage: the recipe's `train` section, dispatched to the recipe's framework."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from compiler.stages import StageContext, StageResult
+
+
+class Device(Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class TrainPrecision(Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"   # autocast (torch)
+    fp16 = "fp16"   # autocast + loss scaling (torch, CUDA only)
+
+
+class OptimizerName(Enum):
+    adam = "adam"
+    adamw = "adamw"
+    sgd = "sgd"
+    rmsprop = "rmsprop"
+
+
+class Loss(Enum):
+    cross_entropy = "cross_entropy"
+
+
+@dataclass
+class OptimizerConfig:
+    name: OptimizerName = OptimizerName.adam
+    lr: float = 1.0e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5
+    batch_size: int = 64
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    loss: Loss = Loss.cross_entropy
+    device: Device = Device.auto
+    precision: TrainPrecision = TrainPrecision.fp32
+    progress: bool = True   # a progress bar per epoch with loss and accuracy
+
+
+def run(ctx: StageContext) -> StageResult:
+    framework = ctx.cfg.framework.value
+    if framework == "torch":
+        from compiler.stages.train_torch import train
+    else:
+        from compiler.stages.train_keras import train
+    return train(ctx)

@@ -1,0 +1,119 @@
+"""PyTorch training loop: the seed's loop, plus device/precision choice, progress and history."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from compiler.data import load_dataset
+from compiler.errors import StageError
+from compiler.model.torch_builder import build_torch_model
+from compiler.stages import StageContext, StageResult
+
+_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
+               "rmsprop": torch.optim.RMSprop}
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise StageError("train", "train.device is 'cuda' but torch sees no CUDA GPU",
+                         fix="use train.device=auto (or cpu), or install a CUDA build of torch on a GPU machine")
+    return torch.device(name)
+
+
+def _optimizer(params, opt_cfg) -> torch.optim.Optimizer:
+    name = opt_cfg.name.value
+    kwargs = {"lr": opt_cfg.lr, "weight_decay": opt_cfg.weight_decay}
+    if name in ("sgd", "rmsprop"):
+        kwargs["momentum"] = opt_cfg.momentum
+    return _OPTIMIZERS[name](params, **kwargs)
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
+    model.eval()
+    correct = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
+    return correct / max(1, len(x))
+
+
+def train(ctx: StageContext) -> StageResult:
+    cfg, tcfg = ctx.cfg, ctx.cfg.train
+    torch.manual_seed(cfg.seed)
+    data = load_dataset(cfg.data, cfg.model.input.shape, cfg.seed)
+    device = resolve_device(tcfg.device.value)
+    model = build_torch_model(cfg.model, cfg.model.input.shape).to(device)
+    optimizer = _optimizer(model.parameters(), tcfg.optimizer)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    precision = tcfg.precision.value
+    if precision == "fp16" and device.type != "cuda":
+        raise StageError("train", "train.precision=fp16 needs a CUDA device", fix="use train.precision=bf16 on CPU")
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+
+    x_train = torch.from_numpy(data.x_train).to(device)
+    y_train = torch.from_numpy(data.y_train).to(device)
+    x_test = torch.from_numpy(data.x_test).to(device)
+    y_test = torch.from_numpy(data.y_test).to(device)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    history: list[dict] = []
+    started = time.perf_counter()
+    for epoch in range(1, tcfg.epochs + 1):
+        model.train()
+        order = torch.randperm(len(x_train), generator=generator).to(device)
+        batches = range(0, len(order), tcfg.batch_size)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{tcfg.epochs}", unit="batch", leave=False,
+                   disable=None if tcfg.progress else True, dynamic_ncols=True)  # None: only on a terminal
+        total_loss, correct, seen = 0.0, 0, 0
+        for start in bar:
+            idx = order[start:start + tcfg.batch_size]
+            xb, yb = x_train[idx], y_train[idx]
+            autocast = (torch.autocast(device.type, dtype=_AUTOCAST[precision]) if precision in _AUTOCAST
+                        else contextlib.nullcontext())
+            with autocast:
+                logits = model(xb)
+                loss = loss_fn(logits.float(), yb)
+            if not math.isfinite(loss.item()):
+                raise StageError("train", f"the loss became {loss.item()} at epoch {epoch}, batch {start // tcfg.batch_size}",
+                                 fix="lower train.optimizer.lr, check the data for NaN/inf, or use train.precision=fp32")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total_loss += loss.item() * len(idx)
+            correct += int((logits.argmax(1) == yb).sum())
+            seen += len(idx)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+        val = accuracy(model, x_test, y_test)
+        history.append({"epoch": epoch, "loss": total_loss / seen, "accuracy": correct / seen, "val_accuracy": val})
+        bar.close()
+        ctx.log.info("epoch %d/%d  loss %.4f  accuracy %.4f  test accuracy %.4f", epoch, tcfg.epochs,
+                     total_loss / seen, correct / seen, val)
+    seconds = time.perf_counter() - started
+    torch.save(model.to("cpu").state_dict(), ctx.work_dir / "model.pt")
+    samples = len(x_train) * tcfg.epochs
+    return StageResult("model.pt", {
+        "history": history, "device": str(device), "precision": precision,
+        "train_samples": len(x_train), "test_samples": len(x_test),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "samples_per_second": samples / seconds if seconds > 0 else None,
+        "final_val_accuracy": history[-1]["val_accuracy"] if history else None,
+    })
+
+
+def load_trained(cfg, path) -> torch.nn.Module:
+    """Rebuild the recipe's module and load its trained weights (weights_only: no pickled code)."""
+    model = build_torch_model(cfg.model, cfg.model.input.shape)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def predict(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()

@@ -1,0 +1,94 @@
+"""Verify stage: error ledger across every artifact, accuracy, latency, and the recipe's gates."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+
+from compiler.stages import StageContext, StageResult
+
+
+@dataclass
+class LatencyConfig:
+    batch_sizes: List[int] = field(default_factory=lambda: [1, 32])
+    iterations: int = 50
+    warmup: int = 5
+
+
+@dataclass
+class VerifyConfig:
+    atol: float = 1.0e-4
+    rtol: float = 1.0e-3
+    max_accuracy_drop: float = 0.5        # top-1 percentage points, engine vs framework model
+    min_accuracy: Optional[float] = None  # optional floor for the engine's top-1 (0..1)
+    samples: int = 64                     # real test samples (plus as many random ones) in the ledger
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+
+
+def _top1(runner, input_name: str, output_name: str, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
+    correct = 0
+    for i in range(0, len(x), batch):
+        out = runner.infer({input_name: np.ascontiguousarray(x[i:i + batch])}, check_inputs=False)[output_name]
+        correct += int((np.asarray(out).argmax(1) == y[i:i + batch]).sum())
+    return correct / max(1, len(x))
+
+
+def run(ctx: StageContext) -> StageResult:
+    from compiler.data import load_dataset
+    from compiler.verify.latency import measure
+    from compiler.verify.ledger import error_ledger
+    from compiler.verify.runners import CallableRunner, engine_runner, framework_predictor, onnx_runner
+
+    cfg, vcfg = ctx.cfg, ctx.cfg.verify
+    spec = cfg.model
+    data = load_dataset(cfg.data, spec.input.shape, cfg.seed)
+    backend = ctx.results["build"]["backend"]
+    framework = CallableRunner(cfg.framework.value, framework_predictor(cfg, ctx.inputs["train"]),
+                               spec.input.name, spec.output.name, list(spec.input.shape))
+    runners = [framework,
+               onnx_runner("model.onnx", ctx.inputs["export"], cfg.engine),
+               onnx_runner("model.clean.onnx", ctx.inputs["surgery"], cfg.engine),
+               engine_runner(backend, ctx.inputs["build"], cfg.engine)]
+    names = [framework.name, "model.onnx", "model.clean.onnx", "engine"]
+
+    real = data.x_test[: vcfg.samples]
+    rng = np.random.default_rng(cfg.seed)
+    noise = rng.standard_normal(real.shape).astype(np.float32) * real.std() + real.mean()
+    feeds = [{spec.input.name: real}, {spec.input.name: noise}]
+    boundaries = [(0, 1), (1, 2), (2, 3), (0, 3)]
+    rows, _ = error_ledger(runners, feeds, boundaries, vcfg.atol, vcfg.rtol)
+    for row in rows:  # Polygraphy names runners with a counter; the ledger uses artifact names
+        row["reference"] = names[[r.name for r in runners].index(row["reference"])]
+        row["candidate"] = names[[r.name for r in runners].index(row["candidate"])]
+
+    accuracy, latency = {}, {}
+    for key, runner in (("framework", runners[0]), ("engine", runners[3])):
+        with runner:
+            accuracy[key] = _top1(runner, spec.input.name, spec.output.name, data.x_test, data.y_test)
+            latency[key] = measure(runner, spec.input.name, data.x_test, vcfg.latency.batch_sizes,
+                                   vcfg.latency.iterations, vcfg.latency.warmup)
+    end_to_end = next(r for r in rows if r["reference"] == names[0] and r["candidate"] == "engine")
+    gates = _gates(vcfg, rows, accuracy)
+    info = {"ledger": rows, "accuracy": accuracy, "latency_ms": latency, "gates": gates,
+            "max_abs_error": {"engine": end_to_end["max_abs_error"]},
+            "max_rel_error": {"engine": end_to_end["max_rel_error"]},
+            "passed": all(g["passed"] for g in gates), "backend": backend,
+            "ledger_inputs": {"real": int(len(real)), "random": int(len(noise))}}
+    (ctx.work_dir / "verify.json").write_text(json.dumps(info, indent=2))
+    return StageResult("verify.json", info)
+
+
+def _gates(vcfg, rows: list[dict], accuracy: dict) -> list[dict]:
+    gates = [{"name": f"{r['reference']} -> {r['candidate']} [{r['output']}]", "passed": r["passed"],
+              "detail": f"max abs {r['max_abs_error']:.3g}, max rel {r['max_rel_error']:.3g} "
+                        f"(atol {vcfg.atol:g}, rtol {vcfg.rtol:g})"} for r in rows]
+    drop = (accuracy["framework"] - accuracy["engine"]) * 100
+    gates.append({"name": "accuracy drop", "passed": drop <= vcfg.max_accuracy_drop,
+                  "detail": f"{drop:.2f} points (budget {vcfg.max_accuracy_drop:g})"})
+    if vcfg.min_accuracy is not None:
+        gates.append({"name": "minimum accuracy", "passed": accuracy["engine"] >= vcfg.min_accuracy,
+                      "detail": f"engine {accuracy['engine']:.4f} (floor {vcfg.min_accuracy:g})"})
+    return gates

@@ -1,0 +1,1 @@
+"""Verification: Polygraphy runners for every artifact, the error ledger, accuracy and latency."""

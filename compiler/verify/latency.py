@@ -1,0 +1,27 @@
+"""Latency of a runner at given batch sizes: warm-up, then p50/p99 over timed iterations."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def measure(runner: Any, input_name: str, samples: np.ndarray, batch_sizes: Sequence[int],
+            iterations: int, warmup: int) -> dict[str, dict]:
+    """Wall-clock milliseconds per inference call, from the runner's own inference timer."""
+    result = {}
+    for batch in batch_sizes:
+        reps = -(-batch // len(samples))
+        feed = {input_name: np.ascontiguousarray(np.concatenate([samples] * reps)[:batch])}
+        for _ in range(warmup):
+            runner.infer(feed, check_inputs=False)
+        times = []
+        for _ in range(iterations):
+            start = time.perf_counter()
+            runner.infer(feed, check_inputs=False)
+            times.append((time.perf_counter() - start) * 1e3)
+        result[f"b{batch}"] = {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99)),
+                               "mean": float(np.mean(times)), "iterations": iterations}
+    return result
