@@ -96,6 +96,13 @@ def _hydra_task(cfg: DictConfig) -> None:
     _SESSION.exit_code = max(_SESSION.exit_code, code)
 
 
+def _forced(override: str) -> str:
+    """`key=value` -> `++key=value`, so the untyped composition accepts keys the schema lacks."""
+    if override.startswith(("+", "~")) or override.split("=", 1)[0] == "recipe":
+        return override
+    return f"++{override}"
+
+
 def _explain_composition_failure(argv: list[str]) -> None:
     """Hydra stops at the first schema error; compose again untyped and list every problem."""
     from hydra import compose, initialize_config_dir
@@ -104,11 +111,11 @@ def _explain_composition_failure(argv: list[str]) -> None:
 
     from compiler.lint import schema_problems
 
-    overrides = [a for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    overrides = [_forced(a) for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-            raw = compose("config", overrides=overrides + [f"~{schema.SCHEMA_NAME}"])
+            raw = compose("config", overrides=overrides + [f"~{schema.SCHEMA_GROUP}"])
     except Exception:
         return  # not a schema problem (a bad recipe name, a sweep): Hydra's message stands
     problems = schema_problems(OmegaConf.to_container(raw, resolve=False), schema.RecipeConfig)
@@ -116,9 +123,31 @@ def _explain_composition_failure(argv: list[str]) -> None:
         print(f"compiler: {RecipeError(problems).render()}", file=sys.stderr)
 
 
+def _lint_only(overrides: list[str]) -> int:
+    """`mode=lint` without a sweep: one composition through Hydra's compose API, no run dir, no logging."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    try:
+        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+    except HydraException as exc:
+        print(f"compiler: {exc}", file=sys.stderr)
+        _explain_composition_failure(overrides)
+        return EXIT_INVALID_RECIPE
+    recipe = next((o.split("=", 1)[1] for o in overrides if o.startswith("recipe=")), "?")
+    return run_job(cfg, recipe, Path("."))
+
+
+_HYDRA_FLAGS_NEEDING_APP = ("-m", "--multirun", "--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--shell-completion")
+
+
 def main() -> None:
     recipe_source.register()
     schema.register()
+    argv = sys.argv[1:]
+    if "mode=lint" in argv and not any(a.split("=")[0] in _HYDRA_FLAGS_NEEDING_APP for a in argv):
+        sys.exit(_lint_only(argv))
     entry = hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_hydra_task)
     try:
         entry()

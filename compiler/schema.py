@@ -1,6 +1,6 @@
 """The typed recipe: one dataclass per stage, owned by the module that consumes it, assembled here.
 
-Registered in Hydra's ConfigStore as `compiler_schema`, which conf/config.yaml lists first, so
+Registered in Hydra's ConfigStore as `schema/compiler`, which conf/config.yaml lists first, so
 unknown keys, wrong types and bad enum values fail at composition with their full key path.
 """
 
@@ -46,8 +46,8 @@ class RecipeConfig:
     cache: CacheConfig = field(default_factory=CacheConfig)
 
 
-SCHEMA_NAME = "compiler_schema"
+SCHEMA_GROUP = "schema"
 
 
 def register() -> None:
-    ConfigStore.instance().store(name=SCHEMA_NAME, node=RecipeConfig)
+    ConfigStore.instance().store(group=SCHEMA_GROUP, name="compiler", node=RecipeConfig, package="_global_")

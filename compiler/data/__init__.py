@@ -10,9 +10,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Optional
 
-from compiler.data.sources import Dataset, load_dataset
-
-__all__ = ["DataConfig", "DataSource", "NpzKeys", "Dataset", "load_dataset"]
+__all__ = ["DataConfig", "DataSource", "NpzKeys"]  # loaders live in compiler.data.sources (imports numpy)
 
 
 class DataSource(Enum):

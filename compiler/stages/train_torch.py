@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from compiler.data import load_dataset
+from compiler.data.sources import load_dataset
 from compiler.errors import StageError
 from compiler.model.torch_builder import build_torch_model
 from compiler.stages import StageContext, StageResult

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import List, Optional
-
-import numpy as np
+from typing import TYPE_CHECKING, List, Optional
 
 from compiler.stages import StageContext, StageResult
 
@@ -28,7 +26,13 @@ class VerifyConfig:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
 
 
-def _top1(runner, input_name: str, output_name: str, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
+if TYPE_CHECKING:
+    import numpy as np
+
+
+def _top1(runner, input_name: str, output_name: str, x: "np.ndarray", y: "np.ndarray", batch: int = 256) -> float:
+    import numpy as np
+
     correct = 0
     for i in range(0, len(x), batch):
         out = runner.infer({input_name: np.ascontiguousarray(x[i:i + batch])}, check_inputs=False)[output_name]
@@ -37,7 +41,7 @@ def _top1(runner, input_name: str, output_name: str, x: np.ndarray, y: np.ndarra
 
 
 def run(ctx: StageContext) -> StageResult:
-    from compiler.data import load_dataset
+    from compiler.data.sources import load_dataset
     from compiler.verify.latency import measure
     from compiler.verify.ledger import error_ledger
     from compiler.verify.runners import CallableRunner, engine_runner, framework_predictor, onnx_runner
