@@ -30,6 +30,15 @@ if TYPE_CHECKING:
     import numpy as np
 
 
+def engine_layout(cfg, x: "np.ndarray") -> "np.ndarray":
+    """Samples in the exported model's input layout (channels last only for export.input_layout=nhwc)."""
+    import numpy as np
+
+    if cfg.export.input_layout.value == "nhwc" and x.ndim == 4:
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    return x
+
+
 def _top1(runner, input_name: str, output_name: str, x: "np.ndarray", y: "np.ndarray", batch: int = 256) -> float:
     import numpy as np
 
@@ -41,6 +50,8 @@ def _top1(runner, input_name: str, output_name: str, x: "np.ndarray", y: "np.nda
 
 
 def run(ctx: StageContext) -> StageResult:
+    import numpy as np
+
     from compiler.data.sources import load_dataset
     from compiler.verify.latency import measure
     from compiler.verify.ledger import error_ledger
@@ -49,16 +60,17 @@ def run(ctx: StageContext) -> StageResult:
     cfg, vcfg = ctx.cfg, ctx.cfg.verify
     spec = cfg.model
     data = load_dataset(cfg.data, spec.input.shape, cfg.seed)
+    x_test = engine_layout(cfg, data.x_test)
     backend = ctx.results["build"]["backend"]
     framework = CallableRunner(cfg.framework.value, framework_predictor(cfg, ctx.inputs["train"]),
-                               spec.input.name, spec.output.name, list(spec.input.shape))
+                               spec.input.name, spec.output.name, list(x_test.shape[1:]))
     runners = [framework,
                onnx_runner("model.onnx", ctx.inputs["export"], cfg.engine),
                onnx_runner("model.clean.onnx", ctx.inputs["surgery"], cfg.engine),
                engine_runner(backend, ctx.inputs["build"], cfg.engine)]
     names = [framework.name, "model.onnx", "model.clean.onnx", "engine"]
 
-    real = data.x_test[: vcfg.samples]
+    real = x_test[: vcfg.samples]
     rng = np.random.default_rng(cfg.seed)
     noise = rng.standard_normal(real.shape).astype(np.float32) * real.std() + real.mean()
     feeds = [{spec.input.name: real}, {spec.input.name: noise}]
@@ -71,8 +83,8 @@ def run(ctx: StageContext) -> StageResult:
     accuracy, latency = {}, {}
     for key, runner in (("framework", runners[0]), ("engine", runners[3])):
         with runner:
-            accuracy[key] = _top1(runner, spec.input.name, spec.output.name, data.x_test, data.y_test)
-            latency[key] = measure(runner, spec.input.name, data.x_test, vcfg.latency.batch_sizes,
+            accuracy[key] = _top1(runner, spec.input.name, spec.output.name, x_test, data.y_test)
+            latency[key] = measure(runner, spec.input.name, x_test, vcfg.latency.batch_sizes,
                                    vcfg.latency.iterations, vcfg.latency.warmup)
     end_to_end = next(r for r in rows if r["reference"] == names[0] and r["candidate"] == "engine")
     gates = _gates(vcfg, rows, accuracy)

@@ -1,0 +1,88 @@
+"""Builds a Keras model (channels-last inside Keras) from the same layer list as torch."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import keras
+
+from compiler.model.layers import LayerSpec, activation_of, pair
+
+
+def _activation(name: str | None):
+    if name == "leaky_relu":
+        return keras.layers.LeakyReLU(negative_slope=0.2)
+    if name == "softmax":
+        return keras.layers.Softmax(axis=-1)
+    return keras.layers.Activation(name) if name else None
+
+
+def _padded(x, args: dict[str, Any]):
+    """Keras knows 'same'/'valid'; an explicit integer padding is a ZeroPadding2D first."""
+    if args["padding"] in ("same", "valid"):
+        return x, args["padding"]
+    return keras.layers.ZeroPadding2D(int(args["padding"]))(x), "valid"
+
+
+def _residual(x, filters: int, stride: int):
+    shortcut = x
+    y = keras.layers.Conv2D(filters, 3, stride, padding="same", use_bias=False)(x)
+    y = keras.layers.BatchNormalization()(y)
+    y = keras.layers.ReLU()(y)
+    y = keras.layers.Conv2D(filters, 3, 1, padding="same", use_bias=False)(y)
+    y = keras.layers.BatchNormalization()(y)
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = keras.layers.Conv2D(filters, 1, stride, use_bias=False)(x)
+        shortcut = keras.layers.BatchNormalization()(shortcut)
+    return keras.layers.ReLU()(keras.layers.Add()([y, shortcut]))
+
+
+def _apply(spec: LayerSpec, x):
+    a = spec.args
+    if spec.type == "conv2d":
+        x, padding = _padded(x, a)
+        x = keras.layers.Conv2D(a["filters"], pair(a["kernel"]), a["stride"], padding=padding)(x)
+    elif spec.type == "depthwise_conv2d":
+        x, padding = _padded(x, a)
+        x = keras.layers.DepthwiseConv2D(pair(a["kernel"]), a["stride"], padding=padding,
+                                         depth_multiplier=a["multiplier"])(x)
+    elif spec.type in ("maxpool2d", "avgpool2d"):
+        pool = keras.layers.MaxPooling2D if spec.type == "maxpool2d" else keras.layers.AveragePooling2D
+        x = pool(pair(a["size"]), a["stride"] or pair(a["size"])[0])(x)
+    elif spec.type == "global_avg_pool":
+        x = keras.layers.GlobalAveragePooling2D()(x)
+    elif spec.type == "batchnorm":
+        x = keras.layers.BatchNormalization(epsilon=a["eps"], momentum=a["momentum"])(x)
+    elif spec.type == "dropout":
+        x = keras.layers.Dropout(a["rate"])(x)
+    elif spec.type == "flatten":
+        x = keras.layers.Flatten()(x)
+    elif spec.type == "dense":
+        x = keras.layers.Dense(a["units"])(x)
+    elif spec.type == "residual":
+        x = _residual(x, a["filters"], a["stride"])
+    elif spec.type != "activation":
+        raise AssertionError(f"no Keras builder for layer type {spec.type!r}")
+    act = _activation(activation_of(spec))
+    return act(x) if act is not None else x
+
+
+def keras_input_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    """The recipe's channels-first sample shape as Keras' channels-last one."""
+    return (shape[1], shape[2], shape[0]) if len(shape) == 3 else tuple(shape)
+
+
+def build_keras_model(model_cfg: Any, input_shape: Sequence[int]) -> keras.Model:
+    if model_cfg.factory is not None:
+        from compiler.model.factory import instantiate_factory
+
+        return instantiate_factory(model_cfg.factory)
+    from compiler.model.layers import parse_layers
+
+    specs, problems = parse_layers(model_cfg.layers, input_shape)
+    assert not problems, problems
+    inputs = keras.Input(keras_input_shape(input_shape), name=model_cfg.input.name)
+    x = inputs
+    for spec in specs:
+        x = _apply(spec, x)
+    return keras.Model(inputs, x, name="recipe_model")

@@ -1,0 +1,56 @@
+"""Shared helpers: run the real CLI in a subprocess with an isolated cache and run dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted(p.stem for p in (REPO / "recipes").glob("*.yaml"))
+# Small enough for CI, real enough to exercise every stage.
+TINY = ["train.epochs=1", "data.limit=240", "verify.latency.iterations=3", "verify.latency.warmup=1",
+        "verify.max_accuracy_drop=100"]
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+    run_dir: Path
+
+    @property
+    def report(self) -> dict:
+        return json.loads((self.run_dir / "report.json").read_text())
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def compile_cli(tmp_path: Path, cache_dir: Path):
+    """Run `python -m compiler ARGS` with hydra.run.dir and the cache inside tmp_path."""
+    counter = iter(range(1000))
+
+    def run(*args: str, env: dict | None = None, run_dir: Path | None = None, timeout: int = 600) -> Run:
+        run_dir = run_dir or tmp_path / f"run{next(counter)}"
+        full_env = {**os.environ, "COMPILER_CACHE_DIR": str(cache_dir), "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+        argv = [sys.executable, "-m", "compiler", *args]
+        if not any(a.startswith("hydra.run.dir") for a in args) and "-m" not in args:
+            argv.append(f"hydra.run.dir={run_dir}")
+        proc = subprocess.run(argv, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=timeout)
+        return Run(proc.returncode, proc.stdout, proc.stderr, run_dir)
+
+    return run

@@ -1,0 +1,69 @@
+"""Bad recipes exit 2 with a message naming the key path, before any work, leaving no cache."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import REPO
+
+BAD_INPUTS = [
+    # (overrides, key path, words in the message)
+    (["train.epoch=3"], "train.epoch", "did you mean 'epochs'"),
+    (["train.epochs=abc"], "train.epochs", "expected int"),
+    (["engine.precision=fp33"], "engine.precision", "allowed: fp32, fp16, bf16, int8, fp8, best"),
+    (["engine.backend=tensorrtt"], "engine.backend", "did you mean 'tensorrt'"),
+    (["model.input.shape=???"], "model.input.shape", "missing required value"),
+    (["train.epochs=0"], "train.epochs", "must be positive"),
+    (["export.opset=7"], "export.opset", "allowed: 11..21"),
+    (["+model.layers.1.maxpool2d.sise=2"], "model.layers[1].maxpool2d.sise", "did you mean 'size'"),
+    (["model.layers=[{flatten: {}}, {dense: {units: 7}}]"], "model.layers[1].dense", "data has 10 classes"),
+    (["surgery.passes=[fold_constant]"], "surgery.passes[0]", "did you mean 'fold_constants'"),
+    (["surgery.passes=[{cleanup: {aggressive: true}}]"], "surgery.passes[0].cleanup.aggressive", "unknown pass argument"),
+    (["data.source=npz", "data.path=/nonexistent/d.npz"], "data.path", "file not found"),
+    (["data.test_fraction=1.5"], "data.test_fraction", "between 0 and 1"),
+    (["engine.backend=tensorrt"], "engine.backend", "TensorRT cannot run here"),
+    (["verify.latency.batch_sizes=[0]"], "verify.latency.batch_sizes", "positive batch sizes"),
+    (["+model.factory._target_=os.system"], "model.factory._target_", "not on the allow-list"),
+]
+
+
+@pytest.mark.parametrize("overrides, path, words", BAD_INPUTS, ids=[b[1] + ":" + b[2][:20] for b in BAD_INPUTS])
+def test_bad_input_exits_2_naming_the_key(compile_cli, cache_dir, overrides, path, words):
+    run = compile_cli("recipe=cnn_torch", *overrides)
+    assert run.code == 2, run.output
+    assert path in run.stderr and words in run.stderr, run.stderr
+    assert not cache_dir.exists() or not any(cache_dir.rglob("result.json"))  # nothing was built
+    assert not (run.run_dir / "model.pt").exists()
+
+
+def test_every_problem_is_reported_at_once(compile_cli):
+    run = compile_cli("recipe=cnn_torch", "train.epochs=abc", "engine.precision=fp33", "+model.inptu=1")
+    assert run.code == 2
+    assert "3 problems" in run.stderr
+    for path in ("train.epochs", "engine.precision", "model.inptu"):
+        assert path in run.stderr
+
+
+def test_missing_recipe_lists_the_choices(compile_cli):
+    run = compile_cli()
+    assert run.code == 2 and "recipe" in run.stderr and "cnn_torch" in run.stderr
+
+
+@pytest.mark.parametrize("recipe", ["cnn_torch", "cnn_tf"])
+def test_lint_mode_imports_no_framework(recipe, tmp_path):
+    code = textwrap.dedent(f"""
+        import sys
+        sys.argv = ["compiler", "recipe={recipe}", "mode=lint"]
+        from compiler.cli import main
+        try:
+            main()
+        except SystemExit as exc:
+            heavy = sorted(m for m in ("torch", "tensorflow", "keras", "onnxruntime") if m in sys.modules)
+            print("EXIT", exc.code, "HEAVY", heavy)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert f"recipe '{recipe}' is valid" in out.stdout
+    assert "EXIT 0 HEAVY []" in out.stdout, out.stdout + out.stderr
+    assert not (tmp_path / "outputs").exists()  # lint writes nothing
