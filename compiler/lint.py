@@ -153,10 +153,26 @@ def _data(cfg: DictConfig) -> list[Problem]:
             problems.append(Problem("data.path", "the npz source needs a file", fix="set data.path=/path/to/data.npz"))
         elif not Path(d.path).expanduser().is_file():
             problems.append(Problem("data.path", "file not found", d.path, fix="give an existing .npz file"))
+        else:
+            problems += _npz_problems(Path(d.path).expanduser(), d.x_key, d.y_key)
     if d.source.value == "synthetic" and (d.num_classes < 2 or d.num_samples < 10):
         problems.append(Problem("data", "synthetic data needs num_classes >= 2 and num_samples >= 10",
                                 {"num_classes": d.num_classes, "num_samples": d.num_samples}))
     return problems
+
+
+def _npz_problems(path: Path, x_key: str, y_key: str) -> list[Problem]:
+    """Check the archive and its keys without loading any array."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = {n[:-4] for n in archive.namelist() if n.endswith(".npy")}
+    except (zipfile.BadZipFile, OSError) as exc:
+        return [Problem("data.path", f"not a readable .npz archive ({exc})", str(path),
+                        fix="write it with numpy.savez(path, x=..., y=...)")]
+    return [Problem(f"data.{which}", "no such array in the .npz file", key, ", ".join(sorted(names)) or "none")
+            for which, key in (("x_key", x_key), ("y_key", y_key)) if key not in names]
 
 
 def _positive(cfg: DictConfig, keys: list[str]) -> list[Problem]:
@@ -204,9 +220,9 @@ def _engine(cfg: DictConfig) -> list[Problem]:
     if backend == "onnxruntime" and engine.precision.value != "fp32":
         problems.append(Problem("engine.precision", "the onnxruntime backend builds fp32 engines",
                                 engine.precision.value, "fp32", fix="use engine.precision=fp32"))
-    if engine.max_batch < 1:
-        problems.append(Problem("engine.max_batch", "must be positive", engine.max_batch))
-    return problems
+    from compiler.backends.tensorrt_plan import profile_problems, tensorrt_problems
+
+    return problems + profile_problems(cfg) + tensorrt_problems(cfg)
 
 
 def _verify(cfg: DictConfig) -> list[Problem]:

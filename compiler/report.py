@@ -30,7 +30,7 @@ def build_report(cfg: DictConfig, recipe: str, result: CompileResult, status: st
         "status": status, "recipe": recipe, "compiler_version": __version__,
         "error": str(result.error) if result.error else None,
         "stages": stages, "metrics": metrics,
-        "engine": {k: infos.get("build", {}).get(k) for k in ("backend", "reason")},
+        "engine": {k: infos.get("build", {}).get(k) for k in ("backend", "reason", "reproducers", "layers")},
         "gates": verify.get("gates", []), "ledger": verify.get("ledger", []),
         "training": infos.get("train", {}), "surgery": infos.get("surgery", {}).get("passes", []),
         "io": infos.get("export", {}).get("io"),
@@ -90,6 +90,12 @@ def render_markdown(report: dict[str, Any], plot: str | None) -> str:
          for n, s in report["stages"].items()]) + [""]
     if report["engine"].get("backend"):
         lines += [f"Engine backend: **{report['engine']['backend']}** — {report['engine']['reason']}", ""]
+    if report["engine"].get("reproducers"):
+        lines += ["## Reproduce outside the compiler", "", "From the run directory, on a machine with TensorRT:", "",
+                  "```bash"] + list(report["engine"]["reproducers"].values()) + ["```", ""]
+    if report["engine"].get("layers"):
+        lines += ["## Engine layers", ""] + _table(["layer", "precision"],
+                                                   [[x["name"], x["precision"]] for x in report["engine"]["layers"]]) + [""]
     if m["accuracy"]:
         lines += ["## Accuracy (top-1, test split)", ""] + _table(
             ["model", "accuracy"], [[k, v] for k, v in m["accuracy"].items()]) + [""]

@@ -54,3 +54,13 @@ def compile_cli(tmp_path: Path, cache_dir: Path):
         return Run(proc.returncode, proc.stdout, proc.stderr, run_dir)
 
     return run
+
+
+def recipe_cfg(recipe: str, *overrides: str):
+    """A typed recipe composed in-process (schema + recipe file + dotlist overrides), as Hydra would."""
+    from omegaconf import OmegaConf
+
+    from compiler.schema import RecipeConfig
+
+    raw = OmegaConf.load(REPO / "recipes" / f"{recipe}.yaml")
+    return OmegaConf.merge(OmegaConf.structured(RecipeConfig), raw, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))

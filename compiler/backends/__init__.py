@@ -36,12 +36,76 @@ class OptimizationLevel(Enum):
     all = "all"
 
 
+class OrtFormat(Enum):
+    ort = "ort"     # model.ort: ORT format, loads fastest, for onnxruntime (and onnxruntime-mobile)
+    onnx = "onnx"   # model.opt.onnx: the optimised graph as plain ONNX, readable by any ONNX tool
+
+
 @dataclass
 class OnnxRuntimeConfig:
+    format: OrtFormat = OrtFormat.ort
     optimization_level: OptimizationLevel = OptimizationLevel.all
     intra_op_threads: int = 0          # 0: onnxruntime's default (one per physical core)
     inter_op_threads: int = 0
     providers: List[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+
+
+class PrecisionConstraints(Enum):
+    none = "none"
+    prefer = "prefer"
+    obey = "obey"
+
+
+class HardwareCompatibility(Enum):
+    none = "none"
+    ampere_plus = "ampere_plus"
+    same_compute_capability = "same_compute_capability"
+
+
+class ProfilingVerbosity(Enum):
+    layer_names_only = "layer_names_only"
+    detailed = "detailed"
+    none = "none"
+
+
+class TacticSource(Enum):
+    cublas = "cublas"
+    cublas_lt = "cublas_lt"
+    cudnn = "cudnn"
+    edge_mask_convolutions = "edge_mask_convolutions"
+    jit_convolutions = "jit_convolutions"
+
+
+@dataclass
+class TensorRTConfig:
+    """TensorRT builder flags; each maps to one Polygraphy argument in backends/tensorrt_plan.py."""
+
+    strongly_typed: bool = False              # types come from the ONNX model (QDQ / fp16 models)
+    tf32: bool = True                         # TensorRT's own default; false = --noTF32
+    workspace_mib: Optional[int] = None       # workspace memory pool limit
+    builder_optimization_level: Optional[int] = None   # 0..5; TensorRT's default is 3
+    timing_cache: Optional[str] = "auto"      # auto: <cache dir>/tensorrt/timing.cache, shared by a sweep; null: off
+    tactic_sources: Optional[List[TacticSource]] = None  # null: TensorRT's default set
+    precision_constraints: PrecisionConstraints = PrecisionConstraints.none
+    layer_precisions: Dict[str, str] = field(default_factory=dict)  # layer-name glob -> fp32|fp16|bf16|int8|fp8
+    sparsity: bool = False                    # 2:4 structured-sparse weights
+    version_compatible: bool = False
+    hardware_compatibility: HardwareCompatibility = HardwareCompatibility.none
+    dla_core: Optional[int] = None            # build for this DLA core, with GPU fallback
+    max_aux_streams: Optional[int] = None
+    profiling_verbosity: ProfilingVerbosity = ProfilingVerbosity.layer_names_only
+    refittable: bool = False
+    plugins: List[str] = field(default_factory=list)   # plugin libraries to load
+    calibration_cache: Optional[str] = None   # int8 without QDQ: default calibration.cache in the run dir
+
+
+@dataclass
+class BatchRange:
+    """The batch range of the profile derived from a dynamic batch when `profiles` is empty."""
+
+    min: int = 1
+    opt: int = 32
+    max: int = 64
 
 
 @dataclass
@@ -49,9 +113,10 @@ class EngineConfig:
     backend: Backend = Backend.auto
     precision: Precision = Precision.fp32
     onnxruntime: OnnxRuntimeConfig = field(default_factory=OnnxRuntimeConfig)
-    # input name -> {min, opt, max} full shapes (batch included); derived from the IO spec when empty
-    profiles: Dict[str, Any] = field(default_factory=dict)
-    max_batch: int = 64                # upper bound of the derived dynamic-batch profile
+    tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)
+    # optimization profiles: a list of {input name: {min, opt, max}} full shapes (batch included)
+    profiles: List[Any] = field(default_factory=list)
+    batch: BatchRange = field(default_factory=BatchRange)
 
 
 @dataclass(frozen=True)
@@ -80,4 +145,3 @@ def choose_backend(engine_cfg: Any) -> BackendChoice:
     return BackendChoice("onnxruntime", f"auto: TensorRT cannot run here ({why}); using onnxruntime")
 
 
-ENGINE_FILES = {"onnxruntime": "model.ort", "tensorrt": "model.engine"}

@@ -29,16 +29,17 @@ def providers(ort_cfg: Any) -> list[str]:
     return [p for p in ort_cfg.providers if p in available] or ["CPUExecutionProvider"]
 
 
-def build(onnx_path: Path, out_dir: Path, engine_cfg: Any) -> tuple[str, dict]:
-    """Write the optimised model as `model.ort`; return its name and what was done."""
-    ort_cfg = engine_cfg.onnxruntime
+def build(onnx_path: Path, out_dir: Path, cfg: Any) -> tuple[str, dict]:
+    """Write the optimised model (`model.ort`, or `model.opt.onnx`); return its name and what was done."""
+    ort_cfg = cfg.engine.onnxruntime
     options = session_options(ort_cfg)
-    engine = out_dir / "model.ort"
+    fmt = ort_cfg.format.value
+    engine = out_dir / ("model.ort" if fmt == "ort" else "model.opt.onnx")
     options.optimized_model_filepath = str(engine)
-    options.add_session_config_entry("session.save_model_format", "ORT")
+    options.add_session_config_entry("session.save_model_format", fmt.upper())
     session = ort.InferenceSession(str(onnx_path), options, providers=providers(ort_cfg))
     return engine.name, {"providers": session.get_providers(), "optimization_level": ort_cfg.optimization_level.value,
-                         "onnxruntime": ort.__version__}
+                         "format": fmt, "onnxruntime": ort.__version__}
 
 
 def load_session(path: Path, engine_cfg: Any, optimization_level: str | None = None) -> ort.InferenceSession:

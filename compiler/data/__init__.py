@@ -6,11 +6,11 @@ labels, split deterministically by seed; the arrays are cheap enough to rebuild 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
 
-__all__ = ["DataConfig", "DataSource", "NpzKeys"]  # loaders live in compiler.data.sources (imports numpy)
+__all__ = ["DataConfig", "DataSource"]  # loaders live in compiler.data.sources (imports numpy)
 
 
 class DataSource(Enum):
@@ -20,18 +20,13 @@ class DataSource(Enum):
 
 
 @dataclass
-class NpzKeys:
-    x: str = "x"
-    y: str = "y"
-
-
-@dataclass
 class DataConfig:
     source: DataSource = DataSource.digits
     test_fraction: float = 0.2
     calibration_size: int = 256   # samples of the train split used to calibrate int8
     limit: Optional[int] = None   # keep at most this many samples (quick runs, tests)
     path: Optional[str] = None    # npz: the file
-    keys: NpzKeys = field(default_factory=NpzKeys)
+    x_key: str = "x"              # npz: the array of samples
+    y_key: str = "y"              # npz: the array of integer labels
     num_classes: int = 10         # synthetic: label count
     num_samples: int = 1024       # synthetic: sample count

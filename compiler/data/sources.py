@@ -91,10 +91,10 @@ def resize_bilinear(images: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
 def _npz(data_cfg: Any, input_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     path = Path(data_cfg.path).expanduser()
     with np.load(path, allow_pickle=False) as arrays:
-        x = arrays[data_cfg.keys.x].astype(np.float32)
-        y = arrays[data_cfg.keys.y].astype(np.int64)
+        x = arrays[data_cfg.x_key].astype(np.float32)
+        y = arrays[data_cfg.y_key].astype(np.int64)
     if tuple(x.shape[1:]) != tuple(input_shape):
-        raise ValueError(f"{path}: '{data_cfg.keys.x}' has sample shape {list(x.shape[1:])}, "
+        raise ValueError(f"{path}: '{data_cfg.x_key}' has sample shape {list(x.shape[1:])}, "
                          f"but model.input.shape is {list(input_shape)}")
     return x, y
 

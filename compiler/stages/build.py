@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from compiler.backends import choose_backend
+from compiler.backends.tensorrt_plan import reproducers
+from compiler.cache import cache_root
 from compiler.stages import StageContext, StageResult
 
 
@@ -13,5 +15,7 @@ def run(ctx: StageContext) -> StageResult:
         from compiler.backends.tensorrt import build
     else:
         from compiler.backends.onnxruntime import build
-    artifact, info = build(ctx.inputs["surgery"], ctx.work_dir, ctx.cfg.engine)
-    return StageResult(artifact, {"backend": choice.name, "reason": choice.reason, **info})
+    artifact, info = build(ctx.inputs["surgery"], ctx.work_dir, ctx.cfg)
+    # the same engine outside the compiler, whichever backend ran here
+    commands = reproducers(ctx.cfg, cache_dir=cache_root(ctx.cfg.cache))
+    return StageResult(artifact, {"backend": choice.name, "reason": choice.reason, "reproducers": commands, **info})

@@ -70,7 +70,8 @@ def run(ctx: StageContext) -> StageResult:
                engine_runner(backend, ctx.inputs["build"], cfg.engine)]
     names = [framework.name, "model.onnx", "model.clean.onnx", "engine"]
 
-    real = x_test[: vcfg.samples]
+    max_batch = _engine_max_batch(cfg, backend)
+    real = x_test[: min(vcfg.samples, max_batch)]
     rng = np.random.default_rng(cfg.seed)
     noise = rng.standard_normal(real.shape).astype(np.float32) * real.std() + real.mean()
     feeds = [{spec.input.name: real}, {spec.input.name: noise}]
@@ -83,9 +84,12 @@ def run(ctx: StageContext) -> StageResult:
     accuracy, latency = {}, {}
     for key, runner in (("framework", runners[0]), ("engine", runners[3])):
         with runner:
-            accuracy[key] = _top1(runner, spec.input.name, spec.output.name, x_test, data.y_test)
-            latency[key] = measure(runner, spec.input.name, x_test, vcfg.latency.batch_sizes,
+            accuracy[key] = _top1(runner, spec.input.name, spec.output.name, x_test, data.y_test, min(256, max_batch))
+            latency[key] = measure(runner, spec.input.name, x_test,
+                                   [b for b in vcfg.latency.batch_sizes if b <= max_batch],
                                    vcfg.latency.iterations, vcfg.latency.warmup)
+    if backend == "tensorrt":
+        rows += _profile_shape_checks(cfg, ctx.inputs["surgery"], ctx.inputs["build"])
     end_to_end = next(r for r in rows if r["reference"] == names[0] and r["candidate"] == "engine")
     gates = _gates(vcfg, rows, accuracy)
     info = {"ledger": rows, "accuracy": accuracy, "latency_ms": latency, "gates": gates,
@@ -95,6 +99,37 @@ def run(ctx: StageContext) -> StageResult:
             "ledger_inputs": {"real": int(len(real)), "random": int(len(noise))}}
     (ctx.work_dir / "verify.json").write_text(json.dumps(info, indent=2))
     return StageResult("verify.json", info)
+
+
+def _engine_max_batch(cfg, backend: str) -> int:
+    """TensorRT engines accept batches up to their first profile's max; onnxruntime any."""
+    if backend != "tensorrt":
+        return 1 << 30
+    from compiler.backends.tensorrt_plan import derived_profiles
+
+    return derived_profiles(cfg)[0][cfg.model.input.name][2][0]
+
+
+def _profile_shape_checks(cfg, clean_onnx, engine) -> list[dict]:
+    """Run the engine at the min, opt and max shapes of every profile against the cleaned ONNX model."""
+    import numpy as np
+
+    from compiler.backends.tensorrt import runner as trt_runner
+    from compiler.backends.tensorrt_plan import derived_profiles
+    from compiler.verify.ledger import error_ledger
+    from compiler.verify.runners import onnx_runner
+
+    rows = []
+    rng = np.random.default_rng(cfg.seed)
+    for index, profile in enumerate(derived_profiles(cfg)):
+        for which, position in (("min", 0), ("opt", 1), ("max", 2)):
+            feed = {name: rng.standard_normal(shapes[position]).astype(np.float32) for name, shapes in profile.items()}
+            runners = [onnx_runner("model.clean.onnx", clean_onnx, cfg.engine), trt_runner(engine, index)]
+            found, _ = error_ledger(runners, [feed], [(0, 1)], cfg.verify.atol, cfg.verify.rtol)
+            for row in found:
+                row.update(reference="model.clean.onnx", candidate=f"engine[profile {index} {which}]")
+            rows += found
+    return rows
 
 
 def _gates(vcfg, rows: list[dict], accuracy: dict) -> list[dict]:
