@@ -12,8 +12,9 @@ from compiler.stages import StageContext, StageResult
 @dataclass
 class LatencyConfig:
     batch_sizes: List[int] = field(default_factory=lambda: [1, 32])
-    iterations: int = 50
+    iterations: int = 50      # at most this many timed calls per model and batch size...
     warmup: int = 5
+    max_seconds: float = 0.5  # ...stopping early once this much time is spent (at least 10 calls)
 
 
 @dataclass
@@ -87,7 +88,7 @@ def run(ctx: StageContext) -> StageResult:
             accuracy[key] = _top1(runner, spec.input.name, spec.output.name, x_test, data.y_test, min(256, max_batch))
             latency[key] = measure(runner, spec.input.name, x_test,
                                    [b for b in vcfg.latency.batch_sizes if b <= max_batch],
-                                   vcfg.latency.iterations, vcfg.latency.warmup)
+                                   vcfg.latency.iterations, vcfg.latency.warmup, vcfg.latency.max_seconds)
     if backend == "tensorrt":
         rows += _profile_shape_checks(cfg, ctx.inputs["surgery"], ctx.inputs["build"])
     end_to_end = next(r for r in rows if r["reference"] == names[0] and r["candidate"] == "engine")

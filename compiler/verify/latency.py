@@ -9,19 +9,20 @@ import numpy as np
 
 
 def measure(runner: Any, input_name: str, samples: np.ndarray, batch_sizes: Sequence[int],
-            iterations: int, warmup: int) -> dict[str, dict]:
-    """Wall-clock milliseconds per inference call, from the runner's own inference timer."""
+            iterations: int, warmup: int, max_seconds: float = float("inf"), min_iterations: int = 10) -> dict[str, dict]:
+    """Wall-clock milliseconds per inference call: `iterations` calls, or fewer once `max_seconds` is spent."""
     result = {}
     for batch in batch_sizes:
         reps = -(-batch // len(samples))
         feed = {input_name: np.ascontiguousarray(np.concatenate([samples] * reps)[:batch])}
         for _ in range(warmup):
             runner.infer(feed, check_inputs=False)
-        times = []
-        for _ in range(iterations):
+        times: list[float] = []
+        budget_ms = max_seconds * 1e3
+        while len(times) < iterations and (len(times) < min_iterations or sum(times) < budget_ms):
             start = time.perf_counter()
             runner.infer(feed, check_inputs=False)
             times.append((time.perf_counter() - start) * 1e3)
         result[f"b{batch}"] = {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99)),
-                               "mean": float(np.mean(times)), "iterations": iterations}
+                               "mean": float(np.mean(times)), "iterations": len(times)}
     return result
