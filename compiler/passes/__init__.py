@@ -27,18 +27,37 @@ class PassInfo:
         return getattr(importlib.import_module(module), func)
 
 
-def _info(name: str, summary: str, **args: Any) -> PassInfo:
-    return PassInfo(name, f"compiler.passes.{name}:apply", summary, args)
+def _info(pass_name: str, summary: str, **args: Any) -> PassInfo:
+    return PassInfo(pass_name, f"compiler.passes.{pass_name}:apply", summary, args)
 
 
 REGISTRY: dict[str, PassInfo] = {p.name: p for p in [
-    _info("fold_constants", "evaluate constant subgraphs (and shape computations) into initializers",
+    _info("fold_constants", "evaluate constant subgraphs (and static shape computations) into initializers",
           fold_shapes=True, size_threshold=None),
     _info("cleanup", "remove dead nodes, unused initializers and unused graph inputs"),
     _info("toposort", "sort nodes topologically"),
     _info("infer_shapes", "annotate every tensor with its inferred shape and type"),
-    _info("eliminate_identity", "remove Identity nodes (and inference-time Dropout)"),
+    _info("eliminate_noops", "remove Identity, inference Dropout, same-type Cast, same-shape Reshape/Flatten/Expand/"
+          "Squeeze/Unsqueeze, identity Transpose, zero Pad, Mul/Div by 1, Add/Sub of 0, one-input Concat"),
+    _info("merge_transposes_reshapes", "merge consecutive Transposes (dropping identities) and consecutive Reshapes"),
+    _info("fuse_batchnorm", "fold inference BatchNormalization into the Conv/ConvTranspose/Gemm/MatMul before it"),
+    _info("fold_mul_add", "fold constant Mul/Add after Conv/Gemm into weights and bias; MatMul + Add into Gemm"),
+    _info("fold_transpose_into_gemm", "fold Transpose -> flatten Reshape -> Gemm/MatMul into permuted weights"),
+    _info("dedup_constants", "share identical initializers and constants"),
+    _info("simplify_reshape", "replace shape-computation subgraphs feeding Reshape with a constant shape"),
+    PassInfo("set_batch", "compiler.passes.set_dim:apply_batch", "make dim 0 of inputs/outputs static (size: N) or "
+             "dynamic (size: dynamic)", {"size": "dynamic", "name": "batch"}),
+    _info("set_dim", "make named dims (or dims at `index`) static or dynamic", name="batch", size="dynamic", index=None),
+    _info("rename_io", "rename graph inputs/outputs", inputs=None, outputs=None),
+    _info("append_postprocess", "append Softmax/ArgMax outputs after an output", output=None,
+          softmax="probabilities", argmax="labels", axis=-1, keep_input=True),
+    _info("extract_subgraph", "keep only the subgraph between tensor names", inputs=None, outputs=None),
+    _info("replace_with_plugin", "replace the subgraph between tensor names with one custom op (TensorRT plugin)",
+          op=None, inputs=None, outputs=None, domain="", attrs=None, name=None),
+    _info("convert_opset", "convert to another opset", version=17),
+    _info("strip_doc_strings", "remove doc strings (exporter stack traces)"),
 ]}
+REQUIRED_ARGS = {"replace_with_plugin": ("op", "inputs", "outputs")}
 
 
 @dataclass(frozen=True)
@@ -94,6 +113,9 @@ def parse_pass_list(raw_passes: Sequence[Any], key: str = "surgery.passes") -> t
         unknown = [a for a in args if a not in info.args]
         for a in unknown:
             problems.append(Problem(f"{path}.{name}.{a}", "unknown pass argument", allowed=", ".join(info.args) or "none"))
+        for a in REQUIRED_ARGS.get(name, ()):
+            if args.get(a) is None:
+                problems.append(Problem(f"{path}.{name}.{a}", "missing required pass argument"))
         if not unknown:
             calls.append(PassCall(index, name, {**info.args, **args}, info=info))
     return calls, problems

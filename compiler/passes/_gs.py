@@ -1,15 +1,24 @@
-"""onnx <-> onnx-graphsurgeon round trip shared by graphsurgeon-based passes."""
+"""Helpers shared by the passes: the onnx <-> onnx-graphsurgeon round trip, bypassing a node,
+and reading constants."""
 
 from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
 
-def on_graph(model: onnx.ModelProto, edit: Callable[[gs.Graph], None]) -> onnx.ModelProto:
-    """Apply `edit` to the model's graphsurgeon graph and export it, keeping opsets and metadata."""
+def on_graph(model: onnx.ModelProto, edit: Callable[[gs.Graph], None], infer: bool = False) -> onnx.ModelProto:
+    """Apply `edit` to the model's graphsurgeon graph and export it, keeping opsets and metadata.
+
+    With `infer`, shapes are inferred first so that `edit` can read tensor shapes and dtypes.
+    """
+    if infer:  # from scratch: exporters leave value_info with their own names for symbolic dims
+        fresh = onnx.ModelProto.FromString(model.SerializeToString())
+        del fresh.graph.value_info[:]
+        model = onnx.shape_inference.infer_shapes(fresh, data_prop=True)
     graph = gs.import_onnx(model)
     edit(graph)
     out = gs.export_onnx(graph, do_type_check=False)
@@ -18,3 +27,57 @@ def on_graph(model: onnx.ModelProto, edit: Callable[[gs.Graph], None]) -> onnx.M
     out.opset_import.extend(model.opset_import)
     out.producer_name, out.producer_version = model.producer_name, model.producer_version
     return out
+
+
+def constant(tensor) -> np.ndarray | None:
+    """The value of a tensor when it is a constant (initializer or Constant node output)."""
+    if isinstance(tensor, gs.Constant):
+        return tensor.values
+    if len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant":
+        value = tensor.inputs[0].attrs.get("value")
+        return value.values if isinstance(value, gs.Constant) else None
+    return None
+
+
+def only_consumer(tensor) -> gs.Node | None:
+    return tensor.outputs[0] if len(tensor.outputs) == 1 else None
+
+
+def bypass(graph: gs.Graph, node: gs.Node, src) -> bool:
+    """Remove `node`, whose first output equals `src`; its readers read `src` instead.
+
+    When the output is a graph output, `src`'s producer writes the graph output directly.
+    Returns False (and changes nothing) when that cannot be done.
+    """
+    dst = node.outputs[0]
+    outputs = {id(t) for t in graph.outputs}
+    to_output = id(dst) in outputs
+    if to_output and (isinstance(src, gs.Constant) or not src.inputs or id(src) in outputs
+                      or src.inputs[0].op == "Constant" or len(src.outputs) > 1):
+        return False
+    node.inputs.clear()
+    node.outputs.clear()
+    if to_output:
+        producer = src.inputs[0]
+        producer.outputs[producer.outputs.index(src)] = dst
+        return True
+    for consumer in list(dst.outputs):
+        for i, t in enumerate(consumer.inputs):
+            if t is dst:
+                consumer.inputs[i] = src
+    return True
+
+
+def known_shape(tensor) -> list | None:
+    shape = getattr(tensor, "shape", None)
+    return list(shape) if shape is not None else None
+
+
+def fresh_name(graph: gs.Graph, base: str) -> str:
+    """A tensor name not yet used in the graph (deterministic, so rebuilds hash the same)."""
+    taken = graph.tensors().keys()
+    name, n = base, 0
+    while name in taken:
+        n += 1
+        name = f"{base}_{n}"
+    return name

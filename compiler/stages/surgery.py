@@ -10,7 +10,11 @@ from typing import Any, List
 from compiler.errors import StageError
 from compiler.stages import StageContext, StageResult
 
-DEFAULT_PASSES = ["fold_constants", "eliminate_identity", "cleanup", "toposort"]
+# The best general-purpose cleaning we have, in the order that lets each pass feed the next.
+DEFAULT_PASSES = ["fold_constants", "eliminate_noops", "simplify_reshape", "fold_transpose_into_gemm",
+                  "merge_transposes_reshapes",
+                  "fuse_batchnorm", "fold_mul_add", "eliminate_noops", "fold_constants", "dedup_constants",
+                  "cleanup", "toposort"]
 
 
 @dataclass

@@ -1,0 +1,70 @@
+"""Removes nodes that compute nothing: Identity, inference Dropout, Cast to the same type,
+Reshape/Flatten to the same shape, identity Transpose, zero Pad, Mul/Div by 1, Add/Sub of 0,
+Expand to the same shape, single-input Concat."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from compiler.passes._gs import bypass, constant, known_shape, on_graph
+
+
+def _same_shape(a, b) -> bool:
+    sa, sb = known_shape(a), known_shape(b)
+    return sa is not None and sb is not None and sa == sb and all(d is not None for d in sa)
+
+
+def _reshape_keeps_shape(node: gs.Node) -> bool:
+    """A constant target shape that matches the input dim for dim (0 = copy, one -1 for a dynamic dim)."""
+    target, shape = constant(node.inputs[1]), known_shape(node.inputs[0])
+    if target is None or shape is None or len(target) != len(shape) or node.attrs.get("allowzero", 0):
+        return False
+    wildcard = 0
+    for t, d in zip(target.tolist(), shape):
+        if t == -1:
+            wildcard += 1
+        elif not (t == 0 or t == d):
+            return False
+    return wildcard <= 1
+
+
+def _is_noop(node: gs.Node) -> bool:
+    op, x, y = node.op, node.inputs[0] if node.inputs else None, node.outputs[0]
+    if op == "Identity":
+        return True
+    if op == "Dropout":
+        return len(node.outputs) == 1 or not node.outputs[1].outputs
+    if op == "Cast":
+        return x.dtype is not None and y.dtype is not None and np.dtype(x.dtype) == np.dtype(y.dtype)
+    if op == "Reshape":
+        return _same_shape(x, y) or _reshape_keeps_shape(node)
+    if op in ("Flatten", "Expand", "Squeeze", "Unsqueeze"):
+        return _same_shape(x, y)
+    if op == "Transpose":
+        perm = node.attrs.get("perm")
+        return perm is not None and list(perm) == sorted(perm)
+    if op == "Pad":
+        pads = constant(node.inputs[1]) if len(node.inputs) > 1 else node.attrs.get("pads")
+        return pads is not None and not np.any(pads) and node.attrs.get("mode", "constant") in ("constant", b"constant")
+    if op in ("Mul", "Div", "Add", "Sub"):
+        c = constant(node.inputs[1])
+        neutral = 1 if op in ("Mul", "Div") else 0
+        return c is not None and bool(np.all(c == neutral)) and _same_shape(x, y) and \
+            (x.dtype is None or np.dtype(x.dtype) == np.dtype(c.dtype))
+    if op == "Concat":
+        return len(node.inputs) == 1
+    return False
+
+
+def _eliminate(graph: gs.Graph) -> None:
+    # decide on the shapes as inferred, before any rewiring renames a symbolic dim under a node
+    noops = [node for node in graph.nodes if node.outputs and node.inputs and _is_noop(node)]
+    for node in noops:
+        bypass(graph, node, node.inputs[0])
+    graph.cleanup()
+
+
+def apply(model: onnx.ModelProto) -> onnx.ModelProto:
+    return on_graph(model, _eliminate, infer=True)

@@ -1,0 +1,30 @@
+"""Makes a dimension of the graph's inputs and outputs static or dynamic (`set_batch` is dim 0)."""
+
+from __future__ import annotations
+
+import onnx
+
+
+def _set(model: onnx.ModelProto, name: str, size, index: int | None) -> onnx.ModelProto:
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    initializers = {i.name for i in model.graph.initializer}
+    for value in [*model.graph.input, *model.graph.output]:
+        if value.name in initializers:
+            continue
+        for i, dim in enumerate(value.type.tensor_type.shape.dim):
+            if (index is not None and i == index) or (index is None and dim.dim_param == name):
+                if size == "dynamic":
+                    dim.dim_param = name
+                else:
+                    dim.dim_value = int(size)
+    del model.graph.value_info[:]  # stale; shapes are inferred again downstream
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def apply(model: onnx.ModelProto, name: str = "batch", size="dynamic", index: int | None = None) -> onnx.ModelProto:
+    """Dims named `name` (or at position `index`) become `size`: an integer, or `dynamic` (named `name`)."""
+    return _set(model, name, size, index)
+
+
+def apply_batch(model: onnx.ModelProto, size="dynamic", name: str = "batch") -> onnx.ModelProto:
+    return _set(model, name, size, 0)

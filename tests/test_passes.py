@@ -1,0 +1,279 @@
+"""Every registered pass on tiny hand-built graphs: the rewrite it makes and numerical equivalence."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from compiler.passes import REGISTRY, parse_pass_list
+from compiler.stages.surgery import apply_passes
+
+RNG = np.random.default_rng(0)
+
+
+def _init(name, array):
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def _model(nodes, inputs, outputs, inits=(), opset=17):
+    """A model whose output types/shapes (given as None) are filled in by shape inference, as exporters do."""
+    graph = helper.make_graph(nodes, "g", inputs, [o if o.type.tensor_type.HasField("shape")
+                                                   else helper.make_empty_tensor_value_info(o.name) for o in outputs],
+                              list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    if any(not o.type.tensor_type.HasField("shape") for o in graph.output):
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    return model
+
+
+def _x(shape, name="x"):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def _run(model, feeds):
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def _apply(model, entry):
+    out, records = apply_passes(model, [entry])
+    onnx.checker.check_model(out)
+    return out, records
+
+
+def _feeds(model, batch=3):
+    feeds = {}
+    for value in model.graph.input:
+        dims = [d.dim_value or batch for d in value.type.tensor_type.shape.dim]
+        feeds[value.name] = RNG.standard_normal(dims).astype(np.float32)
+    return feeds
+
+
+def _equivalent(before, after, atol=1e-5):
+    feeds = _feeds(before)
+    for a, b in zip(_run(before, feeds), _run(after, feeds)):
+        np.testing.assert_allclose(a, b, atol=atol, rtol=1e-5)
+
+
+def _ops(model):
+    return [n.op_type for n in model.graph.node]
+
+
+def _conv_bn_model():
+    w = RNG.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    inits = [_init("w", w), _init("b", RNG.standard_normal(4).astype(np.float32)),
+             _init("g", RNG.random(4).astype(np.float32) + 0.5), _init("beta", RNG.standard_normal(4).astype(np.float32)),
+             _init("mean", RNG.standard_normal(4).astype(np.float32)), _init("var", RNG.random(4).astype(np.float32) + 0.1)]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "g", "beta", "mean", "var"], ["y"], epsilon=1e-3)]
+    return _model(nodes, [_x(["N", 2, 5, 5])], [_x(None, "y")], inits)
+
+
+CASES = {
+    "fold_constants": (
+        lambda: _model([helper.make_node("Add", ["a", "b"], ["ab"]), helper.make_node("Mul", ["x", "ab"], ["y"])],
+                       [_x(["N", 4])], [_x(None, "y")], [_init("a", np.ones(4, np.float32)), _init("b", np.ones(4, np.float32))]),
+        {}, ["Mul"]),
+    "cleanup": (
+        lambda: _model([helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Neg", ["x"], ["dead"])],
+                       [_x(["N", 4])], [_x(None, "y")], [_init("unused", np.ones(3, np.float32))]),
+        {}, ["Relu"]),
+    "toposort": (
+        lambda: _model([helper.make_node("Neg", ["r"], ["y"]), helper.make_node("Relu", ["x"], ["r"])],
+                       [_x(["N", 4])], [_x(["N", 4], "y")]),
+        {}, ["Relu", "Neg"]),
+    "infer_shapes": (
+        lambda: _model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Neg", ["r"], ["y"])],
+                       [_x(["N", 4])], [_x(None, "y")]),
+        {}, ["Relu", "Neg"]),
+    "eliminate_noops": (
+        lambda: _model([
+            helper.make_node("Identity", ["x"], ["i"]), helper.make_node("Dropout", ["i"], ["d"]),
+            helper.make_node("Cast", ["d"], ["c"], to=TensorProto.FLOAT),
+            helper.make_node("Reshape", ["c", "shape"], ["r"]),
+            helper.make_node("Transpose", ["r"], ["t"], perm=[0, 1, 2]),
+            helper.make_node("Pad", ["t", "pads"], ["p"]),
+            helper.make_node("Mul", ["p", "one"], ["m"]), helper.make_node("Add", ["m", "zero"], ["a"]),
+            helper.make_node("Expand", ["a", "eshape"], ["e"]), helper.make_node("Concat", ["e"], ["cc"], axis=0),
+            helper.make_node("Relu", ["cc"], ["y"])],
+            [_x(["N", 3, 4])], [_x(None, "y")],
+            [_init("shape", np.array([-1, 3, 4], np.int64)), _init("pads", np.zeros(6, np.int64)),
+             _init("one", np.ones((3, 4), np.float32)), _init("zero", np.zeros(4, np.float32)),
+             _init("eshape", np.array([1, 3, 4], np.int64))]),
+        {}, ["Relu"]),
+    "merge_transposes_reshapes": (
+        lambda: _model([helper.make_node("Transpose", ["x"], ["t1"], perm=[0, 2, 1]),
+                        helper.make_node("Transpose", ["t1"], ["t2"], perm=[0, 2, 1]),
+                        helper.make_node("Reshape", ["t2", "s1"], ["r1"]), helper.make_node("Reshape", ["r1", "s2"], ["y"])],
+                       [_x([2, 3, 4])], [_x(None, "y")],
+                       [_init("s1", np.array([6, 4], np.int64)), _init("s2", np.array([2, 12], np.int64))]),
+        {}, ["Reshape"]),
+    "fuse_batchnorm": (_conv_bn_model, {}, ["Conv"]),
+    "fold_mul_add": (
+        lambda: _model([helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Mul", ["c", "s"], ["m"]),
+                        helper.make_node("Add", ["m", "b"], ["f"]), helper.make_node("Flatten", ["f"], ["fl"]),
+                        helper.make_node("MatMul", ["fl", "w2"], ["mm"]), helper.make_node("Add", ["mm", "b2"], ["y"])],
+                       [_x(["N", 2, 3, 3])], [_x(None, "y")],
+                       [_init("w", RNG.standard_normal((4, 2, 3, 3)).astype(np.float32)),
+                        _init("s", RNG.standard_normal((4, 1, 1)).astype(np.float32)),
+                        _init("b", RNG.standard_normal((1, 4, 1, 1)).astype(np.float32)),
+                        _init("w2", RNG.standard_normal((4, 5)).astype(np.float32)),
+                        _init("b2", RNG.standard_normal(5).astype(np.float32))]),
+        {}, ["Conv", "Flatten", "Gemm"]),
+    "dedup_constants": (
+        lambda: _model([helper.make_node("Add", ["x", "a"], ["s"]), helper.make_node("Mul", ["s", "b"], ["y"])],
+                       [_x(["N", 4])], [_x(None, "y")],
+                       [_init("a", np.full(4, 2, np.float32)), _init("b", np.full(4, 2, np.float32))]),
+        {}, ["Add", "Mul"]),
+    "simplify_reshape": (
+        lambda: _model([helper.make_node("Shape", ["x"], ["sh"]),
+                        helper.make_node("Gather", ["sh", "zero"], ["n"], axis=0),
+                        helper.make_node("Unsqueeze", ["n", "axes"], ["n1"]),
+                        helper.make_node("Concat", ["n1", "minus1"], ["target"], axis=0),
+                        helper.make_node("Reshape", ["x", "target"], ["y"])],
+                       [_x(["N", 3, 4])], [_x(None, "y")],
+                       [_init("zero", np.array(0, np.int64)), _init("axes", np.array([0], np.int64)),
+                        _init("minus1", np.array([12], np.int64))]),
+        {}, ["Reshape"]),
+    "fold_transpose_into_gemm": (
+        lambda: _model([helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
+                        helper.make_node("Reshape", ["t", "s"], ["r"]), helper.make_node("Gemm", ["r", "w"], ["y"])],
+                       [_x(["N", 2, 3, 4])], [_x(None, "y")],
+                       [_init("s", np.array([0, 24], np.int64)),
+                        _init("w", RNG.standard_normal((24, 5)).astype(np.float32))]),
+        {}, ["Reshape", "Gemm"]),
+    "set_batch": (
+        lambda: _model([helper.make_node("Relu", ["x"], ["y"])], [_x(["N", 4])], [_x(["N", 4], "y")]),
+        {"size": 3}, ["Relu"]),
+    "set_dim": (
+        lambda: _model([helper.make_node("Relu", ["x"], ["y"])], [_x(["N", "L"])], [_x(["N", "L"], "y")]),
+        {"name": "L", "size": 4}, ["Relu"]),
+    "rename_io": (
+        lambda: _model([helper.make_node("Relu", ["x"], ["y"])], [_x(["N", 4])], [_x(None, "y")]),
+        {"inputs": {"x": "images"}, "outputs": {"y": "scores"}}, ["Relu"]),
+    "append_postprocess": (
+        lambda: _model([helper.make_node("Relu", ["x"], ["y"])], [_x(["N", 4])], [_x(None, "y")]),
+        {}, ["Relu", "Softmax", "ArgMax"]),
+    "extract_subgraph": (
+        lambda: _model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Neg", ["r"], ["y"])],
+                       [_x(["N", 4])], [_x(["N", 4], "y")]),
+        {"inputs": ["x"], "outputs": ["r"]}, ["Relu"]),
+    "replace_with_plugin": (
+        lambda: _model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Neg", ["r"], ["n"]),
+                        helper.make_node("Abs", ["n"], ["y"])], [_x(["N", 4])], [_x(None, "y")]),
+        {"op": "MyPlugin", "inputs": ["r"], "outputs": ["n"], "domain": "trt.plugins", "attrs": {"alpha": 2.0}},
+        ["Relu", "MyPlugin", "Abs"]),
+    "convert_opset": (
+        lambda: _model([helper.make_node("Relu", ["x"], ["y"])], [_x(["N", 4])], [_x(None, "y")], opset=13),
+        {"version": 17}, ["Relu"]),
+    "strip_doc_strings": (
+        lambda: _model([helper.make_node("Relu", ["x"], ["y"], doc_string="File torch/nn/x.py line 1")],
+                       [_x(["N", 4])], [_x(None, "y")]),
+        {}, ["Relu"]),
+}
+
+
+def test_every_registered_pass_has_a_case():
+    assert set(CASES) == set(REGISTRY)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_pass_rewrites_and_keeps_numerics(name):
+    build, args, expected_ops = CASES[name]
+    before = build()
+    after, records = _apply(before, {name: args} if args else name)
+    assert _ops(after) == expected_ops
+    assert records[0]["nodes_before"] == len(before.graph.node) and records[0]["nodes_after"] == len(after.graph.node)
+    if name == "replace_with_plugin":
+        node = after.graph.node[1]
+        assert node.domain == "trt.plugins" and node.attribute[0].f == 2.0
+        return  # a plugin op does not run in onnxruntime
+    if name == "extract_subgraph":
+        assert [o.name for o in after.graph.output] == ["r"]
+        return
+    if name == "rename_io":
+        assert after.graph.input[0].name == "images" and after.graph.output[0].name == "scores"
+        feeds = _feeds(before)
+        np.testing.assert_allclose(_run(before, feeds)[0], _run(after, {"images": feeds["x"]})[0])
+        return
+    if name in ("set_batch", "set_dim"):
+        dims = [d.dim_value for d in after.graph.input[0].type.tensor_type.shape.dim]
+        assert dims == ([3, 4] if name == "set_batch" else [0, 4])
+        return
+    if name == "append_postprocess":
+        feeds = _feeds(before)
+        y, probabilities, labels = _run(after, feeds)
+        np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
+        np.testing.assert_array_equal(labels, y.argmax(-1))
+        return
+    if name == "strip_doc_strings":
+        assert after.graph.node[0].doc_string == ""
+    if name == "dedup_constants":
+        assert len(after.graph.initializer) == 1
+    if name == "convert_opset":
+        assert after.opset_import[0].version == 17
+    _equivalent(before, after)
+
+
+def test_set_batch_back_to_dynamic():
+    model = _model([helper.make_node("Relu", ["x"], ["y"])], [_x([8, 4])], [_x([8, 4], "y")])
+    after, _ = _apply(model, {"set_batch": {"size": "dynamic"}})
+    assert after.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_fuse_batchnorm_into_gemm_with_transposed_weight():
+    inits = [_init("w", RNG.standard_normal((5, 4)).astype(np.float32)), _init("b", np.zeros(5, np.float32)),
+             _init("g", RNG.random(5).astype(np.float32) + 0.5), _init("beta", RNG.standard_normal(5).astype(np.float32)),
+             _init("mean", RNG.standard_normal(5).astype(np.float32)), _init("var", RNG.random(5).astype(np.float32) + 0.1)]
+    model = _model([helper.make_node("Gemm", ["x", "w", "b"], ["c"], transB=1),
+                    helper.make_node("BatchNormalization", ["c", "g", "beta", "mean", "var"], ["y"])],
+                   [_x(["N", 4])], [_x(None, "y")], inits)
+    after, _ = _apply(model, "fuse_batchnorm")
+    assert _ops(after) == ["Gemm"]
+    _equivalent(model, after)
+
+
+def test_noop_that_feeds_a_graph_output_keeps_the_output_name():
+    model = _model([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Identity", ["r"], ["y"])],
+                   [_x(["N", 4])], [_x(None, "y")])
+    after, _ = _apply(model, "eliminate_noops")
+    assert _ops(after) == ["Relu"] and after.graph.output[0].name == "y"
+    _equivalent(model, after)
+
+
+def test_passes_leave_what_they_must_not_touch():
+    mul_by_two = _model([helper.make_node("Mul", ["x", "two"], ["y"])], [_x(["N", 4])], [_x(None, "y")],
+                        [_init("two", np.full(4, 2, np.float32))])
+    assert _ops(_apply(mul_by_two, "eliminate_noops")[0]) == ["Mul"]
+    real_transpose = _model([helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0])], [_x([3, 4])], [_x(None, "y")])
+    assert _ops(_apply(real_transpose, "eliminate_noops")[0]) == ["Transpose"]
+    broadcasting_add = _model([helper.make_node("Add", ["x", "z"], ["y"])], [_x(["N", 1])], [_x(None, "y")],
+                              [_init("z", np.zeros(4, np.float32))])  # changes the shape: not a no-op
+    assert _ops(_apply(broadcasting_add, "eliminate_noops")[0]) == ["Add"]
+
+
+@pytest.mark.parametrize("entry, words", [
+    ("fold_constant", "did you mean 'fold_constants'"),
+    ({"set_batch": {"sise": 3}}, "unknown pass argument"),
+    ({"replace_with_plugin": {"op": "X"}}, "missing required pass argument"),
+    ({"_target_": "os.system"}, "not on the allow-list"),
+    (42, "a pass is a name"),
+])
+def test_bad_pass_entries_name_the_list_index(entry, words):
+    _, problems = parse_pass_list(["cleanup", entry])
+    assert problems and problems[0].path.startswith("surgery.passes[1]") and words in str(problems[0])
+
+
+def custom_pass(model, suffix="_x"):
+    """A user pass reached through `_target_` (allow-listed via COMPILER_ALLOWED_TARGETS)."""
+    model.graph.node[0].name += suffix
+    return model
+
+
+def test_custom_pass_through_an_allow_listed_target(monkeypatch):
+    monkeypatch.setenv("COMPILER_ALLOWED_TARGETS", "tests.")
+    model = _model([helper.make_node("Relu", ["x"], ["y"], name="relu")], [_x(["N", 4])], [_x(None, "y")])
+    after, records = _apply(model, {"_target_": "tests.test_passes.custom_pass", "suffix": "_custom"})
+    assert after.graph.node[0].name == "relu_custom" and records[0]["pass"] == "tests.test_passes.custom_pass"
