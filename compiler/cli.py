@@ -34,7 +34,12 @@ def run_job(cfg: DictConfig, recipe: str, run_dir: Path) -> int:
     """Lint, then (unless mode=lint) compile one composed recipe; return its exit code."""
     from compiler.lint import lint
 
-    problems = lint(cfg)
+    problems = []
+    if cfg.framework.value == "onnx":
+        from compiler.onnx_io import resolve_onnx_io
+
+        problems = resolve_onnx_io(cfg)
+    problems = problems or lint(cfg)
     if problems:
         print(f"compiler: {RecipeError(problems).render()}", file=sys.stderr)
         return EXIT_INVALID_RECIPE
@@ -65,11 +70,12 @@ def _print_summary(report: dict, run_dir: Path) -> None:
         print(f"compiler: {report['error']}", file=sys.stderr)
     lines = [f"compiler: {report['recipe']}: {report['status'].upper()}"]
     if m["accuracy"]:
-        acc = ", ".join(f"{k} {v:.4f}" for k, v in m["accuracy"].items())
-        lat = ", ".join(f"{who} b{b[1:]} {v['p50']:.3f} ms" for who, per in m["latency_ms"].items()
-                        for b, v in per.items())
-        lines += [f"  accuracy: {acc}", f"  max abs error framework->engine: {m['max_abs_error'].get('engine'):.3g}",
-                  f"  latency p50: {lat}"]
+        lines.append("  accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in m["accuracy"].items()))
+    if m["max_abs_error"]:
+        lines.append(f"  max abs error {report['reference']}->engine: {m['max_abs_error']['engine']:.3g}")
+    if m["latency_ms"]:
+        lines.append("  latency p50: " + ", ".join(f"{who} b{b[1:]} {v['p50']:.3f} ms" for who, per in
+                                                  m["latency_ms"].items() for b, v in per.items()))
     for gate in report["gates"]:
         if not gate["passed"]:
             lines.append(f"  FAILED gate {gate['name']}: {gate['detail']}")

@@ -105,6 +105,11 @@ def _model(cfg: DictConfig) -> list[Problem]:
     from compiler.security import allowed_prefixes, is_allowed, targets_in
 
     spec, problems = cfg.model, []
+    if cfg.framework.value == "onnx":
+        return []  # the IO spec was read from model.path
+    if spec.path:
+        problems.append(Problem("model.path", "only recipes with framework: onnx start from a file", spec.path,
+                                fix="set framework=onnx, or remove model.path"))
     shape = list(spec.input.shape)
     if len(shape) not in (1, 3) or not all(isinstance(d, int) and d > 0 for d in shape):
         return [Problem("model.input.shape", "one sample's shape, batch excluded", shape,
@@ -155,6 +160,8 @@ def _data(cfg: DictConfig) -> list[Problem]:
             problems.append(Problem("data.path", "file not found", d.path, fix="give an existing .npz file"))
         else:
             problems += _npz_problems(Path(d.path).expanduser(), d.x_key, d.y_key)
+    if d.source.value == "none" and cfg.framework.value != "onnx":
+        problems.append(Problem("data.source", "training needs data", "none", "digits, npz, synthetic"))
     if d.source.value == "synthetic" and (d.num_classes < 2 or d.num_samples < 10):
         problems.append(Problem("data", "synthetic data needs num_classes >= 2 and num_samples >= 10",
                                 {"num_classes": d.num_classes, "num_samples": d.num_samples}))

@@ -23,7 +23,7 @@ from compiler.cache import StageCache, cache_root, sha256_file, stage_key, tool_
 from compiler.errors import StageError
 from compiler.stages import Stage, StageContext
 
-FRAMEWORK_TOOLS = {"torch": ("torch",), "tensorflow": ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx")}
+FRAMEWORK_TOOLS = {"torch": ("torch",), "tensorflow": ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx"), "onnx": ()}
 
 STAGES: tuple[Stage, ...] = (
     Stage("train", "compiler.stages.train:run", ("framework", "seed", "data", "model", "train")),
@@ -63,8 +63,10 @@ class CompileResult:
 def _config_slice(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
     sliced = {k: OmegaConf.to_container(cfg[k], resolve=True, enum_to_str=True) if OmegaConf.is_config(cfg[k])
               else getattr(cfg[k], "value", cfg[k]) for k in keys}
-    if "data" in keys and cfg.data.path:  # user data enters the key by content, not by name
+    if "data" in keys and cfg.data.path:  # user files enter the key by content, not by name
         sliced["data_sha256"] = sha256_file(Path(cfg.data.path).expanduser())
+    if "model" in keys and cfg.model.path:
+        sliced["model_sha256"] = sha256_file(Path(cfg.model.path).expanduser())
     if "engine" in keys:  # `auto` may resolve differently on another machine
         sliced["engine_backend"] = choose_backend(cfg.engine).name
     return sliced
@@ -85,10 +87,12 @@ def compile_recipe(cfg: DictConfig, run_dir: Path, log: logging.Logger) -> Compi
     framework = cfg.framework.value
     records: list[StageRecord] = []
     for stage in STAGES:
+        if stage.name == "train" and framework == "onnx":
+            continue  # an ONNX recipe starts at export, which takes model.path as it is
         tools = stage.tools + (FRAMEWORK_TOOLS[framework] if stage.name in _FRAMEWORK_STAGES else ())
         done = {r.name: r for r in records}
         key = stage_key(stage.name, _config_slice(cfg, stage.config_keys),
-                        {n: done[n].sha256 for n in stage.needs}, tool_versions(tools))
+                        {n: done[n].sha256 for n in stage.needs if n in done}, tool_versions(tools))
         record = StageRecord(stage.name, key=key)
         records.append(record)
         started = time.perf_counter()
@@ -122,7 +126,7 @@ def _run_stage(stage: Stage, cfg: DictConfig, cache: StageCache | None, key: str
     """Run one stage in a fresh workspace; return where its artifact now lives."""
     workspace = cache.new_workspace(stage.name) if cache else Path(tempfile.mkdtemp(prefix=f".{stage.name}-", dir=run_dir))
     try:
-        ctx = StageContext(cfg, workspace, {n: Path(done[n].path) for n in stage.needs},
+        ctx = StageContext(cfg, workspace, {n: Path(done[n].path) for n in stage.needs if n in done},
                            {n: r.info for n, r in done.items()}, log)
         started = time.perf_counter()
         result = stage.load()(ctx)

@@ -28,6 +28,7 @@ def build_report(cfg: DictConfig, recipe: str, result: CompileResult, status: st
     }
     return {
         "status": status, "recipe": recipe, "compiler_version": __version__,
+        "reference": verify.get("reference", cfg.framework.value),
         "error": str(result.error) if result.error else None,
         "stages": stages, "metrics": metrics,
         "engine": {k: infos.get("build", {}).get(k) for k in ("backend", "reason", "reproducers", "layers")},

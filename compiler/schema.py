@@ -24,6 +24,7 @@ from compiler.stages.verify import VerifyConfig
 class Framework(Enum):
     torch = "torch"
     tensorflow = "tensorflow"
+    onnx = "onnx"   # start from an existing ONNX file (model.path): no training, no export
 
 
 class Mode(Enum):

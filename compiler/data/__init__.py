@@ -17,6 +17,7 @@ class DataSource(Enum):
     digits = "digits"        # scikit-learn's 8x8 handwritten digits, shipped with scikit-learn
     npz = "npz"              # the user's arrays in a .npz file
     synthetic = "synthetic"  # random inputs of the model's input shape, for architecture-only recipes
+    none = "none"            # no data (framework onnx): verification on random inputs, no accuracy
 
 
 @dataclass

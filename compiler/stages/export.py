@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 
 from compiler.stages import StageContext, StageResult
 
@@ -28,6 +29,11 @@ class ExportConfig:
 
 def run(ctx: StageContext) -> StageResult:
     out = ctx.work_dir / "model.onnx"
+    if ctx.cfg.framework.value == "onnx":
+        import shutil
+
+        shutil.copyfile(Path(ctx.cfg.model.path).expanduser(), out)
+        return StageResult("model.onnx", {**checked_model_info(out, rewrite=False), "source": str(ctx.cfg.model.path)})
     if ctx.cfg.framework.value == "torch":
         from compiler.stages.export_torch import export
     else:
@@ -36,14 +42,15 @@ def run(ctx: StageContext) -> StageResult:
     return StageResult("model.onnx", checked_model_info(out))
 
 
-def checked_model_info(path) -> dict:
-    """Run onnx.checker and shape inference on the file in place; return its IO and node count."""
+def checked_model_info(path, rewrite: bool = True) -> dict:
+    """Run onnx.checker and shape inference; save the inferred shapes in place unless `rewrite` is off."""
     import onnx
 
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
     model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    onnx.save(model, str(path))
+    if rewrite:
+        onnx.save(model, str(path))
     return {"nodes": len(model.graph.node), "opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
             "io": io_signature(model)}
 

@@ -50,42 +50,62 @@ def _top1(runner, input_name: str, output_name: str, x: "np.ndarray", y: "np.nda
     return correct / max(1, len(x))
 
 
-def run(ctx: StageContext) -> StageResult:
+def _samples(cfg):
+    """(test inputs in the engine's layout, their labels or None) — random inputs when there is no data."""
     import numpy as np
 
     from compiler.data.sources import load_dataset
+
+    if cfg.data.source.value == "none":
+        rng = np.random.default_rng(cfg.seed)
+        return rng.standard_normal((max(cfg.verify.samples, 32), *cfg.model.input.shape)).astype(np.float32), None
+    data = load_dataset(cfg.data, cfg.model.input.shape, cfg.seed)
+    return engine_layout(cfg, data.x_test), data.y_test
+
+
+def _runners(ctx: StageContext, backend: str, input_shape: list[int]):
+    """(runners, artifact names, ledger boundaries, index of the reference model)."""
+    from compiler.verify.runners import CallableRunner, engine_runner, framework_predictor, onnx_runner
+
+    cfg, spec = ctx.cfg, ctx.cfg.model
+    onnx_runners = [onnx_runner("model.onnx", ctx.inputs["export"], cfg.engine),
+                    onnx_runner("model.clean.onnx", ctx.inputs["surgery"], cfg.engine),
+                    engine_runner(backend, ctx.inputs["build"], cfg.engine)]
+    names = ["model.onnx", "model.clean.onnx", "engine"]
+    if cfg.framework.value == "onnx":  # the original file is the reference
+        return onnx_runners, names, [(0, 1), (1, 2), (0, 2)]
+    framework = CallableRunner(cfg.framework.value, framework_predictor(cfg, ctx.inputs["train"]),
+                               spec.input.name, spec.output.name, input_shape)
+    return [framework, *onnx_runners], [framework.name, *names], [(0, 1), (1, 2), (2, 3), (0, 3)]
+
+
+def run(ctx: StageContext) -> StageResult:
+    import numpy as np
+
     from compiler.verify.latency import measure
     from compiler.verify.ledger import error_ledger
-    from compiler.verify.runners import CallableRunner, engine_runner, framework_predictor, onnx_runner
 
     cfg, vcfg = ctx.cfg, ctx.cfg.verify
     spec = cfg.model
-    data = load_dataset(cfg.data, spec.input.shape, cfg.seed)
-    x_test = engine_layout(cfg, data.x_test)
+    x_test, y_test = _samples(cfg)
     backend = ctx.results["build"]["backend"]
-    framework = CallableRunner(cfg.framework.value, framework_predictor(cfg, ctx.inputs["train"]),
-                               spec.input.name, spec.output.name, list(x_test.shape[1:]))
-    runners = [framework,
-               onnx_runner("model.onnx", ctx.inputs["export"], cfg.engine),
-               onnx_runner("model.clean.onnx", ctx.inputs["surgery"], cfg.engine),
-               engine_runner(backend, ctx.inputs["build"], cfg.engine)]
-    names = [framework.name, "model.onnx", "model.clean.onnx", "engine"]
+    runners, names, boundaries = _runners(ctx, backend, list(x_test.shape[1:]))
 
     max_batch = _engine_max_batch(cfg, backend)
     real = x_test[: min(vcfg.samples, max_batch)]
     rng = np.random.default_rng(cfg.seed)
     noise = rng.standard_normal(real.shape).astype(np.float32) * real.std() + real.mean()
     feeds = [{spec.input.name: real}, {spec.input.name: noise}]
-    boundaries = [(0, 1), (1, 2), (2, 3), (0, 3)]
     rows, _ = error_ledger(runners, feeds, boundaries, vcfg.atol, vcfg.rtol)
-    for row in rows:  # Polygraphy names runners with a counter; the ledger uses artifact names
-        row["reference"] = names[[r.name for r in runners].index(row["reference"])]
-        row["candidate"] = names[[r.name for r in runners].index(row["candidate"])]
+    by_runner = {r.name: n for r, n in zip(runners, names)}  # Polygraphy suffixes runner names
+    for row in rows:
+        row["reference"], row["candidate"] = by_runner[row["reference"]], by_runner[row["candidate"]]
 
     accuracy, latency = {}, {}
-    for key, runner in (("framework", runners[0]), ("engine", runners[3])):
+    for key, runner in (("framework", runners[0]), ("engine", runners[-1])):
         with runner:
-            accuracy[key] = _top1(runner, spec.input.name, spec.output.name, x_test, data.y_test, min(256, max_batch))
+            if y_test is not None:
+                accuracy[key] = _top1(runner, spec.input.name, spec.output.name, x_test, y_test, min(256, max_batch))
             latency[key] = measure(runner, spec.input.name, x_test,
                                    [b for b in vcfg.latency.batch_sizes if b <= max_batch],
                                    vcfg.latency.iterations, vcfg.latency.warmup, vcfg.latency.max_seconds)
@@ -93,11 +113,12 @@ def run(ctx: StageContext) -> StageResult:
         rows += _profile_shape_checks(cfg, ctx.inputs["surgery"], ctx.inputs["build"])
     end_to_end = next(r for r in rows if r["reference"] == names[0] and r["candidate"] == "engine")
     gates = _gates(vcfg, rows, accuracy)
-    info = {"ledger": rows, "accuracy": accuracy, "latency_ms": latency, "gates": gates,
+    info = {"ledger": rows, "accuracy": accuracy, "latency_ms": latency, "gates": gates, "reference": names[0],
             "max_abs_error": {"engine": end_to_end["max_abs_error"]},
             "max_rel_error": {"engine": end_to_end["max_rel_error"]},
             "passed": all(g["passed"] for g in gates), "backend": backend,
-            "ledger_inputs": {"real": int(len(real)), "random": int(len(noise))}}
+            "ledger_inputs": {"feeds": ["test split" if y_test is not None else "random", "random"],
+                              "samples_per_feed": int(len(real))}}
     (ctx.work_dir / "verify.json").write_text(json.dumps(info, indent=2))
     return StageResult("verify.json", info)
 
@@ -137,6 +158,8 @@ def _gates(vcfg, rows: list[dict], accuracy: dict) -> list[dict]:
     gates = [{"name": f"{r['reference']} -> {r['candidate']} [{r['output']}]", "passed": r["passed"],
               "detail": f"max abs {r['max_abs_error']:.3g}, max rel {r['max_rel_error']:.3g} "
                         f"(atol {vcfg.atol:g}, rtol {vcfg.rtol:g})"} for r in rows]
+    if not accuracy:
+        return gates  # no labelled data: the ledger is the whole check
     drop = (accuracy["framework"] - accuracy["engine"]) * 100
     gates.append({"name": "accuracy drop", "passed": drop <= vcfg.max_accuracy_drop,
                   "detail": f"{drop:.2f} points (budget {vcfg.max_accuracy_drop:g})"})
