@@ -127,6 +127,19 @@ CASES = {
                        [_x(["N", 4])], [_x(None, "y")],
                        [_init("a", np.full(4, 2, np.float32)), _init("b", np.full(4, 2, np.float32))]),
         {}, ["Add", "Mul"]),
+    "fold_shape_computations": (
+        lambda: _model([helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "two"], ["d"], axis=0),
+                        helper.make_node("Cast", ["d"], ["df"], to=TensorProto.FLOAT), helper.make_node("Sqrt", ["df"], ["sq"]),
+                        helper.make_node("Div", ["x", "sq"], ["xd"]),
+                        helper.make_node("Gather", ["s", "zero"], ["n"], axis=0), helper.make_node("Mul", ["n", "three"], ["n3"]),
+                        helper.make_node("Unsqueeze", ["n3", "axes"], ["n3u"]),
+                        helper.make_node("Concat", ["n3u", "four"], ["target"], axis=0),
+                        helper.make_node("Reshape", ["xd", "target"], ["y"])],
+                       [_x(["N", 3, 4])], [_x(None, "y")],
+                       [_init("two", np.array(2, np.int64)), _init("zero", np.array(0, np.int64)),
+                        _init("three", np.array(3, np.int64)), _init("axes", np.array([0], np.int64)),
+                        _init("four", np.array([4], np.int64))]),
+        {}, ["Div", "Reshape"]),
     "simplify_reshape": (
         lambda: _model([helper.make_node("Shape", ["x"], ["sh"]),
                         helper.make_node("Gather", ["sh", "zero"], ["n"], axis=0),
@@ -215,6 +228,19 @@ def test_pass_rewrites_and_keeps_numerics(name):
     if name == "convert_opset":
         assert after.opset_import[0].version == 17
     _equivalent(before, after)
+
+
+def test_zero_initial_lstm_state_is_dropped():
+    hidden, size = 3, 2
+    inits = [_init("W", RNG.standard_normal((1, 4 * hidden, size)).astype(np.float32)),
+             _init("R", RNG.standard_normal((1, 4 * hidden, hidden)).astype(np.float32)),
+             _init("zshape", np.array([1, 1, hidden], np.int64))]
+    model = _model([helper.make_node("ConstantOfShape", ["zshape"], ["h0"]),
+                    helper.make_node("LSTM", ["x", "W", "R", "", "", "h0"], ["y"], hidden_size=hidden)],
+                   [_x([5, 1, size])], [_x(None, "y")], inits)
+    after, _ = _apply(model, "eliminate_noops")
+    assert _ops(after) == ["LSTM"] and list(after.graph.node[0].input)[5:] in ([], [""])
+    _equivalent(model, after)
 
 
 def test_set_batch_back_to_dynamic():

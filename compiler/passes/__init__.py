@@ -44,6 +44,8 @@ REGISTRY: dict[str, PassInfo] = {p.name: p for p in [
     _info("fold_mul_add", "fold constant Mul/Add after Conv/Gemm into weights and bias; MatMul + Add into Gemm"),
     _info("fold_transpose_into_gemm", "fold Transpose -> flatten Reshape -> Gemm/MatMul into permuted weights"),
     _info("dedup_constants", "share identical initializers and constants"),
+    _info("fold_shape_computations", "evaluate Shape->Gather/Slice->Concat->... subgraphs with symbolic dims: "
+          "constants where fully known, 0/-1 in Reshape targets"),
     _info("simplify_reshape", "replace shape-computation subgraphs feeding Reshape with a constant shape"),
     PassInfo("set_batch", "compiler.passes.set_dim:apply_batch", "make dim 0 of inputs/outputs static (size: N) or "
              "dynamic (size: dynamic)", {"size": "dynamic", "name": "batch"}),

@@ -1,6 +1,6 @@
 """Removes nodes that compute nothing: Identity, inference Dropout, Cast to the same type,
 Reshape/Flatten to the same shape, identity Transpose, zero Pad, Mul/Div by 1, Add/Sub of 0,
-Expand to the same shape, single-input Concat."""
+Expand to the same shape, single-input Concat; and all-zero initial states of LSTM/GRU/RNN."""
 
 from __future__ import annotations
 
@@ -58,7 +58,36 @@ def _is_noop(node: gs.Node) -> bool:
     return False
 
 
+_VIEWS = ("Slice", "Gather", "Reshape", "Squeeze", "Unsqueeze", "Expand", "Identity", "Transpose", "Tile")
+
+
+def _all_zeros(tensor, depth: int = 8) -> bool:
+    """A constant zero tensor, a zero ConstantOfShape, or a view of one."""
+    value = constant(tensor)
+    if value is not None:
+        return not np.any(value)
+    producer = tensor.inputs[0] if tensor.inputs else None
+    if producer is None or depth == 0:
+        return False
+    if producer.op == "ConstantOfShape":
+        fill = producer.attrs.get("value")
+        return fill is None or not np.any(fill.values)
+    return producer.op in _VIEWS and _all_zeros(producer.inputs[0], depth - 1)
+
+
+def _zero_initial_states(graph: gs.Graph) -> None:
+    """LSTM/GRU/RNN initial states that are all zeros are the default: drop the input."""
+    for node in graph.nodes:
+        if node.op not in ("LSTM", "GRU", "RNN"):
+            continue
+        states = (5, 6) if node.op == "LSTM" else (5,)
+        for index in states:
+            if len(node.inputs) > index and node.inputs[index].name and _all_zeros(node.inputs[index]):
+                node.inputs[index] = gs.Variable.empty()
+
+
 def _eliminate(graph: gs.Graph) -> None:
+    _zero_initial_states(graph)
     # decide on the shapes as inferred, before any rewiring renames a symbolic dim under a node
     noops = [node for node in graph.nodes if node.outputs and node.inputs and _is_noop(node)]
     for node in noops:

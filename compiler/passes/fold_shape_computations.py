@@ -1,0 +1,138 @@
+"""Folds shape-computation subgraphs (Shape -> Gather/Slice -> Unsqueeze -> Concat -> Cast -> ...).
+
+Each tensor computed only from tensor shapes and constants is evaluated with symbols standing for
+dynamic dims. A fully known value becomes a constant (e.g. `sqrt(head_dim)` in attention); a Reshape
+target that still holds the dynamic batch gets 0 ("copy this dim") or -1 in its place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from compiler.passes._gs import constant, fresh_name, on_graph
+
+_ELEMENTWISE = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": None, "Sqrt": np.sqrt,
+                "Reciprocal": np.reciprocal, "Neg": np.negative, "Max": np.maximum, "Min": np.minimum}
+_MAX_ELEMENTS = 64
+
+
+def _static(value: np.ndarray) -> bool:
+    return not any(isinstance(v, str) for v in value.reshape(-1))
+
+
+def _ints(node: gs.Node, index: int, attr: str):
+    """An integer-list argument given as input `index` (newer opsets) or attribute `attr`."""
+    if len(node.inputs) > index and node.inputs[index].name:
+        c = constant(node.inputs[index])
+        return None if c is None else [int(v) for v in np.asarray(c).reshape(-1)]
+    value = node.attrs.get(attr)
+    return None if value is None else [int(v) for v in value]
+
+
+def _evaluate(node: gs.Node, vals: list) -> np.ndarray | None:
+    op = node.op
+    if op == "Shape":
+        shape = node.inputs[0].shape
+        if shape is None or any(d is None for d in shape):
+            return None
+        dims = [int(d) if not isinstance(d, str) else d for d in shape]
+        start, end = node.attrs.get("start", 0), node.attrs.get("end", len(dims))
+        return np.array(dims[start:end], dtype=object)
+    if any(v is None for v in vals[:1]):
+        return None
+    x = vals[0]
+    if op in ("Identity", "Cast"):
+        if op == "Cast" and _static(x):
+            return np.asarray(x.astype(float) if x.size else x).astype(object)  # numeric cast at the end
+        return x
+    if op == "Gather" and x.ndim == 1:
+        idx = constant(node.inputs[1])
+        return None if idx is None else np.take(x, np.asarray(idx, dtype=np.int64), axis=0)
+    if op == "Slice" and x.ndim == 1:
+        starts, ends = _ints(node, 1, "starts"), _ints(node, 2, "ends")
+        axes, steps = _ints(node, 3, "axes"), _ints(node, 4, "steps")
+        if starts is None or ends is None or (axes and axes != [0]) or len(starts) != 1:
+            return None
+        return x[slice(starts[0], ends[0], (steps or [1])[0])]
+    if op == "Concat":
+        return None if any(v is None for v in vals) else np.concatenate([v.reshape(-1) for v in vals])
+    if op in ("Unsqueeze", "Squeeze"):
+        axes = _ints(node, 1, "axes")
+        if x.ndim == 0 and op == "Unsqueeze" and axes in ([0], [-1]):
+            return x.reshape(1)
+        if x.ndim == 1 and x.size == 1 and op == "Squeeze" and axes in (None, [0], [-1]):
+            return x.reshape(())
+        return None
+    if op in ("Add", "Sub", "Mul", "Div") and len(vals) == 2 and all(v is not None for v in vals) \
+            and not all(_static(v) for v in vals):
+        # symbolic arithmetic: an expression string, distinct from every dim (at most a -1 in a Reshape)
+        a, b = np.broadcast_arrays(vals[0], vals[1])
+        sign = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/"}[op]
+        return np.array([f"({x}{sign}{y})" for x, y in zip(a.reshape(-1), b.reshape(-1))], dtype=object).reshape(a.shape)
+    if op in _ELEMENTWISE and all(v is not None and _static(v) for v in vals):
+        numeric = [np.asarray(v, dtype=np.float64) for v in vals]
+        if op == "Div":
+            ints = all(t.dtype is not None and np.issubdtype(np.dtype(t.dtype), np.integer) for t in node.inputs)
+            result = numeric[0] // numeric[1] if ints else numeric[0] / numeric[1]
+        else:
+            result = _ELEMENTWISE[op](*numeric)
+        return np.asarray(result, dtype=object)
+    return None
+
+
+def _fold(graph: gs.Graph) -> None:
+    graph.toposort()
+    values: dict[int, np.ndarray] = {}
+
+    def value(t) -> np.ndarray | None:
+        c = constant(t)
+        if c is not None and np.asarray(c).size <= _MAX_ELEMENTS and np.issubdtype(np.asarray(c).dtype, np.number):
+            return np.asarray(c).astype(object)
+        return values.get(id(t))
+
+    for node in list(graph.nodes):
+        if node.op == "Constant" or len(node.outputs) != 1 or not node.inputs:
+            continue
+        result = _evaluate(node, [value(t) for t in node.inputs])
+        if result is None:
+            continue
+        result = np.asarray(result, dtype=object)  # np.take of one index gives a bare element
+        if result.size > _MAX_ELEMENTS:
+            continue
+        out = node.outputs[0]
+        values[id(out)] = result
+        if _static(result) and (node.op == "Shape" or out.dtype is not None):
+            dtype = np.int64 if node.op == "Shape" or out.dtype is None else np.dtype(out.dtype)
+            folded = gs.Constant(fresh_name(graph, f"{out.name}_folded"), np.asarray(result.astype(np.float64), dtype=dtype))
+            for consumer in list(out.outputs):
+                consumer.inputs[consumer.inputs.index(out)] = folded
+            values[id(folded)] = result
+    for node in [n for n in graph.nodes if n.op == "Reshape"]:
+        target = values.get(id(node.inputs[1]))
+        if target is None or constant(node.inputs[1]) is not None or node.attrs.get("allowzero", 0):
+            continue
+        shape = _reshape_target(target, node.inputs[0].shape)
+        if shape is not None:
+            node.inputs[1] = gs.Constant(fresh_name(graph, f"{node.outputs[0].name}_shape"), shape)
+    graph.cleanup()
+
+
+def _reshape_target(target: np.ndarray, in_shape) -> np.ndarray | None:
+    """Symbols become 0 where the input has the same symbol at that index; at most one other becomes -1."""
+    dims = []
+    for i, d in enumerate(target.reshape(-1).tolist()):
+        if not isinstance(d, str):
+            dims.append(int(d))
+        elif in_shape is not None and i < len(in_shape) and in_shape[i] == d:
+            dims.append(0)
+        else:
+            dims.append(-1)
+    if dims.count(-1) > 1 or (0 in dims and any(isinstance(d, int) and d == 0 for d in target.reshape(-1).tolist())):
+        return None
+    return np.array(dims, dtype=np.int64)
+
+
+def apply(model: onnx.ModelProto) -> onnx.ModelProto:
+    return on_graph(model, _fold, infer=True)
