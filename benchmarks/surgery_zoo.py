@@ -84,7 +84,7 @@ class _LSTMHead:  # a torch.nn.LSTM with a linear head: nn.LSTM returns a tuple
 ZOO = {
     "keras MobileNetV2": _keras(lambda k: k.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), alpha=0.35), (96, 96, 3)),
     "keras MobileNetV3Small": _keras(lambda k: k.applications.MobileNetV3Small(weights=None, input_shape=(96, 96, 3)), (96, 96, 3)),
-    "keras EfficientNetB0": _keras(lambda k: k.applications.EfficientNetB0(weights=None, input_shape=(64, 64, 3)), (64, 64, 3)),
+    "keras MobileNet": _keras(lambda k: k.applications.MobileNet(weights=None, input_shape=(64, 64, 3), alpha=0.5), (64, 64, 3)),
     "keras DenseNet121": _keras(lambda k: k.applications.DenseNet121(weights=None, input_shape=(64, 64, 3)), (64, 64, 3)),
     "keras ResNet50": _keras(lambda k: k.applications.ResNet50(weights=None, input_shape=(64, 64, 3)), (64, 64, 3)),
     "torch TransformerEncoder (torchscript)": _torch(_encoder, (10, 64), dynamo=False),

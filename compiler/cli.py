@@ -6,6 +6,7 @@ run), 3 built but verification gates failed.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -30,16 +31,22 @@ class _Session:
 _SESSION = _Session()
 
 
-def run_job(cfg: DictConfig, recipe: str, run_dir: Path) -> int:
-    """Lint, then (unless mode=lint) compile one composed recipe; return its exit code."""
+def recipe_problems(cfg: DictConfig) -> list:
+    """Every problem of a composed recipe (an ONNX recipe first reads its IO spec from its file)."""
     from compiler.lint import lint
 
-    problems = []
     if cfg.framework.value == "onnx":
         from compiler.onnx_io import resolve_onnx_io
 
         problems = resolve_onnx_io(cfg)
-    problems = problems or lint(cfg)
+        if problems:
+            return problems
+    return lint(cfg)
+
+
+def run_job(cfg: DictConfig, recipe: str, run_dir: Path) -> int:
+    """Lint, then (unless mode=lint) compile one composed recipe; return its exit code."""
+    problems = recipe_problems(cfg)
     if problems:
         print(f"compiler: {RecipeError(problems).render()}", file=sys.stderr)
         return EXIT_INVALID_RECIPE
@@ -83,23 +90,33 @@ def _print_summary(report: dict, run_dir: Path) -> None:
     print("\n".join(lines))
 
 
-def _hydra_task(cfg: DictConfig) -> None:
+def _hydra_task(cfg: DictConfig) -> int:
     from hydra.core.hydra_config import HydraConfig
 
     _SESSION.jobs += 1
     hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    error = ""
     try:
-        code = run_job(cfg, hydra_cfg.runtime.choices.get("recipe", "?"), Path(hydra_cfg.runtime.output_dir))
+        code = run_job(cfg, hydra_cfg.runtime.choices.get("recipe", "?"), run_dir)
     except RecipeError as exc:  # found late (e.g. the factory's allow-list re-check)
-        print(f"compiler: {exc.render()}", file=sys.stderr)
+        error = exc.render()
+        print(f"compiler: {error}", file=sys.stderr)
         code = EXIT_INVALID_RECIPE
-    except Exception:
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
         log.exception("compiler: unexpected error")
         code = EXIT_STAGE_FAILED
     multirun = hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN"
-    if multirun and code != EXIT_OK:
-        code = EXIT_STAGE_FAILED  # a sweep fails as a whole if any job failed
+    if multirun:  # the sweep summary reads this, whatever happened to the job
+        from compiler.sweep import JOB_FILE
+
+        (run_dir / JOB_FILE).write_text(json.dumps({"code": code, "error": error,
+                                                    "overrides": list(hydra_cfg.overrides.task)}))
+        if code != EXIT_OK:
+            code = EXIT_STAGE_FAILED  # a sweep fails as a whole if any job failed
     _SESSION.exit_code = max(_SESSION.exit_code, code)
+    return code
 
 
 def _forced(override: str) -> str:
@@ -129,14 +146,49 @@ def _explain_composition_failure(argv: list[str]) -> None:
         print(f"compiler: {RecipeError(problems).render()}", file=sys.stderr)
 
 
-def _lint_only(overrides: list[str]) -> int:
-    """`mode=lint` without a sweep: one composition through Hydra's compose API, no run dir, no logging."""
+def _compose(overrides: list[str]) -> DictConfig:
     from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def _sweep_problems(job: list[str]) -> str:
+    """The lint verdict on one job of a sweep, as text ('' when it may run)."""
     from hydra.errors import HydraException
 
     try:
-        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
+        cfg = _compose(job)
+    except HydraException as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    problems = recipe_problems(cfg)
+    return RecipeError(problems).render() if problems else ""
+
+
+def _prelint_sweep(argv: list[str]) -> int:
+    """Lint every combination of a sweep before any job starts; report all failing ones."""
+    from compiler.sweep import prelint
+
+    overrides = [a for a in argv if not a.startswith("-")]
+    try:
+        failures = prelint(overrides, _sweep_problems)
+    except Exception as exc:  # an override Hydra cannot parse: let Hydra itself say so
+        log.debug("sweep pre-lint skipped: %s", exc)
+        return EXIT_OK
+    for job, message in failures:
+        print(f"compiler: sweep job [{' '.join(job)}]: {message}", file=sys.stderr)
+    if failures:
+        print(f"compiler: {len(failures)} sweep job(s) are invalid; no job was started", file=sys.stderr)
+        return EXIT_INVALID_RECIPE
+    return EXIT_OK
+
+
+def _lint_only(overrides: list[str]) -> int:
+    """`mode=lint` without a sweep: one composition through Hydra's compose API, no run dir, no logging."""
+    from hydra.errors import HydraException
+
+    try:
+        cfg = _compose(overrides)
     except HydraException as exc:
         print(f"compiler: {exc}", file=sys.stderr)
         _explain_composition_failure(overrides)
@@ -154,6 +206,8 @@ def main() -> None:
     argv = sys.argv[1:]
     if "mode=lint" in argv and not any(a.split("=")[0] in _HYDRA_FLAGS_NEEDING_APP for a in argv):
         sys.exit(_lint_only(argv))
+    if ("-m" in argv or "--multirun" in argv) and _prelint_sweep(argv) != EXIT_OK:
+        sys.exit(EXIT_INVALID_RECIPE)
     entry = hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_hydra_task)
     try:
         entry()

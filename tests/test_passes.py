@@ -122,6 +122,13 @@ CASES = {
                         _init("w2", RNG.standard_normal((4, 5)).astype(np.float32)),
                         _init("b2", RNG.standard_normal(5).astype(np.float32))]),
         {}, ["Conv", "Flatten", "Gemm"]),
+    "fuse_pad_into_conv": (
+        lambda: _model([helper.make_node("Pad", ["x", "pads"], ["p"]),
+                        helper.make_node("Conv", ["p", "w"], ["y"], pads=[0, 1, 0, 1])],
+                       [_x(["N", 2, 5, 5])], [_x(None, "y")],
+                       [_init("pads", np.array([0, 0, 1, 0, 0, 0, 1, 2], np.int64)),
+                        _init("w", RNG.standard_normal((3, 2, 3, 3)).astype(np.float32))]),
+        {}, ["Conv"]),
     "dedup_constants": (
         lambda: _model([helper.make_node("Add", ["x", "a"], ["s"]), helper.make_node("Mul", ["s", "b"], ["y"])],
                        [_x(["N", 4])], [_x(None, "y")],

@@ -43,6 +43,7 @@ REGISTRY: dict[str, PassInfo] = {p.name: p for p in [
     _info("fuse_batchnorm", "fold inference BatchNormalization into the Conv/ConvTranspose/Gemm/MatMul before it"),
     _info("fold_mul_add", "fold constant Mul/Add after Conv/Gemm into weights and bias; MatMul + Add into Gemm"),
     _info("fold_transpose_into_gemm", "fold Transpose -> flatten Reshape -> Gemm/MatMul into permuted weights"),
+    _info("fuse_pad_into_conv", "fold a zero constant Pad on spatial axes into the next Conv's pads"),
     _info("dedup_constants", "share identical initializers and constants"),
     _info("fold_shape_computations", "evaluate Shape->Gather/Slice->Concat->... subgraphs with symbolic dims: "
           "constants where fully known, 0/-1 in Reshape targets"),

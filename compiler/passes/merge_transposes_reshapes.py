@@ -1,5 +1,5 @@
-"""Merges a Transpose feeding only a Transpose into one (or none), and a Reshape feeding only a
-Reshape into the second alone."""
+"""Merges a Transpose fed by a Transpose into one reading the first's input (none when the perms
+cancel), and likewise a Reshape fed by a Reshape. The first node stays only if others read it."""
 
 from __future__ import annotations
 
@@ -7,20 +7,20 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from compiler.passes._gs import bypass, constant, on_graph, only_consumer
+from compiler.passes._gs import bypass, constant, on_graph
 
 
 def _merge(graph: gs.Graph) -> None:
     changed = True
     while changed:
         changed = False
-        for first in list(graph.nodes):
-            if first.op not in ("Transpose", "Reshape") or not first.outputs:
+        for second in list(graph.nodes):
+            if second.op not in ("Transpose", "Reshape") or not second.inputs or not second.inputs[0].inputs:
                 continue
-            second = only_consumer(first.outputs[0])
-            if second is None or second.op != first.op or first.outputs[0] in graph.outputs:
+            first = second.inputs[0].inputs[0]
+            if first.op != second.op:
                 continue
-            if first.op == "Transpose":
+            if second.op == "Transpose":
                 p1, p2 = first.attrs.get("perm"), second.attrs.get("perm")
                 if p1 is None or p2 is None:
                     continue
@@ -30,8 +30,6 @@ def _merge(graph: gs.Graph) -> None:
                 if shape is None or np.any(shape == 0):  # a 0 copies a dim of the first's output
                     continue
             second.inputs[0] = first.inputs[0]
-            first.outputs.clear()
-            first.inputs.clear()
             if second.op == "Transpose" and list(second.attrs["perm"]) == sorted(second.attrs["perm"]):
                 bypass(graph, second, second.inputs[0])
             changed = True

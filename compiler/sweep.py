@@ -1,0 +1,127 @@
+"""Sweeps (`-m`): every combination linted before any job starts, and a summary at the end.
+
+The summary callback reads each job's `job.json` (written by the entry point whatever happened)
+and its report.json, and writes summary.md, summary.csv and pareto.png into the sweep directory,
+marking the latency/accuracy Pareto front.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+JOB_FILE = "job.json"
+
+
+def sweep_combinations(overrides: list[str]) -> list[list[str]]:
+    """The override list of every job a basic sweep over `overrides` would run."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def prelint(overrides: list[str], compose_and_lint) -> list[tuple[list[str], str]]:
+    """(job overrides, problem text) for every combination that would fail lint."""
+    failures = []
+    for job in sweep_combinations(overrides):
+        message = compose_and_lint(job)
+        if message:
+            failures.append((job, message))
+    return failures
+
+
+def _row(job_dir: Path) -> dict[str, Any]:
+    job = json.loads((job_dir / JOB_FILE).read_text())
+    row = {"job": job_dir.name, "overrides": " ".join(job["overrides"]), "exit_code": job["code"],
+           "status": {0: "passed", 1: "failed", 2: "invalid", 3: "gate failed"}.get(job["code"], "failed"),
+           "failed_stage": "", "error": job.get("error") or ""}
+    report_path = job_dir / "report.json"
+    if report_path.is_file():
+        report = json.loads(report_path.read_text())
+        m = report["metrics"]
+        engine_file = report["stages"].get("build", {}).get("artifact")
+        row.update({
+            "accuracy": m["accuracy"].get("engine"),
+            "max_abs_error": m["max_abs_error"].get("engine"),
+            "latency_b1_ms": m["latency_ms"].get("engine", {}).get("b1", {}).get("p50"),
+            "engine_bytes": (job_dir / engine_file).stat().st_size if engine_file and (job_dir / engine_file).is_file() else None,
+            "build_s": report["stages"].get("build", {}).get("build_seconds"),
+            "failed_stage": next((n for n, s in report["stages"].items() if s.get("error")), ""),
+            "error": row["error"] or (report.get("error") or ""),
+        })
+    return row
+
+
+def pareto(rows: list[dict]) -> set[str]:
+    """Jobs no other job beats on both latency (lower) and accuracy (higher)."""
+    points = [r for r in rows if r.get("latency_b1_ms") is not None and r.get("accuracy") is not None]
+    front = set()
+    for r in points:
+        dominated = any(o is not r and o["latency_b1_ms"] <= r["latency_b1_ms"] and o["accuracy"] >= r["accuracy"]
+                        and (o["latency_b1_ms"] < r["latency_b1_ms"] or o["accuracy"] > r["accuracy"]) for o in points)
+        if not dominated:
+            front.add(r["job"])
+    return front
+
+
+COLUMNS = ["job", "overrides", "status", "exit_code", "failed_stage", "accuracy", "max_abs_error", "latency_b1_ms",
+           "engine_bytes", "build_s", "pareto", "error"]
+
+
+def write_summary(sweep_dir: Path) -> list[dict]:
+    rows = [_row(d) for d in sorted(sweep_dir.iterdir(), key=lambda p: p.name) if (d / JOB_FILE).is_file()]
+    front = pareto(rows)
+    for r in rows:
+        r["pareto"] = r["job"] in front
+    with open(sweep_dir / "summary.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
+    lines = [f"# Sweep summary: {len(rows)} jobs, {sum(r['exit_code'] != 0 for r in rows)} failed", "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(fmt(r.get(c)).replace("|", "/").replace("\n", " ")[:200] for c in COLUMNS) + " |"
+              for r in rows]
+    if _plot(rows, sweep_dir / "pareto.png"):
+        lines += ["", "Pareto front (engine latency at batch 1 vs accuracy): ![pareto](pareto.png)"]
+    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    return rows
+
+
+def _plot(rows: list[dict], path: Path) -> bool:
+    points = [r for r in rows if r.get("latency_b1_ms") is not None and r.get("accuracy") is not None]
+    if not points:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in points:
+        ax.scatter(r["latency_b1_ms"], r["accuracy"], c="tab:red" if r["pareto"] else "tab:gray")
+        ax.annotate(r["job"].split("_")[0], (r["latency_b1_ms"], r["accuracy"]), fontsize=7)
+    front = sorted((r for r in points if r["pareto"]), key=lambda r: r["latency_b1_ms"])
+    ax.plot([r["latency_b1_ms"] for r in front], [r["accuracy"] for r in front], c="tab:red")
+    ax.set(xlabel="engine latency, batch 1 (ms)", ylabel="engine top-1 accuracy", title="Pareto front")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+class SweepSummary(Callback):
+    """Hydra callback: summary.md / summary.csv / pareto.png once every job of a sweep has run."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir.is_dir():
+            rows = write_summary(sweep_dir)
+            print(f"compiler: sweep summary ({len(rows)} jobs): {sweep_dir / 'summary.md'}")
