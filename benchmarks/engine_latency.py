@@ -2,7 +2,7 @@
 
 Compiles `cnn_torch` (or the recipe given), then times, in one process and interleaved rounds,
 `session.run` on (a) model.onnx with onnxruntime's defaults, as a user would load it, and
-(b) the compiler's engine (model.ort), at batch 1 and 32. Prints medians and ratios.
+(b) the compiler's engine (model.opt.onnx), at batch 1 and 32. Prints medians and ratios.
     python benchmarks/engine_latency.py [--recipe cnn_torch] [--iterations 300]
 """
 
@@ -44,7 +44,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "compiler", f"recipe={args.recipe}", f"hydra.run.dir={run_dir}"],
                        env=env, check=True, capture_output=True)
         plain = ort.InferenceSession(str(run_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-        engine = ort.InferenceSession(str(run_dir / "model.ort"), providers=["CPUExecutionProvider"])
+        engine = ort.InferenceSession(str(run_dir / "model.opt.onnx"), providers=["CPUExecutionProvider"])
         name = plain.get_inputs()[0].name
         shape = [d if isinstance(d, int) else 1 for d in plain.get_inputs()[0].shape[1:]]
         print(f"| batch | plain session on model.onnx p50 (ms) | compiler engine p50 (ms) | engine / plain |")

@@ -21,7 +21,7 @@ def _get(d, keys):
 def test_compile_writes_every_artifact_and_the_report(compile_cli):
     run = compile_cli("recipe=cnn_torch", *TINY)
     assert run.code == 0, run.output
-    for name in ("model.pt", "model.onnx", "model.clean.onnx", "model.ort", "report.md", "report.json",
+    for name in ("model.pt", "model.onnx", "model.clean.onnx", "model.opt.onnx", "report.md", "report.json",
                  "plots/training.png", "compiler.log"):
         assert (run.run_dir / name).is_file(), name
     report = run.report
@@ -44,7 +44,7 @@ def test_failed_gate_exits_3_and_keeps_artifacts(compile_cli):
     assert run.code == 3, run.output
     assert run.report["status"] == "failed"
     assert any(not g["passed"] for g in run.report["gates"])
-    assert (run.run_dir / "model.ort").is_file()
+    assert (run.run_dir / "model.opt.onnx").is_file()
     assert "FAILED gate" in run.stdout
 
 

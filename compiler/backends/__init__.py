@@ -37,13 +37,13 @@ class OptimizationLevel(Enum):
 
 
 class OrtFormat(Enum):
-    ort = "ort"     # model.ort: ORT format, loads fastest, for onnxruntime (and onnxruntime-mobile)
-    onnx = "onnx"   # model.opt.onnx: the optimised graph as plain ONNX, readable by any ONNX tool
+    onnx = "onnx"   # model.opt.onnx: the optimised graph as ONNX; byte-for-byte reproducible, any ONNX tool reads it
+    ort = "ort"     # model.ort: ORT format (onnxruntime-mobile/minimal builds); its bytes vary from build to build
 
 
 @dataclass
 class OnnxRuntimeConfig:
-    format: OrtFormat = OrtFormat.ort
+    format: OrtFormat = OrtFormat.onnx
     optimization_level: OptimizationLevel = OptimizationLevel.all
     intra_op_threads: int = 0          # 0: onnxruntime's default (one per physical core)
     inter_op_threads: int = 0

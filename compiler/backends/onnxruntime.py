@@ -29,16 +29,23 @@ def providers(ort_cfg: Any) -> list[str]:
     return [p for p in ort_cfg.providers if p in available] or ["CPUExecutionProvider"]
 
 
+# Saved engines stop at `extended`: `all` adds layout transforms (NCHWc) specific to this CPU, which
+# onnxruntime re-applies when the engine is loaded with optimization_level=all anyway.
+_PORTABLE = ("disable", "basic", "extended")
+
+
 def build(onnx_path: Path, out_dir: Path, cfg: Any) -> tuple[str, dict]:
-    """Write the optimised model (`model.ort`, or `model.opt.onnx`); return its name and what was done."""
+    """Write the optimised model (`model.opt.onnx`, or `model.ort`); return its name and what was done."""
     ort_cfg = cfg.engine.onnxruntime
-    options = session_options(ort_cfg)
+    level = ort_cfg.optimization_level.value
+    options = session_options(ort_cfg, level if level in _PORTABLE else "extended")
     fmt = ort_cfg.format.value
     engine = out_dir / ("model.ort" if fmt == "ort" else "model.opt.onnx")
     options.optimized_model_filepath = str(engine)
     options.add_session_config_entry("session.save_model_format", fmt.upper())
     session = ort.InferenceSession(str(onnx_path), options, providers=providers(ort_cfg))
-    return engine.name, {"providers": session.get_providers(), "optimization_level": ort_cfg.optimization_level.value,
+    return engine.name, {"providers": session.get_providers(), "optimization_level": level,
+                         "saved_at_level": level if level in _PORTABLE else "extended",
                          "format": fmt, "onnxruntime": ort.__version__}
 
 

@@ -1,0 +1,75 @@
+"""Crash safety and concurrency of the stage cache, with real processes and real SIGKILLs."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from compiler.cache import RESULT_FILE, sha256_file
+from tests.conftest import TINY
+
+ARGS = ["recipe=cnn_torch", *TINY]
+
+
+def _start(run_dir: Path, cache: Path, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "COMPILER_CACHE_DIR": str(cache)}
+    return subprocess.Popen([sys.executable, "-m", "compiler", *ARGS, f"hydra.run.dir={run_dir}"], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _hashes(run_dir: Path) -> dict:
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["status"] == "passed"
+    return {name: s["sha256"] for name, s in report["stages"].items() if name != "verify"}
+
+
+def _cache_is_sound(cache: Path) -> None:
+    """Every committed entry is complete: result.json and an artifact with the recorded hash."""
+    for entry in cache.glob("*/*"):
+        if entry.name.startswith(".tmp-"):
+            continue  # an interrupted build's workspace: never looked up
+        result = json.loads((entry / RESULT_FILE).read_text())
+        assert sha256_file(entry / result["artifact"]) == result["sha256"], entry
+
+
+def test_killed_compiles_never_leave_a_trusted_partial_artifact(tmp_path):
+    reference_dir = tmp_path / "reference"
+    started = time.perf_counter()
+    assert _start(reference_dir, tmp_path / "ref-cache", tmp_path).wait(timeout=600) == 0
+    total = time.perf_counter() - started
+    reference = _hashes(reference_dir)
+
+    cache = tmp_path / "cache"
+    killed_at = []
+    for k in range(1, 11):  # ten kill points spread over the whole compile (startup, every stage, report)
+        proc = _start(tmp_path / f"killed{k}", cache, tmp_path)
+        delay = total * k / 11
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            killed_at.append(round(delay, 2))
+        _cache_is_sound(cache)
+        recovered = tmp_path / f"recovered{k}"
+        assert _start(recovered, cache, tmp_path).wait(timeout=600) == 0
+        assert _hashes(recovered) == reference  # same artifacts as an uninterrupted compile
+        shutil.rmtree(cache)  # the next kill starts from a cold cache again
+    assert len(killed_at) >= 8, killed_at  # most runs were really killed mid-way
+
+
+def test_parallel_jobs_on_one_cache_match_a_sequential_run(tmp_path):
+    sequential = tmp_path / "sequential"
+    assert _start(sequential, tmp_path / "seq-cache", tmp_path).wait(timeout=600) == 0
+    shared = tmp_path / "shared-cache"
+    procs = [_start(tmp_path / f"parallel{i}", shared, tmp_path) for i in range(4)]
+    assert [p.wait(timeout=900) for p in procs] == [0, 0, 0, 0]
+    expected = _hashes(sequential)
+    for i in range(4):
+        assert _hashes(tmp_path / f"parallel{i}") == expected
+    _cache_is_sound(shared)
+    assert not list(shared.glob("*/.tmp-*"))  # losers of a commit race clean up after themselves
