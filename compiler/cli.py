@@ -183,6 +183,30 @@ def _prelint_sweep(argv: list[str]) -> int:
     return EXIT_OK
 
 
+def _unwritable_output(argv: list[str]) -> str:
+    """A message when the run (or sweep) directory could not be created, checked before Hydra tries."""
+    import os
+    import tempfile
+
+    multirun = "-m" in argv or "--multirun" in argv
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = next((a.split("=", 1)[1] for a in argv if a.startswith(f"{key}=")), None)
+    target = Path(given if given and "${" not in given else ".").expanduser().absolute()
+    probe = target
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:  # really try: permission bits say nothing for root, or for /proc-like file systems
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".compiler-probe-")
+        os.close(fd)
+        os.unlink(name)
+        return ""
+    except OSError:
+        pass
+    where = f"{key}={given}" if given else f"the current directory ({target})"
+    return (f"{key}: cannot create the output directory under {probe} ({where}); "
+            f"fix: run from a writable directory or set {key}=/a/writable/path")
+
+
 def _lint_only(overrides: list[str]) -> int:
     """`mode=lint` without a sweep: one composition through Hydra's compose API, no run dir, no logging."""
     from hydra.errors import HydraException
@@ -206,6 +230,10 @@ def main() -> None:
     argv = sys.argv[1:]
     if "mode=lint" in argv and not any(a.split("=")[0] in _HYDRA_FLAGS_NEEDING_APP for a in argv):
         sys.exit(_lint_only(argv))
+    problem = _unwritable_output(argv) if not any(a.startswith("--") and a != "--multirun" for a in argv) else ""
+    if problem:
+        print(f"compiler: {problem}", file=sys.stderr)
+        sys.exit(EXIT_INVALID_RECIPE)
     if ("-m" in argv or "--multirun" in argv) and _prelint_sweep(argv) != EXIT_OK:
         sys.exit(EXIT_INVALID_RECIPE)
     entry = hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_hydra_task)

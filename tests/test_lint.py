@@ -26,16 +26,53 @@ BAD_INPUTS = [
     (["engine.backend=tensorrt"], "engine.backend", "TensorRT cannot run here"),
     (["verify.latency.batch_sizes=[0]"], "verify.latency.batch_sizes", "positive batch sizes"),
     (["+model.factory._target_=os.system"], "model.factory._target_", "not on the allow-list"),
+    (["hydra.run.dir=/proc/nope/run"], "hydra.run.dir", "cannot create the output directory"),
+    (["engine.precision=int8"], "engine.precision", "the onnxruntime backend builds fp32"),
+    (["engine.batch.opt=1000"], "engine.batch", "min <= opt <= max"),
+    (["engine.profiles=[{input: {min: [8,1,28,28], opt: [1,1,28,28], max: [9,1,28,28]}}]"], "engine.profiles[0].input",
+     "min <= opt <= max"),
+    (["data.limit=5"], "data.limit", "too few samples"),
+    (["data.source=none"], "data.source", "training needs data"),
+    (["model.layers=[]"], "model.layers", "no layers and no factory"),
+    (["model.input.shape=[1,28]"], "model.input.shape", "one sample's shape"),
+    (["recipe=nosuch"], "recipe", "nosuch"),
+    (["verify.min_accuracy=2"], "verify.min_accuracy", "a fraction"),
+    (["train.device=tpu"], "train.device", "allowed: auto, cpu, cuda"),
+    (["model.path=/tmp/m.onnx"], "model.path", "only recipes with framework: onnx"),
+    (["engine.tensorrt.dla_core=-1"], "engine.tensorrt.dla_core", "must be >= 0"),
+    (["export.input_layout=nhwc"], "export.input_layout", "torch models take channels-first input"),
+    (["train.optimizer.name=adamm"], "train.optimizer.name", "did you mean 'adam'"),
 ]
 
 
 @pytest.mark.parametrize("overrides, path, words", BAD_INPUTS, ids=[b[1] + ":" + b[2][:20] for b in BAD_INPUTS])
 def test_bad_input_exits_2_naming_the_key(compile_cli, cache_dir, overrides, path, words):
-    run = compile_cli("recipe=cnn_torch", *overrides)
+    recipe = [] if any(o.startswith("recipe=") for o in overrides) else ["recipe=cnn_torch"]
+    run = compile_cli(*recipe, *overrides)
     assert run.code == 2, run.output
     assert path in run.stderr and words in run.stderr, run.stderr
     assert not cache_dir.exists() or not any(cache_dir.rglob("result.json"))  # nothing was built
     assert not (run.run_dir / "model.pt").exists()
+
+
+def test_the_catalogue_has_at_least_25_distinct_bad_inputs():
+    assert len({b[1] + b[2] for b in BAD_INPUTS}) + len(FILE_CASES) >= 25
+
+
+FILE_CASES = {
+    "corrupt npz": (lambda d: d.write_bytes(b"not a zip"), ["data.source=npz"], "data.path", "not a readable .npz"),
+    "npz without the key": (lambda d: __import__("numpy").savez(d, images=[1.0]), ["data.source=npz"], "data.x_key",
+                            "no such array in the .npz file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FILE_CASES))
+def test_bad_user_file_exits_2(compile_cli, tmp_path, case):
+    write, overrides, path, words = FILE_CASES[case]
+    data = tmp_path / "data.npz"
+    write(data)
+    run = compile_cli("recipe=cnn_torch", *overrides, f"data.path={data}")
+    assert run.code == 2 and path in run.stderr and words in run.stderr, run.stderr
 
 
 def test_every_problem_is_reported_at_once(compile_cli):
