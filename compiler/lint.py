@@ -111,9 +111,11 @@ def _model(cfg: DictConfig) -> list[Problem]:
         problems.append(Problem("model.path", "only recipes with framework: onnx start from a file", spec.path,
                                 fix="set framework=onnx, or remove model.path"))
     shape = list(spec.input.shape)
-    if len(shape) not in (1, 3) or not all(isinstance(d, int) and d > 0 for d in shape):
+    ranks = (1, 2, 3) if spec.factory is not None else (1, 3)  # a factory may take sequences [length, features]
+    if len(shape) not in ranks or not all(isinstance(d, int) and d > 0 for d in shape):
         return [Problem("model.input.shape", "one sample's shape, batch excluded", shape,
-                        "[channels, height, width] or [features], positive integers")]
+                        "[channels, height, width] or [features]" + (" or [length, features]" if len(ranks) == 3 else "")
+                        + ", positive integers")]
     if spec.input.dtype != "float32":
         problems.append(Problem("model.input.dtype", "unsupported input dtype", spec.input.dtype, "float32"))
     layers, factory = list(spec.layers), spec.factory

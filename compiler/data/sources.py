@@ -25,6 +25,7 @@ class Dataset:
 
 def load_dataset(data_cfg: Any, input_shape: Sequence[int], seed: int) -> Dataset:
     """Build the recipe's data set; `input_shape` is the model's input without the batch dim."""
+    input_shape = [int(d) for d in input_shape]  # a ListConfig does not slice from the end
     source = _name(data_cfg.source)
     if source == "digits":
         x, y = _digits(input_shape)
@@ -45,6 +46,8 @@ def _name(value: Any) -> str:
 def _digits(input_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     images, labels = _digits_arrays()
     images = resize_bilinear(images / 16.0, tuple(input_shape[-2:]))  # (N, H, W) in [0, 1]
+    if len(input_shape) == 2:  # sequences: one image row per step
+        return np.ascontiguousarray(images, dtype=np.float32), labels
     channels = input_shape[0] if len(input_shape) == 3 else 1
     x = np.repeat(images[:, None], channels, axis=1)
     if len(input_shape) == 1:
