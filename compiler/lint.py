@@ -146,6 +146,10 @@ def _model(cfg: DictConfig) -> list[Problem]:
 
 def _expected_classes(cfg: DictConfig) -> int | None:
     source = cfg.data.source.value
+    if source == "image_folder" and cfg.data.path and Path(cfg.data.path).expanduser().is_dir():
+        from compiler.data.sources import image_folder_classes
+
+        return len(image_folder_classes(Path(cfg.data.path).expanduser()))
     return {"digits": 10, "synthetic": cfg.data.num_classes}.get(source)
 
 
@@ -162,12 +166,27 @@ def _data(cfg: DictConfig) -> list[Problem]:
             problems.append(Problem("data.path", "file not found", d.path, fix="give an existing .npz file"))
         else:
             problems += _npz_problems(Path(d.path).expanduser(), d.x_key, d.y_key)
+    if d.source.value == "image_folder":
+        problems += _image_folder_problems(d.path)
     if d.source.value == "none" and cfg.framework.value != "onnx":
         problems.append(Problem("data.source", "training needs data", "none", "digits, npz, synthetic"))
     if d.source.value == "synthetic" and (d.num_classes < 2 or d.num_samples < 10):
         problems.append(Problem("data", "synthetic data needs num_classes >= 2 and num_samples >= 10",
                                 {"num_classes": d.num_classes, "num_samples": d.num_samples}))
     return problems
+
+
+def _image_folder_problems(path: str | None) -> list[Problem]:
+    if not path:
+        return [Problem("data.path", "the image_folder source needs a folder", fix="set data.path=/path/to/images")]
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        return [Problem("data.path", "folder not found", path, fix="give a folder with one sub-folder per class")]
+    from compiler.data.sources import image_folder_classes
+
+    if len(image_folder_classes(folder)) < 2:
+        return [Problem("data.path", "needs at least two class sub-folders holding .png/.jpg/.jpeg images", path)]
+    return []
 
 
 def _npz_problems(path: Path, x_key: str, y_key: str) -> list[Problem]:

@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from compiler.backends import choose_backend
-from compiler.cache import StageCache, cache_root, sha256_file, stage_key, tool_versions
+from compiler.cache import StageCache, cache_root, sha256_file, sha256_path, stage_key, tool_versions
 from compiler.errors import StageError
 from compiler.stages import Stage, StageContext
 
@@ -64,7 +64,7 @@ def _config_slice(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
     sliced = {k: OmegaConf.to_container(cfg[k], resolve=True, enum_to_str=True) if OmegaConf.is_config(cfg[k])
               else getattr(cfg[k], "value", cfg[k]) for k in keys}
     if "data" in keys and cfg.data.path:  # user files enter the key by content, not by name
-        sliced["data_sha256"] = sha256_file(Path(cfg.data.path).expanduser())
+        sliced["data_sha256"] = sha256_path(Path(cfg.data.path).expanduser())
     if "model" in keys and cfg.model.path:
         sliced["model_sha256"] = sha256_file(Path(cfg.model.path).expanduser())
     if "engine" in keys:  # `auto` may resolve differently on another machine

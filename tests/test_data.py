@@ -51,3 +51,20 @@ def test_synthetic_source_is_learnable_noise_around_class_prototypes():
     means = np.stack([d.x_train[d.y_train == k].mean(0) for k in range(4)])
     pred = ((d.x_test[:, None] - means[None]) ** 2).sum(-1).argmin(1)
     assert (pred == d.y_test).mean() > 0.8
+
+
+def test_image_folder_source_reads_classes_from_subfolders(tmp_path):
+    from PIL import Image
+
+    for label, value in (("bright", 220), ("dark", 30)):
+        (tmp_path / label).mkdir()
+        for i in range(10):
+            Image.new("RGB", (20, 12), (value + i, value, value)).save(tmp_path / label / f"{i}.png")
+    (tmp_path / "bright" / "notes.txt").write_text("ignored")
+    d = load_dataset(_cfg(source="image_folder", path=str(tmp_path)), [1, 8, 8], seed=0)
+    assert d.x_train.shape == (16, 1, 8, 8) and d.num_classes == 2
+    labels = np.concatenate([d.y_train, d.y_test])
+    means = np.concatenate([d.x_train, d.x_test]).mean(axis=(1, 2, 3))
+    assert np.all(means[labels == 0] > 0.8) and np.all(means[labels == 1] < 0.2)  # "bright" sorts first
+    rgb = load_dataset(_cfg(source="image_folder", path=str(tmp_path)), [3, 6, 6], seed=0)
+    assert rgb.x_train.shape == (16, 3, 6, 6)

@@ -61,3 +61,20 @@ def test_onnx_file_recipe_rejects_a_corrupt_file(compile_cli, tmp_path):
     bad.write_bytes(b"this is not a protobuf")
     run = compile_cli("recipe=onnx_file", f"model.path={bad}")
     assert run.code == 2 and "model.path: not a readable ONNX model" in run.stderr
+
+
+def test_image_folder_data_compiles_end_to_end(compile_cli, tmp_path):
+    from PIL import Image
+
+    rng = __import__("numpy").random.default_rng(0)
+    for label, value in (("cats", 200), ("dogs", 40)):
+        (tmp_path / "images" / label).mkdir(parents=True)
+        for i in range(30):
+            pixels = (value + rng.integers(-20, 20, (16, 16))).clip(0, 255).astype("uint8")
+            Image.fromarray(pixels).save(tmp_path / "images" / label / f"{i}.png")
+    run = compile_cli("recipe=cnn_torch", *TINY, "data.source=image_folder", f"data.path={tmp_path / 'images'}",
+                      "model.layers.6.dense.units=2", "train.epochs=3")
+    assert run.code == 0, run.output
+    assert run.report["metrics"]["accuracy"]["engine"] >= 0.9
+    wrong = compile_cli("recipe=cnn_torch", "data.source=image_folder", f"data.path={tmp_path / 'images'}")
+    assert wrong.code == 2 and "data has 2 classes" in wrong.stderr

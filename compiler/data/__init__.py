@@ -16,6 +16,7 @@ __all__ = ["DataConfig", "DataSource"]  # loaders live in compiler.data.sources 
 class DataSource(Enum):
     digits = "digits"        # scikit-learn's 8x8 handwritten digits, shipped with scikit-learn
     npz = "npz"              # the user's arrays in a .npz file
+    image_folder = "image_folder"  # data.path/<class name>/*.png|jpg|jpeg, classes in sorted order
     synthetic = "synthetic"  # random inputs of the model's input shape, for architecture-only recipes
     none = "none"            # no data (framework onnx): verification on random inputs, no accuracy
 

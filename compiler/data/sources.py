@@ -31,6 +31,8 @@ def load_dataset(data_cfg: Any, input_shape: Sequence[int], seed: int) -> Datase
         x, y = _digits(input_shape)
     elif source == "npz":
         x, y = _npz(data_cfg, input_shape)
+    elif source == "image_folder":
+        x, y = _image_folder(Path(data_cfg.path).expanduser(), input_shape)
     elif source == "synthetic":
         x, y = _synthetic(data_cfg, input_shape, seed)
     else:
@@ -100,6 +102,35 @@ def _npz(data_cfg: Any, input_shape: Sequence[int]) -> tuple[np.ndarray, np.ndar
         raise ValueError(f"{path}: '{data_cfg.x_key}' has sample shape {list(x.shape[1:])}, "
                          f"but model.input.shape is {list(input_shape)}")
     return x, y
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def image_folder_classes(folder: Path) -> list[Path]:
+    """Class sub-folders that hold at least one image, in sorted (label) order."""
+    return [d for d in sorted(folder.iterdir()) if d.is_dir()
+            and any(f.suffix.lower() in IMAGE_SUFFIXES for f in d.iterdir())]
+
+
+def _image_folder(folder: Path, input_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Images resized to the input's height and width, grayscale for 1 channel else RGB, in [0, 1]."""
+    from PIL import Image
+
+    if len(input_shape) != 3:
+        raise ValueError("image_folder data needs model.input.shape [channels, height, width]")
+    channels, height, width = input_shape
+    xs, ys = [], []
+    for label, class_dir in enumerate(image_folder_classes(folder)):
+        for file in sorted(class_dir.iterdir()):
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            with Image.open(file) as image:
+                image = image.convert("L" if channels == 1 else "RGB").resize((width, height), Image.BILINEAR)
+                array = np.asarray(image, dtype=np.float32) / 255.0
+            xs.append(array[None] if channels == 1 else array.transpose(2, 0, 1))
+            ys.append(label)
+    return np.stack(xs), np.asarray(ys, dtype=np.int64)
 
 
 def _synthetic(data_cfg: Any, input_shape: Sequence[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
