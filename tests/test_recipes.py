@@ -73,7 +73,7 @@ def test_image_folder_data_compiles_end_to_end(compile_cli, tmp_path):
             pixels = (value + rng.integers(-20, 20, (16, 16))).clip(0, 255).astype("uint8")
             Image.fromarray(pixels).save(tmp_path / "images" / label / f"{i}.png")
     run = compile_cli("recipe=cnn_torch", *TINY, "data.source=image_folder", f"data.path={tmp_path / 'images'}",
-                      "model.layers.6.dense.units=2", "train.epochs=3")
+                      "model.layers.6.dense.units=2", "train.epochs=15", "train.batch_size=16")
     assert run.code == 0, run.output
     assert run.report["metrics"]["accuracy"]["engine"] >= 0.9
     wrong = compile_cli("recipe=cnn_torch", "data.source=image_folder", f"data.path={tmp_path / 'images'}")
