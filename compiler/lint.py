@@ -245,9 +245,14 @@ def _engine(cfg: DictConfig) -> list[Problem]:
                                     fix="install TensorRT on a CUDA machine (pip install 'compiler[tensorrt]' "
                                         "--extra-index-url https://pypi.nvidia.com), or use engine.backend=auto"))
     backend = choose_backend(engine).name
-    if backend == "onnxruntime" and engine.precision.value != "fp32":
-        problems.append(Problem("engine.precision", "the onnxruntime backend builds fp32 engines",
-                                engine.precision.value, "fp32", fix="use engine.precision=fp32"))
+    if backend == "onnxruntime" and engine.precision.value not in ("fp32", "int8"):
+        problems.append(Problem("engine.precision", "the onnxruntime backend builds fp32 and int8 (QDQ) engines",
+                                engine.precision.value, "fp32, int8", fix="use engine.precision=fp32 or int8"))
+    if engine.precision.value == "int8" and cfg.data.source.value == "none":
+        problems.append(Problem("engine.precision", "int8 needs calibration data and labels for its accuracy budget",
+                                "int8", fix="give data (data.source=npz data.path=...) or use engine.precision=fp32"))
+    if cfg.data.calibration_size < 1:
+        problems.append(Problem("data.calibration_size", "must be positive", cfg.data.calibration_size))
     from compiler.backends.tensorrt_plan import profile_problems, tensorrt_problems
 
     return problems + profile_problems(cfg) + tensorrt_problems(cfg)

@@ -29,9 +29,12 @@ STAGES: tuple[Stage, ...] = (
     Stage("train", "compiler.stages.train:run", ("framework", "seed", "data", "model", "train")),
     Stage("export", "compiler.stages.export:run", ("framework", "model", "export"), ("train",), ("onnx", "onnxscript")),
     Stage("surgery", "compiler.stages.surgery:run", ("surgery",), ("export",), ("onnx", "onnx-graphsurgeon", "onnxruntime")),
-    Stage("build", "compiler.stages.build:run", ("engine",), ("surgery",), ("onnxruntime", "tensorrt", "polygraphy")),
+    Stage("quantize", "compiler.stages.quantize:run", ("framework", "seed", "data", "model", "export", "quantize",
+                                                        "verify"), ("surgery",), ("onnxruntime", "onnx")),
+    Stage("build", "compiler.stages.build:run", ("engine",), ("surgery", "quantize"),
+          ("onnxruntime", "tensorrt", "polygraphy")),
     Stage("verify", "compiler.stages.verify:run", ("framework", "seed", "data", "model", "engine", "verify"),
-          ("train", "export", "surgery", "build"), ("onnxruntime", "polygraphy")),
+          ("train", "export", "surgery", "quantize", "build"), ("onnxruntime", "polygraphy")),
 )
 _FRAMEWORK_STAGES = {"train", "export", "verify"}
 
@@ -89,6 +92,8 @@ def compile_recipe(cfg: DictConfig, run_dir: Path, log: logging.Logger) -> Compi
     for stage in STAGES:
         if stage.name == "train" and framework == "onnx":
             continue  # an ONNX recipe starts at export, which takes model.path as it is
+        if stage.name == "quantize" and cfg.engine.precision.value != "int8":
+            continue
         tools = stage.tools + (FRAMEWORK_TOOLS[framework] if stage.name in _FRAMEWORK_STAGES else ())
         done = {r.name: r for r in records}
         key = stage_key(stage.name, _config_slice(cfg, stage.config_keys),

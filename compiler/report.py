@@ -34,6 +34,7 @@ def build_report(cfg: DictConfig, recipe: str, result: CompileResult, status: st
         "engine": {k: infos.get("build", {}).get(k) for k in ("backend", "reason", "reproducers", "layers")},
         "gates": verify.get("gates", []), "ledger": verify.get("ledger", []),
         "training": infos.get("train", {}), "surgery": infos.get("surgery", {}).get("passes", []),
+        "quantize": infos.get("quantize"),
         "io": infos.get("export", {}).get("io"),
         "recipe_config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
     }
@@ -111,6 +112,14 @@ def render_markdown(report: dict[str, Any], plot: str | None) -> str:
     if report["gates"]:
         lines += ["## Gates", ""] + _table(["gate", "passed", "detail"],
                                            [[g["name"], g["passed"], g["detail"]] for g in report["gates"]]) + [""]
+    q = report.get("quantize")
+    if q:
+        lines += ["## INT8 quantization", "", f"Calibration: {q['calibration_samples']} samples, {q['method']}, "
+                  f"per-channel weights: {q['per_channel']}; {q['quantize_linear_nodes']} QuantizeLinear nodes.", "",
+                  f"Top-1 of the fp32 model {q['fp32_accuracy']:.4f}, of the int8 model {q['int8_accuracy']:.4f}.", ""]
+        if q["snippet"]:
+            lines += ["Nodes kept in fp32 to meet the accuracy budget; paste this into the recipe to skip the search:",
+                      "", "```yaml", q["snippet"].rstrip(), "```", ""]
     if report["surgery"]:
         lines += ["## Graph surgery", ""] + _table(
             ["#", "pass", "nodes before", "nodes after", "op delta", "seconds"],

@@ -16,6 +16,7 @@ from compiler.cache import CacheConfig
 from compiler.data import DataConfig
 from compiler.model import ModelConfig
 from compiler.stages.export import ExportConfig
+from compiler.stages.quantize import QuantizeConfig
 from compiler.stages.surgery import SurgeryConfig
 from compiler.stages.train import TrainConfig
 from compiler.stages.verify import VerifyConfig
@@ -42,6 +43,7 @@ class RecipeConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     surgery: SurgeryConfig = field(default_factory=SurgeryConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)

@@ -15,7 +15,8 @@ def run(ctx: StageContext) -> StageResult:
         from compiler.backends.tensorrt import build
     else:
         from compiler.backends.onnxruntime import build
-    artifact, info = build(ctx.inputs["surgery"], ctx.work_dir, ctx.cfg)
+    model = ctx.inputs.get("quantize", ctx.inputs["surgery"])  # the QDQ model when quantizing
+    artifact, info = build(model, ctx.work_dir, ctx.cfg)
     # the same engine outside the compiler, whichever backend ran here
     commands = reproducers(ctx.cfg, cache_dir=cache_root(ctx.cfg.cache))
     return StageResult(artifact, {"backend": choice.name, "reason": choice.reason, "reproducers": commands, **info})
