@@ -14,22 +14,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-
-
-def _time(session: ort.InferenceSession, feed: dict, iterations: int) -> list[float]:
-    for _ in range(10):
-        session.run(None, feed)
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append((time.perf_counter() - start) * 1e3)
-    return times
+from _timing import session_run_ms as _time
 
 
 def main() -> None:
@@ -47,7 +36,7 @@ def main() -> None:
         engine = ort.InferenceSession(str(run_dir / "model.opt.onnx"), providers=["CPUExecutionProvider"])
         name = plain.get_inputs()[0].name
         shape = [d if isinstance(d, int) else 1 for d in plain.get_inputs()[0].shape[1:]]
-        print(f"| batch | plain session on model.onnx p50 (ms) | compiler engine p50 (ms) | engine / plain |")
+        print("| batch | plain session on model.onnx p50 (ms) | compiler engine p50 (ms) | engine / plain |")
         print("|---|---|---|---|")
         for batch in (1, 32):
             feed = {name: np.random.default_rng(0).random((batch, *shape), dtype=np.float32)}

@@ -12,11 +12,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from _timing import session_run_ms
 
 
 def compile_recipe(recipe: str, precision: str, tmp: str) -> Path:
@@ -28,14 +28,7 @@ def compile_recipe(recipe: str, precision: str, tmp: str) -> Path:
 
 
 def throughput(session: ort.InferenceSession, feed: dict, iterations: int) -> list[float]:
-    for _ in range(10):
-        session.run(None, feed)
-    out = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        session.run(None, feed)
-        out.append(32 / (time.perf_counter() - start))
-    return out
+    return [32e3 / ms for ms in session_run_ms(session, feed, iterations)]
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ import io
 import os
 import statistics
 import tempfile
-import time
 import warnings
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -24,6 +23,7 @@ warnings.filterwarnings("ignore")
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
+from _timing import session_run_ms  # noqa: E402
 
 from compiler.stages.surgery import DEFAULT_PASSES, apply_passes  # noqa: E402
 
@@ -96,14 +96,7 @@ ZOO = {
 
 def _latency(model: onnx.ModelProto, feed: dict, iterations: int = 100) -> float:
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    for _ in range(10):
-        session.run(None, feed)
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return statistics.median(session_run_ms(session, feed, iterations))
 
 
 def _outputs(model: onnx.ModelProto, feed: dict) -> list[np.ndarray]:

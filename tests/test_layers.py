@@ -81,8 +81,6 @@ def test_keras_builder_matches_inferred_shapes():
     # same parameter count as torch for a plain conv/dense stack (no BN running stats in torch's count)
     plain = OmegaConf.create({"factory": None, "input": {"name": "input"}, "layers": [
         {"conv2d": {"filters": 8, "kernel": 3}}, {"flatten": {}}, {"dense": {"units": 10}}]})
-    import torch  # noqa: F401  (torch is a core dependency)
-
     from compiler.model.torch_builder import build_torch_model
 
     torch_params = sum(p.numel() for p in build_torch_model(plain, [1, 12, 12]).parameters())

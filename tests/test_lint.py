@@ -6,7 +6,6 @@ import textwrap
 
 import pytest
 
-from tests.conftest import REPO
 
 BAD_INPUTS = [
     # (overrides, key path, words in the message)

@@ -77,7 +77,6 @@ def quantize(src: Path, dst: Path, samples, cfg, keep: list[str], calibration_ca
 
 
 def top1(path: Path, x, y, input_name: str) -> float:
-    import numpy as np
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

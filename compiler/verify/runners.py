@@ -46,14 +46,14 @@ class CallableRunner(BaseRunner):
 def framework_predictor(cfg: Any, artifact: Path) -> Predict:
     """The trained framework model as a numpy -> numpy function (inference mode)."""
     if cfg.framework.value == "torch":
-        from compiler.stages.train_torch import load_trained, predict
+        from compiler.stages import train_torch
 
-        model = load_trained(cfg, artifact)
-        return lambda x: predict(model, x)
-    from compiler.stages.train_keras import load_trained, predict
+        module = train_torch.load_trained(cfg, artifact)
+        return lambda x: train_torch.predict(module, x)
+    from compiler.stages import train_keras
 
-    model = load_trained(artifact)
-    return lambda x: predict(model, x, cfg)
+    keras_model = train_keras.load_trained(artifact)
+    return lambda x: train_keras.predict(keras_model, x, cfg)
 
 
 def onnx_runner(name: str, path: Path, engine_cfg: Any) -> BaseRunner:
