@@ -48,6 +48,9 @@ class TrainConfig:
     device: Device = Device.auto
     precision: TrainPrecision = TrainPrecision.fp32
     progress: bool = True   # a progress bar per epoch with loss and accuracy
+    # re-estimate BatchNorm running statistics over the training set after the last epoch: short
+    # trainings (and Keras' 0.99-0.999 momenta) otherwise leave them far from the data's
+    recompute_bn_stats: bool = True
 
 
 def run(ctx: StageContext) -> StageResult:

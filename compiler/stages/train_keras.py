@@ -71,6 +71,10 @@ def train(ctx: StageContext) -> StageResult:
     if bad:
         raise StageError("train", f"the loss became {bad['loss']} at epoch {bad['epoch']}",
                          fix="lower train.optimizer.lr or check the data for NaN/inf")
+    if tcfg.recompute_bn_stats:
+        _recompute_bn_stats(model, to_nhwc(data.x_train), tcfg.batch_size)
+        history[-1]["val_accuracy_bn_recomputed"] = float(model.evaluate(to_nhwc(data.x_test), data.y_test,
+                                                                          verbose=0, return_dict=True)["accuracy"])
     model.save(ctx.work_dir / "model.keras")
     return StageResult("model.keras", {
         "history": history, "device": "cpu" if not _has_gpu() else "gpu", "precision": "fp32",
@@ -78,6 +82,30 @@ def train(ctx: StageContext) -> StageResult:
         "parameters": int(model.count_params()),
         "final_val_accuracy": history[-1]["val_accuracy"] if history else None,
     })
+
+
+def _recompute_bn_stats(model: keras.Model, x: np.ndarray, batch_size: int) -> None:
+    """Cumulative average of batch statistics over one pass of the training set, as torch's update_bn does."""
+    layers = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    if not layers:
+        return
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, np.float32))
+        layer.moving_variance.assign(np.ones(layer.moving_variance.shape, np.float32))
+    for step, start in enumerate(range(0, len(x), batch_size)):
+        for layer in layers:  # moving = m*moving + (1-m)*batch with m = step/(step+1): a running mean
+            layer.momentum = step / (step + 1)
+        model(x[start:start + batch_size], training=True)
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
 
 
 def _has_gpu() -> bool:

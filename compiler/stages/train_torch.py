@@ -96,6 +96,11 @@ def train(ctx: StageContext) -> StageResult:
         ctx.log.info("epoch %d/%d  loss %.4f  accuracy %.4f  test accuracy %.4f", epoch, tcfg.epochs,
                      total_loss / seen, correct / seen, val)
     seconds = time.perf_counter() - started
+    if tcfg.recompute_bn_stats and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        from torch.optim.swa_utils import update_bn
+
+        update_bn([x_train[i:i + tcfg.batch_size] for i in range(0, len(x_train), tcfg.batch_size)], model)
+        history[-1]["val_accuracy_bn_recomputed"] = accuracy(model, x_test, y_test)
     torch.save(model.to("cpu").state_dict(), ctx.work_dir / "model.pt")
     samples = len(x_train) * tcfg.epochs
     return StageResult("model.pt", {
