@@ -245,4 +245,16 @@ def main() -> None:
                 _explain_composition_failure(sys.argv[1:])
                 sys.exit(EXIT_INVALID_RECIPE)
             sys.exit(exc.code)
-    sys.exit(_SESSION.exit_code)
+    _exit(_SESSION.exit_code)
+
+
+def _exit(code: int) -> None:
+    """Exit; once TensorFlow is loaded, skip its interpreter teardown (~1.7 s) after flushing everything."""
+    if "tensorflow" not in sys.modules:
+        sys.exit(code)
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
