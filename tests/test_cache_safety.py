@@ -37,10 +37,13 @@ def _cache_is_sound(cache: Path) -> None:
 
 
 def test_killed_compiles_never_leave_a_trusted_partial_artifact(tmp_path):
-    reference_dir = tmp_path / "reference"
-    started = time.perf_counter()
-    assert _start(reference_dir, tmp_path / "ref-cache", tmp_path).wait(timeout=600) == 0
-    total = time.perf_counter() - started
+    durations = []
+    for attempt in range(2):  # the first cold run in a new environment also builds caches (fonts, bytecode)
+        reference_dir = tmp_path / f"reference{attempt}"
+        started = time.perf_counter()
+        assert _start(reference_dir, tmp_path / f"ref-cache{attempt}", tmp_path).wait(timeout=600) == 0
+        durations.append(time.perf_counter() - started)
+    total = min(durations)
     reference = _hashes(reference_dir)
 
     cache = tmp_path / "cache"
