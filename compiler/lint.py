@@ -234,7 +234,7 @@ def _surgery(cfg: DictConfig) -> list[Problem]:
 
 
 def _engine(cfg: DictConfig) -> list[Problem]:
-    from compiler.backends import choose_backend, tensorrt_status
+    from compiler.backends import choose_backend, converted_precision, tensorrt_status
 
     engine, problems = cfg.engine, []
     if engine.backend.value == "tensorrt":
@@ -245,12 +245,15 @@ def _engine(cfg: DictConfig) -> list[Problem]:
                                     fix="install TensorRT on a CUDA machine (pip install 'compiler[tensorrt]' "
                                         "--extra-index-url https://pypi.nvidia.com), or use engine.backend=auto"))
     backend = choose_backend(engine).name
-    if backend == "onnxruntime" and engine.precision.value not in ("fp32", "int8"):
-        problems.append(Problem("engine.precision", "the onnxruntime backend builds fp32 and int8 (QDQ) engines",
-                                engine.precision.value, "fp32, int8", fix="use engine.precision=fp32 or int8"))
-    if engine.precision.value == "int8" and cfg.data.source.value == "none":
-        problems.append(Problem("engine.precision", "int8 needs calibration data and labels for its accuracy budget",
-                                "int8", fix="give data (data.source=npz data.path=...) or use engine.precision=fp32"))
+    if backend == "onnxruntime" and engine.precision.value not in ("fp32", "fp16", "int8"):
+        problems.append(Problem("engine.precision", "the onnxruntime backend builds fp32, fp16 and int8 (QDQ) engines",
+                                engine.precision.value, "fp32, fp16, int8",
+                                fix="use engine.precision=fp32, fp16 or int8"))
+    converted = converted_precision(engine)
+    if converted and cfg.data.source.value == "none":
+        problems.append(Problem("engine.precision", f"{converted} conversion needs calibration data and labels for "
+                                "its accuracy budget", converted,
+                                fix="give data (data.source=npz data.path=...) or use engine.precision=fp32"))
     if cfg.data.calibration_size < 1:
         problems.append(Problem("data.calibration_size", "must be positive", cfg.data.calibration_size))
     from compiler.backends.tensorrt_plan import profile_problems, tensorrt_problems

@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from compiler.backends import choose_backend
+from compiler.backends import choose_backend, converted_precision
 from compiler.cache import StageCache, cache_root, sha256_file, sha256_path, stage_key, tool_versions
 from compiler.errors import StageError
 from compiler.stages import Stage, StageContext
@@ -72,6 +72,11 @@ def _config_slice(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
         sliced["model_sha256"] = sha256_file(Path(cfg.model.path).expanduser())
     if "engine" in keys:  # `auto` may resolve differently on another machine
         sliced["engine_backend"] = choose_backend(cfg.engine).name
+    if "quantize" in keys:  # int8 or fp16; not the rest of `engine`, so engine flags alone reuse the conversion
+        from compiler.stages.quantize import reduce_range
+
+        sliced["converted_precision"] = converted_precision(cfg.engine)
+        sliced["reduce_range"] = reduce_range(cfg)  # `null` resolves by this CPU
     return sliced
 
 
@@ -92,7 +97,7 @@ def compile_recipe(cfg: DictConfig, run_dir: Path, log: logging.Logger) -> Compi
     for stage in STAGES:
         if stage.name == "train" and framework == "onnx":
             continue  # an ONNX recipe starts at export, which takes model.path as it is
-        if stage.name == "quantize" and cfg.engine.precision.value != "int8":
+        if stage.name == "quantize" and converted_precision(cfg.engine) is None:
             continue
         tools = stage.tools + (FRAMEWORK_TOOLS[framework] if stage.name in _FRAMEWORK_STAGES else ())
         done = {r.name: r for r in records}

@@ -31,7 +31,8 @@ def build_report(cfg: DictConfig, recipe: str, result: CompileResult, status: st
         "reference": verify.get("reference", cfg.framework.value),
         "error": str(result.error) if result.error else None,
         "stages": stages, "metrics": metrics,
-        "engine": {k: infos.get("build", {}).get(k) for k in ("backend", "reason", "reproducers", "layers")},
+        "engine": {k: infos.get("build", {}).get(k) for k in ("backend", "reason", "reproducers", "layers",
+                                                              "disabled_optimizers")},
         "gates": verify.get("gates", []), "ledger": verify.get("ledger", []),
         "training": infos.get("train", {}), "surgery": infos.get("surgery", {}).get("passes", []),
         "quantize": infos.get("quantize"),
@@ -92,6 +93,12 @@ def render_markdown(report: dict[str, Any], plot: str | None) -> str:
          for n, s in report["stages"].items()]) + [""]
     if report["engine"].get("backend"):
         lines += [f"Engine backend: **{report['engine']['backend']}** — {report['engine']['reason']}", ""]
+    if report["engine"].get("disabled_optimizers"):
+        engine = report["stages"]["build"]["artifact"]
+        lines += ["Load the engine with the transformers it was built without (loading without them gives the same "
+                  "results, slower):", "", "```python",
+                  f"onnxruntime.InferenceSession({engine!r}, disabled_optimizers={report['engine']['disabled_optimizers']!r})",
+                  "```", ""]
     if report["engine"].get("reproducers"):
         lines += ["## Reproduce outside the compiler", "", "From the run directory, on a machine with TensorRT:", "",
                   "```bash"] + list(report["engine"]["reproducers"].values()) + ["```", ""]
@@ -114,9 +121,19 @@ def render_markdown(report: dict[str, Any], plot: str | None) -> str:
                                            [[g["name"], g["passed"], g["detail"]] for g in report["gates"]]) + [""]
     q = report.get("quantize")
     if q:
-        lines += ["## INT8 quantization", "", f"Calibration: {q['calibration_samples']} samples, {q['method']}, "
-                  f"per-channel weights: {q['per_channel']}; {q['quantize_linear_nodes']} QuantizeLinear nodes.", "",
-                  f"Top-1 of the fp32 model {q['fp32_accuracy']:.4f}, of the int8 model {q['int8_accuracy']:.4f}.", ""]
+        precision = q.get("precision", "int8")
+        lines += [f"## {precision.upper()} conversion", ""]
+        if precision == "int8":
+            lines += [f"Calibration: {q['calibration_samples']} samples, {q['method']}, per-channel weights: "
+                      f"{q['per_channel']}; {q['quantize_linear_nodes']} QuantizeLinear nodes.", ""]
+            if q["kept_fp32_shallow"]:
+                lines += [f"Kept fp32 for speed (reduction depth below {q['min_reduction_depth']}): "
+                          f"{', '.join(q['kept_fp32_shallow'])}.", ""]
+        elif q["kept_fp32_overflow"]:
+            lines += [f"Kept fp32 for range (tensors beyond fp16 on calibration data): "
+                      f"{', '.join(q['kept_fp32_overflow'])}.", ""]
+        lines += [f"Top-1 of the fp32 model {q['fp32_accuracy']:.4f}, of the {precision} model "
+                  f"{q[f'{precision}_accuracy']:.4f}.", ""]
         if q["snippet"]:
             lines += ["Nodes kept in fp32 to meet the accuracy budget; paste this into the recipe to skip the search:",
                       "", "```yaml", q["snippet"].rstrip(), "```", ""]

@@ -26,7 +26,7 @@ BAD_INPUTS = [
     (["verify.latency.batch_sizes=[0]"], "verify.latency.batch_sizes", "positive batch sizes"),
     (["+model.factory._target_=os.system"], "model.factory._target_", "not on the allow-list"),
     (["hydra.run.dir=/proc/nope/run"], "hydra.run.dir", "cannot create the output directory"),
-    (["engine.precision=fp16"], "engine.precision", "the onnxruntime backend builds fp32 and int8"),
+    (["engine.precision=bf16"], "engine.precision", "the onnxruntime backend builds fp32, fp16 and int8"),
     (["engine.batch.opt=1000"], "engine.batch", "min <= opt <= max"),
     (["engine.profiles=[{input: {min: [8,1,28,28], opt: [1,1,28,28], max: [9,1,28,28]}}]"], "engine.profiles[0].input",
      "min <= opt <= max"),

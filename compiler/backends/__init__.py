@@ -48,6 +48,8 @@ class OnnxRuntimeConfig:
     intra_op_threads: int = 0          # 0: onnxruntime's default (one per physical core)
     inter_op_threads: int = 0
     providers: List[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    # graph transformers to skip at build and load; null = auto: int8 skips QDQPropagationTransformer (below)
+    disabled_optimizers: Optional[List[str]] = None
 
 
 class PrecisionConstraints(Enum):
@@ -133,6 +135,20 @@ def tensorrt_status() -> tuple[bool, str]:
     if not has_gpu:
         return False, "no CUDA GPU was found (no /dev/nvidia0, no nvidia-smi)"
     return True, "TensorRT is importable and a CUDA GPU is present"
+
+
+def converted_precision(engine_cfg: Any) -> Optional[str]:
+    """The precision the quantize stage writes into the ONNX model itself, or None when it does not run.
+
+    int8 always (QDQ); fp16 for typed backends, which take types from the model: onnxruntime, and
+    TensorRT with strongly_typed. Plain TensorRT fp16 is a builder flag on the fp32 model.
+    """
+    precision = engine_cfg.precision.value
+    if precision == "int8":
+        return "int8"
+    if precision == "fp16" and (choose_backend(engine_cfg).name == "onnxruntime" or engine_cfg.tensorrt.strongly_typed):
+        return "fp16"
+    return None
 
 
 def choose_backend(engine_cfg: Any) -> BackendChoice:

@@ -220,11 +220,12 @@ def polygraphy_run_command(p: BuildPlan, cfg: Any) -> list[str]:
             "--atol", f"{cfg.verify.atol:g}", "--rtol", f"{cfg.verify.rtol:g}"]
 
 
-def reproducers(cfg: Any, cache_dir: str | Path | None = None) -> dict[str, str]:
-    """The three commands, as shell lines, relative to the run directory."""
+def reproducers(cfg: Any, onnx_name: str = "model.clean.onnx", has_qdq: bool = False,
+                cache_dir: str | Path | None = None) -> dict[str, str]:
+    """The three commands, as shell lines, relative to the run directory, for the model the build took."""
     import shlex
 
-    p = plan(cfg, "model.clean.onnx", "model.engine", cache_dir=cache_dir)
+    p = plan(cfg, onnx_name, "model.engine", has_qdq=has_qdq, cache_dir=cache_dir)
     return {name: shlex.join(fn(p, cfg)) for name, fn in (
         ("trtexec", trtexec_command), ("polygraphy_convert", polygraphy_convert_command),
         ("polygraphy_run", polygraphy_run_command))}

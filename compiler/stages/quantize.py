@@ -1,9 +1,12 @@
-"""Quantize stage: INT8 post-training quantization to a QDQ model, with an accuracy budget.
+"""Quantize stage: the model in reduced precision (int8 QDQ, or fp16), within an accuracy budget.
 
-Runs when engine.precision is int8. onnxruntime.quantization calibrates on a slice of the
-training data; with `fallback: auto` the nodes whose quantization costs the most accuracy are
-kept in fp32, one at a time, until the drop against the fp32 model is within
-verify.max_accuracy_drop. The kept list goes into the report as a recipe snippet.
+Runs for engine.precision=int8, and for fp16 on typed backends (backends.converted_precision).
+int8: onnxruntime.quantization calibrates on a slice of the training data; convolutions too shallow
+for int8 to pay stay fp32 (min_reduction_depth). fp16: onnxruntime's float16 converter, with the
+nodes whose tensors leave fp16's range kept fp32 (stages/fp16.py). Then, with `fallback: auto`, the
+nodes whose conversion costs the most accuracy are kept in fp32, one at a time, until the drop
+against the fp32 model is within verify.max_accuracy_drop. The kept list goes into the report as a
+recipe snippet.
 """
 
 from __future__ import annotations
@@ -11,11 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from math import prod
+from typing import Callable, List, Optional
 
 from compiler.stages import StageContext, StageResult
 
 QUANTIZABLE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Cheap elementwise and data-movement ops: an fp32 island grows through them, so the Q/DQ boundary of a kept
+# node lands after them. Left int8, an NCHW uint8 MaxPool right after an fp32 conv costs more than the conv.
+PASSTHROUGH = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "MaxPool", "AveragePool",
+               "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "BatchNormalization")
 
 
 class CalibrationMethod(Enum):
@@ -38,6 +46,9 @@ class QuantizeConfig:
     max_fallback_nodes: int = 8
     # 7-bit weights: avoids the u8*s8 16-bit saturation of x86 CPUs without VNNI; null = auto (on unless VNNI)
     reduce_range: Optional[bool] = None
+    # int8 pays only on deep reductions: Conv/Gemm/MatMul nodes summing fewer than this many products per output
+    # (a 3x3 conv over 1 channel: 9) stay fp32. 0 quantizes every one.
+    min_reduction_depth: int = 32
 
 
 def cpu_has_vnni() -> bool:
@@ -65,14 +76,59 @@ def _reader(input_name: str, samples, batch: int = 32):
     return Reader()
 
 
-def quantize(src: Path, dst: Path, samples, cfg, keep: list[str], calibration_cache: Path) -> None:
+def reduction_depth(node, initializers: dict) -> Optional[int]:
+    """Products summed per output element (K of the GEMM the node becomes); None when not known statically.
+
+    Grouped and depthwise convolutions have kernels of their own, so only plain ones get a depth.
+    """
+    attrs = {a.name: a for a in node.attribute}
+    weight = initializers.get(node.input[1]) if len(node.input) > 1 else None
+    if weight is None:
+        return None
+    dims = list(weight.dims)
+    if node.op_type == "Conv":
+        return None if attrs.get("group") and attrs["group"].i != 1 else prod(dims[1:])
+    if node.op_type == "Gemm":
+        return dims[1] if attrs.get("transB") and attrs["transB"].i else dims[0]
+    if node.op_type == "MatMul" and len(dims) >= 2:
+        return dims[-2]
+    return None
+
+
+def shallow_nodes(model, min_depth: int) -> list[str]:
+    """Compute nodes whose reduction is too shallow for int8 to pay (quantize.min_reduction_depth)."""
+    initializers = {i.name: i for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type in QUANTIZABLE
+            and (depth := reduction_depth(n, initializers)) is not None and depth < min_depth]
+
+
+def fp32_islands(model, seeds: list[str]) -> list[str]:
+    """The seeds plus the single-consumer chain of PASSTHROUGH ops after each, in graph order."""
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in model.graph.output}
+    by_name = {n.name: n for n in model.graph.node}
+    island = set(seeds)
+    for seed in seeds:
+        node = by_name.get(seed)
+        while node is not None and node.output and node.output[0] not in outputs:
+            after = consumers.get(node.output[0], [])
+            node = after[0] if len(after) == 1 and after[0].op_type in PASSTHROUGH else None
+            if node is not None:
+                island.add(node.name)
+    return [n.name for n in model.graph.node if n.name in island]
+
+
+def quantize(src: Path, dst: Path, samples, cfg, exclude: list[str], calibration_cache: Path) -> None:
+    """QDQ-quantize every op onnxruntime can (so activations and pools stay int8 between compute nodes)."""
     from onnxruntime.quantization import CalibrationMethod as Method, QuantFormat, QuantType, quantize_static
 
     method = {"minmax": Method.MinMax, "entropy": Method.Entropy, "percentile": Method.Percentile}[cfg.quantize.method.value]
     quantize_static(str(src), str(dst), _reader(cfg.model.input.name, samples), quant_format=QuantFormat.QDQ,
                     per_channel=cfg.quantize.per_channel, reduce_range=reduce_range(cfg), activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=method, nodes_to_exclude=list(keep) or None,
-                    op_types_to_quantize=list(QUANTIZABLE),  # a kept node's inputs and outputs then stay fp32
+                    weight_type=QuantType.QInt8, calibrate_method=method, nodes_to_exclude=list(exclude) or None,
                     calibration_cache_path=str(calibration_cache), extra_options={"ActivationSymmetric": False})
 
 
@@ -86,43 +142,68 @@ def top1(path: Path, x, y, input_name: str) -> float:
     return correct / max(1, len(x))
 
 
+def budget_search(attempt: Callable[[list[str]], float], candidates: list[str], keep: list[str], fp32: float,
+                  cfg, log) -> tuple[list[str], float, list[dict]]:
+    """Keep nodes in fp32, the most accuracy-sensitive first, until the drop is within the budget."""
+    accuracy = attempt(keep)
+    budget = cfg.verify.max_accuracy_drop
+    trail = [{"kept_fp32": list(keep), "accuracy": accuracy}]
+    if cfg.quantize.fallback.value != "auto" or (fp32 - accuracy) * 100 <= budget:
+        return keep, accuracy, trail
+    sensitivity = {node: attempt(keep + [node]) for node in candidates}  # accuracy regained by this one node in fp32
+    for node in sorted(candidates, key=lambda n: -sensitivity[n])[: cfg.quantize.max_fallback_nodes]:
+        keep = keep + [node]
+        accuracy = attempt(keep)
+        trail.append({"kept_fp32": list(keep), "accuracy": accuracy})
+        log.info("fallback: keeping %s in fp32 -> accuracy %.4f (fp32 %.4f)", node, accuracy, fp32)
+        if (fp32 - accuracy) * 100 <= budget:
+            break
+    return keep, accuracy, trail
+
+
 def run(ctx: StageContext) -> StageResult:
     import onnx
 
+    from compiler.backends import converted_precision
     from compiler.data.sources import load_dataset
     from compiler.stages.verify import engine_layout
 
     cfg = ctx.cfg
+    precision = converted_precision(cfg.engine)
     data = load_dataset(cfg.data, cfg.model.input.shape, cfg.seed)
     calibration = engine_layout(cfg, data.calibration(cfg.data.calibration_size))
     x_test = engine_layout(cfg, data.x_test)
-    src, out = ctx.inputs["surgery"], ctx.work_dir / "model.int8.onnx"
-    cache = ctx.work_dir / "calibration.json"
+    src, out = ctx.inputs["surgery"], ctx.work_dir / f"model.{precision}.onnx"
     name = cfg.model.input.name
+    graph = onnx.load(str(src))
     fp32 = top1(src, x_test, data.y_test, name)
     keep = list(cfg.quantize.keep_fp32)
-    quantize(src, out, calibration, cfg, keep, cache)
-    accuracy = top1(out, x_test, data.y_test, name)
-    budget = cfg.verify.max_accuracy_drop
-    trail = [{"kept_fp32": list(keep), "accuracy": accuracy}]
-    if cfg.quantize.fallback.value == "auto" and (fp32 - accuracy) * 100 > budget:
-        nodes = [n.name for n in onnx.load(str(src)).graph.node if n.op_type in QUANTIZABLE and n.name not in keep]
-        sensitivity = {}
-        for node in nodes:  # accuracy regained when this one node stays fp32
-            quantize(src, out, calibration, cfg, keep + [node], cache)
-            sensitivity[node] = top1(out, x_test, data.y_test, name)
-        for node in sorted(nodes, key=lambda n: -sensitivity[n])[: cfg.quantize.max_fallback_nodes]:
-            keep.append(node)
-            quantize(src, out, calibration, cfg, keep, cache)
-            accuracy = top1(out, x_test, data.y_test, name)
-            trail.append({"kept_fp32": list(keep), "accuracy": accuracy})
-            ctx.log.info("fallback: keeping %s in fp32 -> accuracy %.4f (fp32 %.4f)", node, accuracy, fp32)
-            if (fp32 - accuracy) * 100 <= budget:
-                break
-    quantized = sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
+    if precision == "fp16":
+        from compiler.stages.fp16 import convert, overflow_nodes
+
+        forced = [n for n in overflow_nodes(src, calibration, name) if n not in keep] \
+            if cfg.quantize.fallback.value == "auto" else []
+        info = {"kept_fp32_overflow": forced}
+
+        def attempt(kept: list[str]) -> float:
+            convert(src, out, forced + kept)
+            return top1(out, x_test, data.y_test, name)
+    else:
+        forced = [n for n in shallow_nodes(graph, cfg.quantize.min_reduction_depth) if n not in keep]
+        cache = ctx.work_dir / "calibration.json"
+        info = {"kept_fp32_shallow": forced, "quantize_linear_nodes": 0, "method": cfg.quantize.method.value,
+                "per_channel": cfg.quantize.per_channel, "reduce_range": reduce_range(cfg),
+                "min_reduction_depth": cfg.quantize.min_reduction_depth, "calibration_samples": int(len(calibration))}
+
+        def attempt(kept: list[str]) -> float:
+            quantize(src, out, calibration, cfg, fp32_islands(graph, forced + kept), cache)
+            return top1(out, x_test, data.y_test, name)
+
+    candidates = [n.name for n in graph.graph.node if n.op_type in QUANTIZABLE and n.name not in keep + forced]
+    keep, accuracy, trail = budget_search(attempt, candidates, keep, fp32, cfg, ctx.log)
+    if precision == "int8":
+        info["fp32_nodes"] = fp32_islands(graph, forced + keep)
+        info["quantize_linear_nodes"] = sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
     snippet = "quantize:\n  keep_fp32: [" + ", ".join(keep) + "]\n" if keep else ""
-    return StageResult(out.name, {"fp32_accuracy": fp32, "int8_accuracy": accuracy, "kept_fp32": keep,
-                                  "quantize_linear_nodes": quantized, "search": trail, "snippet": snippet,
-                                  "method": cfg.quantize.method.value, "per_channel": cfg.quantize.per_channel,
-                                  "reduce_range": reduce_range(cfg),
-                                  "calibration_samples": int(len(calibration))})
+    return StageResult(out.name, {"precision": precision, "fp32_accuracy": fp32, f"{precision}_accuracy": accuracy,
+                                  "kept_fp32": keep, "search": trail, "snippet": snippet, **info})

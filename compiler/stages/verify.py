@@ -69,8 +69,8 @@ def _runners(ctx: StageContext, backend: str, input_shape: list[int]):
 
     cfg, spec = ctx.cfg, ctx.cfg.model
     artifacts = [("model.onnx", ctx.inputs["export"]), ("model.clean.onnx", ctx.inputs["surgery"])]
-    if "quantize" in ctx.inputs:  # the QDQ model is a stage of its own in the ledger
-        artifacts.append(("model.int8.onnx", ctx.inputs["quantize"]))
+    if "quantize" in ctx.inputs:  # the int8 or fp16 model is a stage of its own in the ledger
+        artifacts.append((ctx.inputs["quantize"].name, ctx.inputs["quantize"]))
     runners = [onnx_runner(name, path, cfg.engine) for name, path in artifacts]
     runners.append(engine_runner(backend, ctx.inputs["build"], cfg.engine))
     names = [name for name, _ in artifacts] + ["engine"]
@@ -104,9 +104,10 @@ def run(ctx: StageContext) -> StageResult:
     for row in rows:
         row["reference"], row["candidate"] = by_runner[row["reference"]], by_runner[row["candidate"]]
 
-    quantized = "model.int8.onnx" in names
-    for row in rows:  # from int8 on, outputs drift by design: judged by the accuracy budget, not atol
-        row["gated"] = not quantized or names.index(row["candidate"]) < names.index("model.int8.onnx")
+    reduced = ctx.inputs["quantize"].name if "quantize" in ctx.inputs else None
+    quantized = reduced is not None
+    for row in rows:  # from int8/fp16 on, outputs drift by design: judged by the accuracy budget, not atol
+        row["gated"] = not quantized or names.index(row["candidate"]) < names.index(reduced)
     accuracy, latency = {}, {}
     measured = [("framework", runners[0]), ("engine", runners[-1])]
     if quantized and y_test is not None:

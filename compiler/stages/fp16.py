@@ -1,0 +1,89 @@
+"""fp16 conversion for typed backends (onnxruntime, strongly typed TensorRT), keeping chosen nodes fp32.
+
+fp16 fails in one way above all: a tensor beyond its range (|x| > 65504) becomes inf, then NaN.
+`overflow_nodes` finds the nodes that produce or read such a tensor on calibration data, so they
+stay fp32 before any accuracy is spent; the accuracy-budget search of the quantize stage does the rest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+FP16_MAX = 65504.0
+MARGIN = 2.0  # a tensor within 2x of the limit on calibration data may cross it on other inputs
+
+
+def convert(src: Path, dst: Path, keep_fp32: list[str]) -> None:
+    """fp16 weights and activations, fp32 model inputs/outputs, Cast nodes around every kept node."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, node_block_list=list(keep_fp32) or None,
+                                     disable_shape_infer=False)
+    onnx.save(_drop_fp16_round_trips(model), str(dst))
+
+
+def _drop_fp16_round_trips(model):
+    """Remove Cast(fp16) -> Cast(fp32) pairs: the converter puts them between two kept nodes too, where the
+    tensor would pass through fp16 (and overflow) although neither side computes in fp16."""
+    from onnx import TensorProto
+
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def cast_to(node) -> int | None:
+        return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+    renamed, dropped = {}, set()
+    for node in graph.node:
+        after = consumers.get(node.output[0], []) if node.output else []
+        if (cast_to(node) == TensorProto.FLOAT16 and node.output[0] not in outputs and after
+                and all(cast_to(c) == TensorProto.FLOAT and c.output[0] not in outputs for c in after)):
+            dropped.add(id(node))
+            for c in after:
+                dropped.add(id(c))
+                renamed[c.output[0]] = node.input[0]
+    kept = [n for n in graph.node if id(n) not in dropped]
+    for node in kept:
+        for i, name in enumerate(node.input):
+            node.input[i] = renamed.get(name, name)
+    del graph.node[:]
+    graph.node.extend(kept)
+    return model
+
+
+def _tensor_peaks(src: Path, samples: np.ndarray, input_name: str) -> dict[str, float]:
+    """max |x| of every tensor of the fp32 model over the samples (weights included)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+    from polygraphy import constants
+    from polygraphy.backend.onnx import modify_outputs
+
+    model = onnx.load(str(src))
+    peaks = {i.name: float(np.abs(numpy_helper.to_array(i)).max(initial=0.0)) for i in model.graph.initializer
+             if i.data_type == onnx.TensorProto.FLOAT}
+    marked = modify_outputs(model, outputs=constants.MARK_ALL)
+    session = ort.InferenceSession(marked.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    for start in range(0, len(samples), 64):
+        for name, value in zip(names, session.run(names, {input_name: samples[start:start + 64]})):
+            if np.issubdtype(np.asarray(value).dtype, np.floating):
+                peaks[name] = max(peaks.get(name, 0.0), float(np.abs(value).max(initial=0.0)))
+    return peaks
+
+
+def overflow_nodes(src: Path, samples: np.ndarray, input_name: str) -> list[str]:
+    """Nodes that produce or read a tensor within MARGIN of fp16's range on the samples, in graph order."""
+    import onnx
+
+    peaks = _tensor_peaks(src, samples, input_name)
+    limit = FP16_MAX / MARGIN
+    return [n.name for n in onnx.load(str(src)).graph.node
+            if any(peaks.get(t, 0.0) > limit for t in [*n.input, *n.output] if t)]
