@@ -29,7 +29,7 @@ def test_sweep_keeps_going_past_a_failing_job_and_summarises(compile_cli, tmp_pa
 
 
 def test_sweep_lints_every_combination_before_any_job(compile_cli, tmp_path):
-    run = compile_cli("-m", "recipe=cnn_torch,cnn_tf", *SMALL, "engine.precision=fp32,fp16")
+    run = compile_cli("-m", "recipe=cnn_torch,cnn_tf", *SMALL, "engine.precision=fp32,bf16")
     assert run.code == 2, run.output
     assert run.stderr.count("sweep job [") == 2 and "engine.precision" in run.stderr
     assert "no job was started" in run.stderr
