@@ -58,7 +58,7 @@ def _drop_fp16_round_trips(model):
     return model
 
 
-def _tensor_peaks(src: Path, samples: np.ndarray, input_name: str) -> dict[str, float]:
+def _tensor_peaks(model, samples: np.ndarray, input_name: str) -> dict[str, float]:
     """max |x| of every tensor of the fp32 model over the samples (weights included)."""
     import onnx
     import onnxruntime as ort
@@ -66,10 +66,11 @@ def _tensor_peaks(src: Path, samples: np.ndarray, input_name: str) -> dict[str, 
     from polygraphy import constants
     from polygraphy.backend.onnx import modify_outputs
 
-    model = onnx.load(str(src))
     peaks = {i.name: float(np.abs(numpy_helper.to_array(i)).max(initial=0.0)) for i in model.graph.initializer
              if i.data_type == onnx.TensorProto.FLOAT}
-    marked = modify_outputs(model, outputs=constants.MARK_ALL)
+    marked = onnx.ModelProto()
+    marked.CopyFrom(model)  # modify_outputs marks in place; the caller's model keeps its outputs
+    marked = modify_outputs(marked, outputs=constants.MARK_ALL)
     session = ort.InferenceSession(marked.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     for start in range(0, len(samples), 64):
@@ -79,11 +80,10 @@ def _tensor_peaks(src: Path, samples: np.ndarray, input_name: str) -> dict[str, 
     return peaks
 
 
-def overflow_nodes(src: Path, samples: np.ndarray, input_name: str) -> list[str]:
-    """Nodes that produce or read a tensor within MARGIN of fp16's range on the samples, in graph order."""
-    import onnx
-
-    peaks = _tensor_peaks(src, samples, input_name)
+def overflow_nodes(model, samples: np.ndarray, input_name: str) -> list[str]:
+    """Nodes of the fp32 `model` (a ModelProto) that produce or read a tensor within MARGIN of fp16's range
+    on the samples, in graph order."""
+    peaks = _tensor_peaks(model, samples, input_name)
     limit = FP16_MAX / MARGIN
-    return [n.name for n in onnx.load(str(src)).graph.node
+    return [n.name for n in model.graph.node
             if any(peaks.get(t, 0.0) > limit for t in [*n.input, *n.output] if t)]

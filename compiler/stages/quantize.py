@@ -181,7 +181,7 @@ def run(ctx: StageContext) -> StageResult:
     if precision == "fp16":
         from compiler.stages.fp16 import convert, overflow_nodes
 
-        forced = [n for n in overflow_nodes(src, calibration, name) if n not in keep] \
+        forced = [n for n in overflow_nodes(graph, calibration, name) if n not in keep] \
             if cfg.quantize.fallback.value == "auto" else []
         info = {"kept_fp32_overflow": forced}
 
@@ -191,7 +191,7 @@ def run(ctx: StageContext) -> StageResult:
     else:
         forced = [n for n in shallow_nodes(graph, cfg.quantize.min_reduction_depth) if n not in keep]
         cache = ctx.work_dir / "calibration.json"
-        info = {"kept_fp32_shallow": forced, "quantize_linear_nodes": 0, "method": cfg.quantize.method.value,
+        info = {"kept_fp32_shallow": forced, "method": cfg.quantize.method.value,
                 "per_channel": cfg.quantize.per_channel, "reduce_range": reduce_range(cfg),
                 "min_reduction_depth": cfg.quantize.min_reduction_depth, "calibration_samples": int(len(calibration))}
 

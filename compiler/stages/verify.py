@@ -105,12 +105,11 @@ def run(ctx: StageContext) -> StageResult:
         row["reference"], row["candidate"] = by_runner[row["reference"]], by_runner[row["candidate"]]
 
     reduced = ctx.inputs["quantize"].name if "quantize" in ctx.inputs else None
-    quantized = reduced is not None
     for row in rows:  # from int8/fp16 on, outputs drift by design: judged by the accuracy budget, not atol
-        row["gated"] = not quantized or names.index(row["candidate"]) < names.index(reduced)
+        row["gated"] = reduced is None or names.index(row["candidate"]) < names.index(reduced)
     accuracy, latency = {}, {}
     measured = [("framework", runners[0]), ("engine", runners[-1])]
-    if quantized and y_test is not None:
+    if reduced and y_test is not None:
         with runners[names.index("model.clean.onnx")] as clean:
             accuracy["fp32"] = _top1(clean, spec.input.name, spec.output.name, x_test, y_test)
     for key, runner in measured:
