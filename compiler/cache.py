@@ -55,6 +55,27 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def artifact_files(path: Path) -> list[Path]:
+    """An artifact's files: an ONNX model with the external-data files beside it; anything else alone."""
+    if path.suffix != ".onnx":
+        return [path]
+    from compiler.onnx_files import artifact_files as onnx_artifact_files
+
+    return onnx_artifact_files(path)
+
+
+def sha256_artifact(path: Path) -> str:
+    """The hash of an artifact with its weights files: a change to either is a different artifact."""
+    files = artifact_files(path)
+    if len(files) == 1:
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        digest.update(sha256_file(file).encode())
+    return digest.hexdigest()
+
+
 def sha256_path(path: Path) -> str:
     """Content hash of a file, or of every file under a folder (names and bytes, in sorted order)."""
     if path.is_file():
@@ -84,7 +105,7 @@ class StageCache:
         except (OSError, ValueError):
             return None
         artifact = entry / result.get("artifact", "")
-        if not artifact.is_file() or sha256_file(artifact) != result.get("sha256"):
+        if not artifact.is_file() or sha256_artifact(artifact) != result.get("sha256"):
             return None  # damaged entry: rebuild it
         return {**result, "path": str(artifact)}
 

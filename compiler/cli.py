@@ -38,7 +38,9 @@ def recipe_problems(cfg: DictConfig) -> list:
     if cfg.framework.value == "onnx":
         from compiler.onnx_io import resolve_onnx_io
 
-        problems = resolve_onnx_io(cfg)
+        problems, notes = resolve_onnx_io(cfg)
+        for note in notes:
+            print(f"compiler: note: {note}", file=sys.stderr)
         if problems:
             return problems
     return lint(cfg)

@@ -59,7 +59,11 @@ def _value_problems(value: Any, hint: Any, path: str) -> list[Problem]:
         return [Problem(path, "not an allowed value", value, ", ".join(allowed),
                         fix=f"did you mean '{close[0]}'?" if close else "")]
     if origin in (list, typing.List):
-        return [] if isinstance(value, list) else [Problem(path, "expected a list", value)]
+        if not isinstance(value, list):
+            return [Problem(path, "expected a list", value)]
+        item = args[0] if args else Any
+        return [p for i, v in enumerate(value) for p in _value_problems(v, item, f"{path}[{i}]")] \
+            if is_dataclass(item) else []
     if origin in (dict, typing.Dict):
         return [] if isinstance(value, Mapping) else [Problem(path, "expected a mapping", value)]
     checks = {int: _is_int, float: _is_float, bool: lambda v: isinstance(v, bool) or str(v).lower() in ("true", "false"),
@@ -101,23 +105,17 @@ def lint(cfg: DictConfig) -> list[Problem]:
 
 
 def _model(cfg: DictConfig) -> list[Problem]:
+    from compiler.iospec import io_problems
     from compiler.model.layers import parse_layers
     from compiler.security import allowed_prefixes, is_allowed, targets_in
 
-    spec, problems = cfg.model, []
+    spec = cfg.model
     if cfg.framework.value == "onnx":
-        return []  # the IO spec was read from model.path
+        return io_problems(cfg, from_file=True)  # filled from model.path (onnx_io)
+    problems = io_problems(cfg)
     if spec.path:
         problems.append(Problem("model.path", "only recipes with framework: onnx start from a file", spec.path,
                                 fix="set framework=onnx, or remove model.path"))
-    shape = list(spec.input.shape)
-    ranks = (1, 2, 3) if spec.factory is not None else (1, 3)  # a factory may take sequences [length, features]
-    if len(shape) not in ranks or not all(isinstance(d, int) and d > 0 for d in shape):
-        return [Problem("model.input.shape", "one sample's shape, batch excluded", shape,
-                        "[channels, height, width] or [features]" + (" or [length, features]" if len(ranks) == 3 else "")
-                        + ", positive integers")]
-    if spec.input.dtype != "float32":
-        problems.append(Problem("model.input.dtype", "unsupported input dtype", spec.input.dtype, "float32"))
     layers, factory = list(spec.layers), spec.factory
     if factory is not None:
         raw = OmegaConf.to_container(factory) if OmegaConf.is_config(factory) else factory
@@ -134,14 +132,34 @@ def _model(cfg: DictConfig) -> list[Problem]:
     if not layers:
         return problems + [Problem("model.layers", "the model has no layers and no factory",
                                    fix="list layers (see README, 'Recipe anatomy') or set model.factory")]
+    sample, shape_problems = layer_input_shape(cfg)
+    if shape_problems:
+        return problems + shape_problems
     raw_layers = OmegaConf.to_container(spec.layers, resolve=True)
-    specs, layer_problems = parse_layers(raw_layers, shape)
+    specs, layer_problems = parse_layers(raw_layers, sample)
     problems += layer_problems
     classes = _expected_classes(cfg)
     if not layer_problems and specs and classes and specs[-1].out_shape != (classes,):
         problems.append(Problem(f"{specs[-1].path}", f"the model outputs {list(specs[-1].out_shape)} but the "
                                 f"data has {classes} classes", fix=f"end with `- dense: {{units: {classes}}}`"))
     return problems
+
+
+def layer_input_shape(cfg: DictConfig) -> tuple[list[int], list[Problem]]:
+    """A layer list takes one float input [batch, *sample]: its sample shape, or why the IO spec does not fit."""
+    spec = cfg.model
+    if len(spec.inputs) != 1 or len(spec.outputs) != 1:
+        return [], [Problem("model.inputs", "a layer list has one input and one output",
+                            [i.name for i in spec.inputs], fix="use model.factory for a model with several inputs or outputs")]
+    entry = spec.inputs[0]
+    shape = list(entry.shape or [])
+    sample = shape[1:]
+    if (entry.dtype is not None and entry.dtype.value != "float32") or len(sample) not in (1, 3) \
+            or not all(isinstance(d, int) and d > 0 for d in sample):
+        return [], [Problem("model.inputs[0].shape", "a layer list takes a float32 input [batch, channels, height, "
+                            "width] or [batch, features], its sample dims fixed", shape,
+                            fix="e.g. shape: [batch, 1, 28, 28]; use model.factory for other inputs")]
+    return sample, []
 
 
 def _expected_classes(cfg: DictConfig) -> int | None:
@@ -168,11 +186,31 @@ def _data(cfg: DictConfig) -> list[Problem]:
             problems += _npz_problems(Path(d.path).expanduser(), d.x_key, d.y_key)
     if d.source.value == "image_folder":
         problems += _image_folder_problems(d.path)
+    if d.source.value == "tokens":
+        problems += _tokens_problems(cfg)
     if d.source.value == "none" and cfg.framework.value != "onnx":
         problems.append(Problem("data.source", "training needs data", "none", "digits, npz, synthetic"))
     if d.source.value == "synthetic" and (d.num_classes < 2 or d.num_samples < 10):
         problems.append(Problem("data", "synthetic data needs num_classes >= 2 and num_samples >= 10",
                                 {"num_classes": d.num_classes, "num_samples": d.num_samples}))
+    return problems
+
+
+def _tokens_problems(cfg: DictConfig) -> list[Problem]:
+    """The token task needs an integer token input with a range, and names only inputs that exist."""
+    d, inputs = cfg.data, {i.name: i for i in cfg.model.inputs}
+    names = ", ".join(inputs) or "none"
+    problems = []
+    ids = inputs.get(d.token_input)
+    if ids is None:
+        problems.append(Problem("data.token_input", "no such input", d.token_input, names))
+    elif ids.dtype is None or ids.dtype.value not in ("int64", "int32") or ids.range is None:
+        problems.append(Problem("data.token_input", "the token input must be int64/int32 with a range", d.token_input))
+    elif ids.range[1] - ids.range[0] < 2 * max(d.num_classes, 1):
+        problems.append(Problem("data.token_input", "the vocabulary is too small for the token task's classes",
+                                list(ids.range), fix="widen the input's range"))
+    if d.mask_input is not None and d.mask_input not in inputs:
+        problems.append(Problem("data.mask_input", "no such input", d.mask_input, names, fix="or set it to null"))
     return problems
 
 
@@ -256,9 +294,12 @@ def _engine(cfg: DictConfig) -> list[Problem]:
                                 fix="give data (data.source=npz data.path=...) or use engine.precision=fp32"))
     if cfg.data.calibration_size < 1:
         problems.append(Problem("data.calibration_size", "must be positive", cfg.data.calibration_size))
-    from compiler.backends.tensorrt_plan import profile_problems, tensorrt_problems
+    for i, library in enumerate(engine.onnxruntime.custom_op_libraries):
+        if not Path(library).expanduser().is_file():
+            problems.append(Problem(f"engine.onnxruntime.custom_op_libraries[{i}]", "library not found", library))
+    from compiler.backends.tensorrt_plan import tensorrt_problems
 
-    return problems + profile_problems(cfg) + tensorrt_problems(cfg)
+    return problems + tensorrt_problems(cfg)
 
 
 def _verify(cfg: DictConfig) -> list[Problem]:

@@ -1,43 +1,168 @@
-"""For recipes that start from an ONNX file: read the IO spec from the file into the recipe."""
+"""For recipes that start from an ONNX file: read the IO spec from the file into the recipe.
+
+Inputs, outputs, dtypes and dims come from the file. The recipe may add to them by name: a
+value range or a shape for an input, tolerances for an output, ranges for dims. What the file
+leaves open and the recipe does not give gets a default that is printed as a note.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from compiler.errors import Problem
 
+DEFAULT_BATCH = [1, 4, 8]        # a dynamic first dim the recipe gives no range for
+DEFAULT_SPATIAL = [128, 128, 128]  # a dynamic height/width of an image input (rank 4, axes 2-3)
+DEFAULT_OTHER = [16, 16, 16]     # any other dynamic dim: a sequence, a count
+DEFAULT_INT_RANGE = [0, 2]       # an integer input whose valid values the graph does not show
+# ops onnxruntime's CPU build runs from these domains without a custom-op library
+KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc", "ai.onnx.preview.training")
 
-def resolve_onnx_io(cfg: DictConfig) -> list[Problem]:
-    """Fill model.input/output and export.dynamic_batch from model.path; problems if it cannot."""
+
+def resolve_onnx_io(cfg: DictConfig) -> tuple[list[Problem], list[str]]:
+    """Fill model.inputs/outputs/dims from model.path; return (problems, notes)."""
     if OmegaConf.is_missing(cfg.model, "path") or not cfg.model.path:
-        return [Problem("model.path", "missing required value", fix="model.path=/abs/path/model.onnx")]
+        return [Problem("model.path", "missing required value", fix="model.path=/abs/path/model.onnx")], []
     path = Path(cfg.model.path).expanduser()
     if not path.is_file():
-        return [Problem("model.path", "file not found", str(path), fix="give an existing .onnx file")]
+        return [Problem("model.path", "file not found", str(path), fix="give an existing .onnx file")], []
     import onnx
 
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and others
-        return [Problem("model.path", f"not a readable ONNX model ({type(exc).__name__})", str(path))]
+        return [Problem("model.path", f"not a readable ONNX model ({type(exc).__name__})", str(path))], []
+    problems = _external_data_problems(path, model) + _domain_problems(model, cfg)
+    if problems:
+        return problems, []
+    return _fill(cfg, model)
+
+
+def _external_data_problems(path: Path, model: Any) -> list[Problem]:
+    from compiler.onnx_files import escaping_locations, external_locations
+
+    bad = escaping_locations(path, external_locations(model))
+    return [Problem("model.path", "external data must be a file inside the model's folder", loc,
+                    fix=f"move the weights file next to {path.name} and name it relatively") for loc in bad]
+
+
+def _domain_problems(model: Any, cfg: DictConfig) -> list[Problem]:
+    local = {f.domain for f in model.functions}
+    custom = sorted({(n.op_type, n.domain) for n in model.graph.node if n.domain not in KNOWN_DOMAINS + tuple(local)})
+    if not custom or cfg.engine.onnxruntime.custom_op_libraries:
+        return []
+    ops = ", ".join(f"{op} (domain {domain})" for op, domain in custom)
+    return [Problem("model.path", f"custom ops that onnxruntime does not know: {ops}", str(cfg.model.path),
+                    fix="give their onnxruntime custom-op library (engine.onnxruntime.custom_op_libraries=[/abs/lib.so]) "
+                        "and, for TensorRT, their plugin library (engine.tensorrt.plugins=[/abs/plugin.so])")]
+
+
+def _fill(cfg: DictConfig, model: Any) -> tuple[list[Problem], list[str]]:
+    import onnx
+
+    given_in = {i.name: i for i in cfg.model.inputs}
+    given_out = {o.name: o for o in cfg.model.outputs}
     initializers = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    if len(inputs) != 1 or not model.graph.output:
-        return [Problem("model.path", f"the model has {len(inputs)} inputs; recipes handle one input for now",
-                        str(path), fix="extract a one-input subgraph first (polygraphy surgeon extract)")]
-    tensor = inputs[0].type.tensor_type
-    if tensor.elem_type != onnx.TensorProto.FLOAT:
-        return [Problem("model.path", "the input is not float32",
-                        onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name, "float32")]
-    dims = list(tensor.shape.dim)
-    if not dims or any(not d.HasField("dim_value") for d in dims[1:]):
-        return [Problem("model.path", "only the first (batch) input dimension may be dynamic",
-                        [d.dim_param or d.dim_value for d in dims],
-                        fix="fix the other dims first, e.g. `polygraphy surgeon sanitize --override-input-shapes`")]
-    cfg.model.input.name = inputs[0].name
-    cfg.model.input.shape = [int(d.dim_value) for d in dims[1:]]
-    cfg.model.output.name = model.graph.output[0].name
-    cfg.export.dynamic_batch = not dims[0].HasField("dim_value")
-    return []
+    graph_inputs = [i for i in model.graph.input if i.name not in initializers or i.name in given_in]
+    problems, notes = [], []
+    for name in given_in:
+        if name not in {i.name for i in model.graph.input}:
+            problems.append(Problem("model.inputs", "no such input in the file", name,
+                                    ", ".join(i.name for i in graph_inputs) or "none"))
+    file_outputs = [o.name for o in model.graph.output]
+    for name in given_out:
+        if name not in file_outputs:
+            problems.append(Problem("model.outputs", "no such output in the file", name, ", ".join(file_outputs)))
+    dims = OmegaConf.to_container(cfg.model.dims, resolve=True)
+    inputs = []
+    gather_limits = _gather_limits(model)
+    for value in graph_inputs:
+        tensor = value.type.tensor_type
+        given = given_in.get(value.name)
+        dtype = _dtype_name(tensor.elem_type)
+        if dtype is None:
+            problems.append(Problem("model.path", f"input '{value.name}' has a dtype verification cannot feed",
+                                    onnx.TensorProto.DataType.Name(tensor.elem_type),
+                                    "float32, float16, bfloat16, int64, int32, int8, uint8, bool"))
+            continue
+        if given is not None and given.shape is not None:
+            shape = list(given.shape)
+        elif not tensor.HasField("shape"):
+            problems.append(Problem("model.inputs", f"input '{value.name}' has no shape in the file", value.name,
+                                    fix=f"give it: model.inputs=[{{name: {value.name}, shape: [batch, ...]}}]"))
+            continue
+        else:
+            shape = []
+            for axis, d in enumerate(tensor.shape.dim):
+                if d.HasField("dim_value") and d.dim_value > 0:
+                    shape.append(int(d.dim_value))
+                    continue
+                name = d.dim_param or f"{value.name}_dim{axis}"
+                shape.append(name)
+                if name not in dims:
+                    dims[name] = _default_range(axis, len(tensor.shape.dim))
+                    notes.append(f"input '{value.name}' dim {axis} ('{name}') has no range: using {dims[name]}; "
+                                 f"set ++model.dims.{name}=[min,opt,max] to choose")
+        entry: dict[str, Any] = {"name": value.name, "shape": shape, "dtype": dtype, "range": None}
+        if given is not None and given.range is not None:
+            entry["range"] = list(given.range)
+        elif dtype in ("int64", "int32", "int8", "uint8"):
+            limit = gather_limits.get(value.name)
+            entry["range"] = [0, limit] if limit else list(DEFAULT_INT_RANGE)
+            if not limit:
+                notes.append(f"input '{value.name}' ({dtype}) has no value range: using {DEFAULT_INT_RANGE}; set "
+                             f"model.inputs=[{{name: {value.name}, range: [low, high]}}] to choose")
+        inputs.append(entry)
+    if problems:
+        return problems, []
+    from compiler.model import DType, InputSpec, OutputSpec
+
+    cfg.model.inputs = [InputSpec(e["name"], e["shape"], DType(e["dtype"]), e["range"]) for e in inputs]
+    cfg.model.outputs = [OutputSpec(n, given_out[n].atol, given_out[n].rtol) if n in given_out else OutputSpec(n)
+                         for n in file_outputs]
+    cfg.model.dims = dims
+    return [], notes
+
+
+def _default_range(axis: int, rank: int) -> list[int]:
+    if axis == 0:
+        return list(DEFAULT_BATCH)
+    if rank == 4 and axis >= 2:
+        return list(DEFAULT_SPATIAL)
+    return list(DEFAULT_OTHER)
+
+
+def _dtype_name(elem_type: int) -> str | None:
+    import onnx
+
+    names = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
+             onnx.TensorProto.BFLOAT16: "bfloat16", onnx.TensorProto.INT64: "int64", onnx.TensorProto.INT32: "int32",
+             onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.BOOL: "bool"}
+    return names.get(elem_type)
+
+
+_PASS_THROUGH = ("Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity")
+
+
+def _gather_limits(model: Any) -> dict[str, int]:
+    """Integer inputs used as indices into a weight table (an embedding): their values must stay below its rows."""
+    tables = {i.name: list(i.dims) for i in model.graph.initializer}
+    producers_of: dict[str, str] = {}  # tensor -> the graph input it is a reshaped/cast copy of
+    inputs = {i.name for i in model.graph.input}
+    limits: dict[str, int] = {}
+    for node in model.graph.node:  # graph order: producers come first
+        if node.op_type in _PASS_THROUGH and node.input:
+            source = node.input[0] if node.input[0] in inputs else producers_of.get(node.input[0])
+            if source:
+                producers_of[node.output[0]] = source
+        if node.op_type == "Gather" and len(node.input) == 2:
+            source = node.input[1] if node.input[1] in inputs else producers_of.get(node.input[1])
+            table = tables.get(node.input[0])
+            if source and table:
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                rows = int(table[axis])
+                limits[source] = min(limits.get(source, rows), rows)
+    return limits

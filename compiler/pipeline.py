@@ -19,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from compiler.backends import choose_backend, converted_precision
-from compiler.cache import StageCache, cache_root, sha256_file, sha256_path, stage_key, tool_versions
+from compiler.cache import StageCache, artifact_files, cache_root, sha256_artifact, sha256_path, stage_key, tool_versions
 from compiler.errors import StageError
 from compiler.stages import Stage, StageContext
 
@@ -69,7 +69,7 @@ def _config_slice(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
     if "data" in keys and cfg.data.path:  # user files enter the key by content, not by name
         sliced["data_sha256"] = sha256_path(Path(cfg.data.path).expanduser())
     if "model" in keys and cfg.model.path:
-        sliced["model_sha256"] = sha256_file(Path(cfg.model.path).expanduser())
+        sliced["model_sha256"] = sha256_artifact(Path(cfg.model.path).expanduser())  # with its external data
     if "engine" in keys:  # `auto` may resolve differently on another machine
         sliced["engine_backend"] = choose_backend(cfg.engine).name
     if "quantize" in keys:  # int8 or fp16; not the rest of `engine`, so engine flags alone reuse the conversion
@@ -80,18 +80,34 @@ def _config_slice(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
     return sliced
 
 
-def _place(src: Path, dst: Path) -> None:
-    """Put an artifact into the run dir atomically (hard link when possible, else copy)."""
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+def _place(src: Path, run_dir: Path) -> None:
+    """Put an artifact and its weights files into the run dir atomically, as copies (a reflink where the file
+    system has them): a hard link would let an edit in the run dir change the cache, and onnx refuses
+    external data with several links."""
+    for file in artifact_files(src):
+        dst = run_dir / file.name
+        tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+        _copy(file, tmp)
+        os.replace(tmp, dst)
+
+
+def _copy(src: Path, dst: Path) -> None:
+    import fcntl
+
+    with open(src, "rb") as source, open(dst, "wb") as target:
+        try:
+            fcntl.ioctl(target.fileno(), 0x40049409, source.fileno())  # FICLONE: share blocks copy-on-write
+            return
+        except OSError:
+            pass
+    shutil.copyfile(src, dst)
 
 
 def compile_recipe(cfg: DictConfig, run_dir: Path, log: logging.Logger) -> CompileResult:
+    from compiler.iospec import IOSpec
+
     cache = StageCache(cache_root(cfg.cache)) if cfg.cache.enabled else None
+    io = IOSpec.from_cfg(cfg)
     framework = cfg.framework.value
     records: list[StageRecord] = []
     for stage in STAGES:
@@ -114,10 +130,10 @@ def compile_recipe(cfg: DictConfig, run_dir: Path, log: logging.Logger) -> Compi
                 record.info, record.build_seconds, record.cached = hit["info"], hit["seconds"], True
             else:
                 log.info("stage %-8s running", stage.name)
-                artifact_path = _run_stage(stage, cfg, cache, key, done, record, run_dir, log)
-            record.artifact, record.sha256 = artifact_path.name, sha256_file(artifact_path)
+                artifact_path = _run_stage(stage, cfg, io, cache, key, done, record, run_dir, log)
+            record.artifact, record.sha256 = artifact_path.name, sha256_artifact(artifact_path)
             if artifact_path.parent != run_dir:
-                _place(artifact_path, run_dir / artifact_path.name)
+                _place(artifact_path, run_dir)
             record.path = str(run_dir / artifact_path.name)
         except StageError as exc:
             record.error = str(exc)
@@ -131,23 +147,24 @@ def compile_recipe(cfg: DictConfig, run_dir: Path, log: logging.Logger) -> Compi
     return CompileResult(records)
 
 
-def _run_stage(stage: Stage, cfg: DictConfig, cache: StageCache | None, key: str,
+def _run_stage(stage: Stage, cfg: DictConfig, io: Any, cache: StageCache | None, key: str,
                done: dict[str, StageRecord], record: StageRecord, run_dir: Path, log: logging.Logger) -> Path:
     """Run one stage in a fresh workspace; return where its artifact now lives."""
     workspace = cache.new_workspace(stage.name) if cache else Path(tempfile.mkdtemp(prefix=f".{stage.name}-", dir=run_dir))
     try:
         ctx = StageContext(cfg, workspace, {n: Path(done[n].path) for n in stage.needs if n in done},
-                           {n: r.info for n, r in done.items()}, log)
+                           {n: r.info for n, r in done.items()}, log, io)
         started = time.perf_counter()
         result = stage.load()(ctx)
         record.build_seconds = time.perf_counter() - started
         record.info = result.info
         artifact = workspace / result.artifact
-        summary = {"artifact": result.artifact, "sha256": sha256_file(artifact), "seconds": record.build_seconds,
+        summary = {"artifact": result.artifact, "sha256": sha256_artifact(artifact), "seconds": record.build_seconds,
                    "info": result.info}
         if cache:
             return cache.commit(stage.name, key, workspace, summary)
-        os.replace(artifact, run_dir / result.artifact)
+        for file in artifact_files(artifact):
+            os.replace(file, run_dir / file.name)
         return run_dir / result.artifact
     finally:
         shutil.rmtree(workspace, ignore_errors=True)

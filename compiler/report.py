@@ -37,8 +37,17 @@ def build_report(cfg: DictConfig, recipe: str, result: CompileResult, status: st
         "training": infos.get("train", {}), "surgery": infos.get("surgery", {}).get("passes", []),
         "quantize": infos.get("quantize"),
         "io": infos.get("export", {}).get("io"),
+        "io_spec": _io_spec(cfg),
+        "import_fixes": infos.get("export", {}).get("import_fixes", []),
+        "verified_shapes": verify.get("ledger_inputs", {}).get("shapes", {}),
+        "metric": verify.get("metric"),
         "recipe_config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
     }
+
+
+def _io_spec(cfg: DictConfig) -> dict[str, Any]:
+    model = OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True)
+    return {k: model[k] for k in ("inputs", "outputs", "dims", "profiles", "label_output")}
 
 
 def write_report(report: dict[str, Any], run_dir: Path) -> None:
@@ -82,6 +91,30 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
         ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
 
 
+def _io_lines(report: dict[str, Any]) -> list[str]:
+    spec = report.get("io_spec")
+    if not spec:
+        return []
+    lines = ["## Inputs and outputs", ""] + _table(
+        ["input", "dtype", "shape", "value range"],
+        [[i["name"], i["dtype"] or "float32", i["shape"], i["range"] if i["range"] is not None else "-"]
+         for i in spec["inputs"]]) + [""]
+    lines += _table(["output", "atol", "rtol"], [[o["name"], o["atol"] if o["atol"] is not None else "verify.atol",
+                                                  o["rtol"] if o["rtol"] is not None else "verify.rtol"]
+                                                 for o in spec["outputs"]]) + [""]
+    if spec["dims"]:
+        lines += ["Named dims (min, opt, max): " + ", ".join(f"`{k}` {v}" for k, v in spec["dims"].items()) +
+                  (f"; {len(spec['profiles'])} profiles: {spec['profiles']}" if spec["profiles"] else "") + ".", ""]
+    if report.get("verified_shapes"):
+        lines += ["Every artifact was compared on these inputs: " + "; ".join(
+            f"{label} {shapes}" for label, shapes in report["verified_shapes"].items()) + ".", ""]
+    if report.get("metric"):
+        lines += [f"Task metric: {report['metric']}.", ""]
+    if report.get("import_fixes"):
+        lines += ["Repairs made when importing the file: " + "; ".join(report["import_fixes"]) + ".", ""]
+    return lines
+
+
 def render_markdown(report: dict[str, Any], plot: str | None) -> str:
     m = report["metrics"]
     lines = [f"# Compile report: `{report['recipe']}` — {report['status'].upper()}", ""]
@@ -91,6 +124,7 @@ def render_markdown(report: dict[str, Any], plot: str | None) -> str:
         ["stage", "artifact", "cached", "seconds", "build seconds", "sha256"],
         [[n, s["artifact"], "yes" if s["cached"] else "no", s["seconds"], s["build_seconds"], s["sha256"][:12]]
          for n, s in report["stages"].items()]) + [""]
+    lines += _io_lines(report)
     if report["engine"].get("backend"):
         lines += [f"Engine backend: **{report['engine']['backend']}** — {report['engine']['reason']}", ""]
     if report["engine"].get("disabled_optimizers"):

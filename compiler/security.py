@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 from typing import Any, Iterator, Mapping, Sequence
 
-DEFAULT_ALLOWED = ("compiler.", "torch.nn.", "torchvision.models.", "keras.", "tf_keras.", "tensorflow.keras.")
+DEFAULT_ALLOWED = ("compiler.", "torch.nn.", "torchvision.models.", "transformers.", "keras.", "tf_keras.",
+                   "tensorflow.keras.")
 ENV_VAR = "COMPILER_ALLOWED_TARGETS"
 
 

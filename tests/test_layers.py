@@ -75,13 +75,15 @@ def test_keras_builder_matches_inferred_shapes():
 
     from compiler.model.keras_builder import build_keras_model
 
-    cfg = OmegaConf.create({"factory": None, "layers": EVERY_LAYER, "input": {"name": "input"}})
-    model = build_keras_model(cfg, [3, 28, 28])
+    from compiler.iospec import IOSpec
+
+    cfg = OmegaConf.create({"factory": None, "layers": EVERY_LAYER})
+    model = build_keras_model(cfg, IOSpec.single([3, 28, 28]))
     assert tuple(model(np.zeros((2, 28, 28, 3), np.float32)).shape) == (2, 10)
     # same parameter count as torch for a plain conv/dense stack (no BN running stats in torch's count)
-    plain = OmegaConf.create({"factory": None, "input": {"name": "input"}, "layers": [
+    plain = OmegaConf.create({"factory": None, "layers": [
         {"conv2d": {"filters": 8, "kernel": 3}}, {"flatten": {}}, {"dense": {"units": 10}}]})
     from compiler.model.torch_builder import build_torch_model
 
-    torch_params = sum(p.numel() for p in build_torch_model(plain, [1, 12, 12]).parameters())
-    assert build_keras_model(plain, [1, 12, 12]).count_params() == torch_params
+    torch_params = sum(p.numel() for p in build_torch_model(plain, IOSpec.single([1, 12, 12])).parameters())
+    assert build_keras_model(plain, IOSpec.single([1, 12, 12])).count_params() == torch_params

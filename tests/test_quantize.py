@@ -15,7 +15,9 @@ def _rewritten_mlp(folder, widths: list[int], rewrite) -> tuple:
     """Train a digits MLP (64 -> widths... -> 10), apply `rewrite(model)` in place, export it with the data as npz."""
     from omegaconf import OmegaConf
 
-    data = load_dataset(OmegaConf.structured(DataConfig), [64], seed=0)
+    from compiler.iospec import IOSpec
+
+    data = load_dataset(OmegaConf.structured(DataConfig), IOSpec.single([64]), seed=0)
     torch.manual_seed(0)
     layers, width = [], 64
     for w in widths:
@@ -23,7 +25,7 @@ def _rewritten_mlp(folder, widths: list[int], rewrite) -> tuple:
         width = w
     model = torch.nn.Sequential(*layers, torch.nn.Linear(width, 10))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    x, y = torch.from_numpy(data.x_train["input"]), torch.from_numpy(data.y_train)
     for _ in range(150):
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(model(x), y).backward()
@@ -34,7 +36,7 @@ def _rewritten_mlp(folder, widths: list[int], rewrite) -> tuple:
     torch.onnx.export(model.eval(), (x[:2],), str(path), input_names=["input"], output_names=["logits"],
                       dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
     npz = folder / "digits.npz"
-    np.savez(npz, x=np.concatenate([data.x_train, data.x_test]), y=np.concatenate([data.y_train, data.y_test]))
+    np.savez(npz, x=np.concatenate([data.x_train["input"], data.x_test["input"]]), y=np.concatenate([data.y_train, data.y_test]))
     return path, npz
 
 

@@ -95,26 +95,61 @@ def test_default_plan_exact_commands():
     assert polygraphy_run_command(p, cfg)[:5] == ["polygraphy", "run", "model.clean.onnx", "--trt", "--onnxrt"]
 
 
-def test_profiles_are_derived_from_the_io_spec_and_the_batch_range():
-    p, _ = _plan("engine.batch.min=2", "engine.batch.opt=4", "engine.batch.max=16")
+def test_profiles_are_derived_from_the_io_spec_and_its_dims():
+    p, _ = _plan("model.dims.batch=[2,4,16]")
     assert p.profiles == [{"input": ([2, 1, 28, 28], [4, 1, 28, 28], [16, 1, 28, 28])}]
-    p, _ = _plan("export.dynamic_batch=false")
+    p, _ = _plan("model.inputs=[{name: input, shape: [1, 1, 28, 28]}]")  # a fixed batch
     assert p.profiles == [{"input": ([1, 1, 28, 28], [1, 1, 28, 28], [1, 1, 28, 28])}]
 
 
 def test_several_explicit_profiles():
     shapes = "[{input: {min: [1,1,28,28], opt: [1,1,28,28], max: [4,1,28,28]}}, " \
              "{input: {min: [8,1,28,28], opt: [16,1,28,28], max: [32,1,28,28]}}]"
-    p, cfg = _plan(f"engine.profiles={shapes}")
+    p, cfg = _plan(f"model.profiles={shapes}")
     assert len(p.profiles) == 2 and p.profiles[1]["input"][2] == [32, 1, 28, 28]
     cmd = trtexec_command(p, cfg)
     assert "--profile=1" in cmd and "--maxShapes=input:32x1x28x28" in cmd
     assert polygraphy_convert_command(p, cfg).count("--trt-max-shapes") == 2
 
 
-def test_tensorflow_nhwc_profiles_follow_the_exported_layout():
-    cfg = recipe_cfg("cnn_tf", "export.input_layout=nhwc", "engine.tensorrt.timing_cache=null")
-    assert plan(cfg, "a.onnx", "a.engine").profiles[0]["input"][0] == [1, 28, 28, 1]
+# (profile overrides, expected Polygraphy profiles, expected trtexec shape flags) for bert_torch's two int64 inputs
+BERT_PROFILES = [
+    ([], [{"input_ids": ([1, 8], [16, 32], [32, 64]), "attention_mask": ([1, 8], [16, 32], [32, 64])},
+          {"input_ids": ([1, 64], [16, 96], [32, 128]), "attention_mask": ([1, 64], [16, 96], [32, 128])}],
+     ["--minShapes=input_ids:1x8,attention_mask:1x8", "--optShapes=input_ids:16x32,attention_mask:16x32",
+      "--maxShapes=input_ids:32x64,attention_mask:32x64", "--profile=1",
+      "--minShapes=input_ids:1x64,attention_mask:1x64", "--optShapes=input_ids:16x96,attention_mask:16x96",
+      "--maxShapes=input_ids:32x128,attention_mask:32x128"]),
+    (["model.profiles=[]", "model.dims.batch=[1,8,32]", "model.dims.seq=[8,64,256]"],
+     [{"input_ids": ([1, 8], [8, 64], [32, 256]), "attention_mask": ([1, 8], [8, 64], [32, 256])}],
+     ["--minShapes=input_ids:1x8,attention_mask:1x8", "--optShapes=input_ids:8x64,attention_mask:8x64",
+      "--maxShapes=input_ids:32x256,attention_mask:32x256"]),
+    (["model.profiles=[{batch: [1,1,1]}, {seq: [128,128,128]}]"],
+     [{"input_ids": ([1, 8], [1, 32], [1, 64]), "attention_mask": ([1, 8], [1, 32], [1, 64])},
+      {"input_ids": ([1, 128], [16, 128], [32, 128]), "attention_mask": ([1, 128], [16, 128], [32, 128])}],
+     ["--minShapes=input_ids:1x8,attention_mask:1x8", "--optShapes=input_ids:1x32,attention_mask:1x32",
+      "--maxShapes=input_ids:1x64,attention_mask:1x64", "--profile=1",
+      "--minShapes=input_ids:1x128,attention_mask:1x128", "--optShapes=input_ids:16x128,attention_mask:16x128",
+      "--maxShapes=input_ids:32x128,attention_mask:32x128"]),
+    (["model.profiles=[{input_ids: {min: [1,4], opt: [2,16], max: [4,32]}, seq: [4,16,32]}]"],
+     [{"input_ids": ([1, 4], [2, 16], [4, 32]), "attention_mask": ([1, 4], [16, 16], [32, 32])}],
+     ["--minShapes=input_ids:1x4,attention_mask:1x4", "--optShapes=input_ids:2x16,attention_mask:16x16",
+      "--maxShapes=input_ids:4x32,attention_mask:32x32"]),
+]
+
+
+@pytest.mark.parametrize("overrides, profiles, flags", BERT_PROFILES)
+def test_multi_input_named_dim_profiles_map_to_polygraphy_and_trtexec(overrides, profiles, flags):
+    from polygraphy.backend.trt import Profile
+
+    cfg = recipe_cfg("bert_torch", "engine.tensorrt.timing_cache=null", *overrides)
+    p = plan(cfg, "model.clean.onnx", "model.engine")
+    assert p.profiles == profiles
+    shape_flags = [f for f in trtexec_command(p, cfg) if f.startswith(("--minShapes", "--optShapes", "--maxShapes",
+                                                                        "--profile"))]
+    assert shape_flags == flags
+    polygraphy = [Profile().add(name, *shapes) for prof in p.profiles for name, shapes in prof.items()]
+    assert [tuple(x["input_ids"].max) if "input_ids" in x else None for x in polygraphy][0] == tuple(profiles[0]["input_ids"][2])
 
 
 def test_auto_timing_cache_is_shared_under_the_cache_dir(tmp_path):
@@ -142,15 +177,15 @@ def test_plan_feeds_polygraphy_create_config():
 
 
 @pytest.mark.parametrize("overrides, path, words", [
-    (["engine.profiles=[{input: {min: [8,1,28,28], opt: [4,1,28,28], max: [16,1,28,28]}}]"], "engine.profiles[0].input",
+    (["model.profiles=[{input: {min: [8,1,28,28], opt: [4,1,28,28], max: [16,1,28,28]}}]"], "model.profiles[0].input",
      "min <= opt <= max"),
-    (["engine.profiles=[{images: {min: [1,1,28,28], opt: [1,1,28,28], max: [1,1,28,28]}}]"], "engine.profiles[0].images",
-     "no such model input"),
-    (["engine.profiles=[{input: {min: [1,28,28], opt: [1,28,28], max: [1,28,28]}}]"], "engine.profiles[0].input",
+    (["model.profiles=[{images: {min: [1,1,28,28], opt: [1,1,28,28], max: [1,1,28,28]}}]"], "model.profiles[0].images",
+     "a profile for a missing input"),
+    (["model.profiles=[{input: {min: [1,28,28], opt: [1,28,28], max: [1,28,28]}}]"], "model.profiles[0].input",
      "need 4 dims"),
-    (["engine.profiles=[{input: {min: [1,1,28,28], opt: [1,1,28,28], max: [1,1,32,32]}}]"], "engine.profiles[0].input",
-     "only the batch dimension is dynamic"),
-    (["engine.batch.opt=128"], "engine.batch", "min <= opt <= max"),
+    (["model.profiles=[{input: {min: [1,1,28,28], opt: [1,1,28,28], max: [1,1,32,32]}}]"], "model.profiles[0].input",
+     "a fixed dimension cannot vary"),
+    (["model.dims.batch=[1,128,64]"], "model.dims.batch", "min <= opt <= max"),
     (["engine.tensorrt.builder_optimization_level=9"], "engine.tensorrt.builder_optimization_level", "0..5"),
     (["+engine.tensorrt.layer_precisions.conv*=fp64", "engine.tensorrt.precision_constraints=obey"],
      "engine.tensorrt.layer_precisions.conv*", "unknown precision"),

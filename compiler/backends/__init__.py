@@ -50,6 +50,7 @@ class OnnxRuntimeConfig:
     providers: List[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
     # graph transformers to skip at build and load; null = auto: int8 skips QDQPropagationTransformer (below)
     disabled_optimizers: Optional[List[str]] = None
+    custom_op_libraries: List[str] = field(default_factory=list)   # shared libraries of custom ops to register
 
 
 class PrecisionConstraints(Enum):
@@ -102,23 +103,12 @@ class TensorRTConfig:
 
 
 @dataclass
-class BatchRange:
-    """The batch range of the profile derived from a dynamic batch when `profiles` is empty."""
-
-    min: int = 1
-    opt: int = 32
-    max: int = 64
-
-
-@dataclass
 class EngineConfig:
     backend: Backend = Backend.auto
     precision: Precision = Precision.fp32
     onnxruntime: OnnxRuntimeConfig = field(default_factory=OnnxRuntimeConfig)
     tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)
-    # optimization profiles: a list of {input name: {min, opt, max}} full shapes (batch included)
-    profiles: List[Any] = field(default_factory=list)
-    batch: BatchRange = field(default_factory=BatchRange)
+    # optimization profiles come from the IO spec: model.dims and model.profiles
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from typing import Any
 
 import onnxruntime as ort
 
+from compiler.onnx_files import EXTERNAL_THRESHOLD, has_external_data
+
 _LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -21,6 +23,8 @@ def session_options(ort_cfg: Any, optimization_level: str | None = None) -> ort.
     options.intra_op_num_threads = ort_cfg.intra_op_threads
     options.inter_op_num_threads = ort_cfg.inter_op_threads
     options.log_severity_level = 3
+    for library in ort_cfg.custom_op_libraries:
+        options.register_custom_ops_library(str(Path(library).expanduser()))
     return options
 
 
@@ -57,6 +61,10 @@ def build(onnx_path: Path, out_dir: Path, cfg: Any) -> tuple[str, dict]:
     engine = out_dir / ("model.ort" if fmt == "ort" else "model.opt.onnx")
     options.optimized_model_filepath = str(engine)
     options.add_session_config_entry("session.save_model_format", fmt.upper())
+    if fmt == "onnx" and has_external_data(onnx_path):  # weights stay beside the engine; protobuf stops at 2 GiB
+        options.add_session_config_entry("session.optimized_model_external_initializers_file_name", engine.name + ".data")
+        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
+                                         str(EXTERNAL_THRESHOLD))
     skipped = disabled_optimizers(cfg.engine)
     session = ort.InferenceSession(str(onnx_path), options, providers=providers(ort_cfg), disabled_optimizers=skipped)
     return engine.name, {"providers": session.get_providers(), "optimization_level": level,

@@ -95,10 +95,12 @@ def build(onnx_path: Path, out_dir: Path, cfg: Any) -> tuple[str, dict]:
         Path(p.timing_cache).parent.mkdir(parents=True, exist_ok=True)
     calibration = None
     if p.calibration_cache:
-        data = load_dataset(cfg.data, cfg.model.input.shape, cfg.seed)
-        samples = data.calibration(cfg.data.calibration_size)
-        batch = p.profiles[-1][cfg.model.input.name][1][0]
-        calibration = [{cfg.model.input.name: samples[i:i + batch]} for i in range(0, len(samples) - batch + 1, batch)]
+        from compiler.iospec import IOSpec, batch_size, slice_batch
+
+        io = IOSpec.from_cfg(cfg)
+        samples = io.to_engine(load_dataset(cfg.data, io, cfg.seed).calibration(cfg.data.calibration_size))
+        batch = io.batch_range(len(io.profiles) - 1)[1]
+        calibration = [slice_batch(samples, i, i + batch) for i in range(0, batch_size(samples) - batch + 1, batch)]
     try:
         SaveBytes(loaders(p, cfg, calibration), str(engine))()
     except Exception as exc:

@@ -50,23 +50,10 @@ class BuildPlan:
 
 
 def derived_profiles(cfg: Any) -> list[dict[str, tuple[list[int], list[int], list[int]]]]:
-    """engine.profiles as shapes; when empty, one profile over engine.batch from the IO spec."""
-    from omegaconf import OmegaConf
+    """The IO spec's optimization profiles as per-input (min, opt, max) full shapes."""
+    from compiler.iospec import IOSpec
 
-    given = OmegaConf.to_container(cfg.engine.profiles, resolve=True) if OmegaConf.is_config(cfg.engine.profiles) \
-        else list(cfg.engine.profiles)
-    if given:
-        return [{name: (list(s["min"]), list(s["opt"]), list(s["max"])) for name, s in p.items()} for p in given]
-    sample = list(_input_sample_shape(cfg))
-    b = cfg.engine.batch if cfg.export.dynamic_batch else {"min": 1, "opt": 1, "max": 1}
-    return [{cfg.model.input.name: ([b["min"], *sample], [b["opt"], *sample], [b["max"], *sample])}]
-
-
-def _input_sample_shape(cfg: Any) -> list[int]:
-    shape = list(cfg.model.input.shape)
-    if cfg.framework.value == "tensorflow" and cfg.export.input_layout.value == "nhwc" and len(shape) == 3:
-        return [shape[1], shape[2], shape[0]]
-    return shape
+    return IOSpec.from_cfg(cfg).engine_profiles()
 
 
 def plan(cfg: Any, onnx_path: str | Path, engine_path: str | Path, has_qdq: bool = False,
@@ -232,44 +219,6 @@ def reproducers(cfg: Any, onnx_name: str = "model.clean.onnx", has_qdq: bool = F
 
 
 # --- lint ----------------------------------------------------------------------------------
-
-def profile_problems(cfg: Any) -> list[Problem]:
-    """Ranks, names and min <= opt <= max of every optimization profile."""
-    problems: list[Problem] = []
-    b = cfg.engine.batch
-    if not 1 <= b.min <= b.opt <= b.max:
-        problems.append(Problem("engine.batch", "needs 1 <= min <= opt <= max",
-                                {"min": b.min, "opt": b.opt, "max": b.max}))
-    sample = _input_sample_shape(cfg)
-    for i, profile in enumerate(cfg.engine.profiles):
-        base = f"engine.profiles[{i}]"
-        if not hasattr(profile, "items"):
-            problems.append(Problem(base, "a profile maps input names to {min, opt, max}", profile))
-            continue
-        for name, shapes in profile.items():
-            path = f"{base}.{name}"
-            if name != cfg.model.input.name:
-                problems.append(Problem(path, "no such model input", name, cfg.model.input.name))
-                continue
-            missing = [k for k in ("min", "opt", "max") if k not in shapes]
-            if missing:
-                problems.append(Problem(path, f"missing {', '.join(missing)}", fix="give min, opt and max shapes"))
-                continue
-            mn, op, mx = (list(shapes[k]) for k in ("min", "opt", "max"))
-            if not len(mn) == len(op) == len(mx) == len(sample) + 1:
-                problems.append(Problem(path, f"shapes need {len(sample) + 1} dims (batch first)",
-                                        {"min": mn, "opt": op, "max": mx}))
-            elif not all(a <= o <= z for a, o, z in zip(mn, op, mx)):
-                problems.append(Problem(path, "needs min <= opt <= max in every dimension",
-                                        {"min": mn, "opt": op, "max": mx}))
-            elif any(not (a == o == z == s) for a, o, z, s in zip(mn[1:], op[1:], mx[1:], sample)):
-                problems.append(Problem(path, f"only the batch dimension is dynamic; the sample shape is {sample}",
-                                        {"min": mn, "opt": op, "max": mx}))
-            elif not cfg.export.dynamic_batch and not (mn[0] == op[0] == mx[0] == 1):
-                problems.append(Problem(path, "export.dynamic_batch is false, so the batch must be 1",
-                                        fix="set export.dynamic_batch=true"))
-    return problems
-
 
 def tensorrt_problems(cfg: Any) -> list[Problem]:
     t, problems = cfg.engine.tensorrt, []

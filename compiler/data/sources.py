@@ -11,33 +11,38 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train/test arrays in the model's channels-first layout (x float32, y int64)."""
+    """Train/test inputs by name, in the recipe's channels-first layout, and int64 labels."""
 
-    x_train: np.ndarray
+    x_train: dict[str, np.ndarray]
     y_train: np.ndarray
-    x_test: np.ndarray
+    x_test: dict[str, np.ndarray]
     y_test: np.ndarray
     num_classes: int
 
-    def calibration(self, size: int) -> np.ndarray:
-        return self.x_train[:size]
+    def calibration(self, size: int) -> dict[str, np.ndarray]:
+        return {k: v[:size] for k, v in self.x_train.items()}
 
 
-def load_dataset(data_cfg: Any, input_shape: Sequence[int], seed: int) -> Dataset:
-    """Build the recipe's data set; `input_shape` is the model's input without the batch dim."""
-    input_shape = [int(d) for d in input_shape]  # a ListConfig does not slice from the end
+def load_dataset(data_cfg: Any, io: Any, seed: int) -> Dataset:
+    """Build the recipe's data set for the resolved IO spec (`compiler.iospec.IOSpec`)."""
     source = _name(data_cfg.source)
-    if source == "digits":
-        x, y = _digits(input_shape)
-    elif source == "npz":
-        x, y = _npz(data_cfg, input_shape)
-    elif source == "image_folder":
-        x, y = _image_folder(Path(data_cfg.path).expanduser(), input_shape)
+    if source == "tokens":
+        x, y = _tokens(data_cfg, io, seed)
     elif source == "synthetic":
-        x, y = _synthetic(data_cfg, input_shape, seed)
+        x, y = _synthetic(data_cfg, io, seed)
+    elif source == "npz":
+        x, y = _npz(data_cfg, io)
     else:
-        raise ValueError(f"unknown data source {source!r}")
-    num_classes = data_cfg.num_classes if source == "synthetic" else int(y.max()) + 1
+        image = io.inputs[0]
+        sample = list(image.data_shape(io.shapes(0, "opt")[image.name]))[1:]
+        if source == "digits":
+            arrays, y = _digits(sample)
+        elif source == "image_folder":
+            arrays, y = _image_folder(Path(data_cfg.path).expanduser(), sample)
+        else:
+            raise ValueError(f"unknown data source {source!r}")
+        x = {image.name: arrays.astype(image.dtype) if image.dtype == "float16" else arrays}
+    num_classes = data_cfg.num_classes if source in ("synthetic", "tokens") else int(y.max()) + 1
     return _split(x, y, data_cfg, seed, num_classes)
 
 
@@ -93,14 +98,22 @@ def resize_bilinear(images: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     return np.einsum("oh,nhw,pw->nop", rows, images.astype(np.float32), cols, optimize=True)
 
 
-def _npz(data_cfg: Any, input_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def _npz(data_cfg: Any, io: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Arrays named after the model's inputs; a single-input model may use `x_key` instead."""
     path = Path(data_cfg.path).expanduser()
+    shapes = io.shapes(0, "opt")
     with np.load(path, allow_pickle=False) as arrays:
-        x = arrays[data_cfg.x_key].astype(np.float32)
+        x = {}
+        for t in io.inputs:
+            key = t.name if t.name in arrays.files or len(io.inputs) > 1 else data_cfg.x_key
+            value = arrays[key]
+            x[t.name] = value.astype(np.float32) if value.dtype.kind == "f" and t.dtype == "float32" else value
+            expected = t.data_shape(shapes[t.name])[1:]
+            fixed = [d for d, s in zip(t.data_shape(t.shape)[1:], value.shape[1:]) if isinstance(d, int) and d != s]
+            if value.ndim != len(expected) + 1 or fixed:
+                raise ValueError(f"{path}: '{key}' has sample shape {list(value.shape[1:])}, but input '{t.name}' "
+                                 f"takes {list(t.data_shape(t.shape)[1:])}")
         y = arrays[data_cfg.y_key].astype(np.int64)
-    if tuple(x.shape[1:]) != tuple(input_shape):
-        raise ValueError(f"{path}: '{data_cfg.x_key}' has sample shape {list(x.shape[1:])}, "
-                         f"but model.input.shape is {list(input_shape)}")
     return x, y
 
 
@@ -118,7 +131,7 @@ def _image_folder(folder: Path, input_shape: Sequence[int]) -> tuple[np.ndarray,
     from PIL import Image
 
     if len(input_shape) != 3:
-        raise ValueError("image_folder data needs model.input.shape [channels, height, width]")
+        raise ValueError("image_folder data needs an image input [batch, channels, height, width]")
     channels, height, width = input_shape
     xs, ys = [], []
     for label, class_dir in enumerate(image_folder_classes(folder)):
@@ -133,20 +146,70 @@ def _image_folder(folder: Path, input_shape: Sequence[int]) -> tuple[np.ndarray,
     return np.stack(xs), np.asarray(ys, dtype=np.int64)
 
 
-def _synthetic(data_cfg: Any, input_shape: Sequence[int], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Learnable random data: each class is a noisy copy of its own random prototype."""
+def _synthetic(data_cfg: Any, io: Any, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Learnable random data for every input: each class is a noisy copy of its own random prototype
+    (integer inputs: random values within their range, carrying no label)."""
+    from compiler.iospec import random_array
+
     rng = np.random.default_rng(seed)
-    prototypes = rng.standard_normal((data_cfg.num_classes, *input_shape)).astype(np.float32)
-    y = rng.integers(0, data_cfg.num_classes, data_cfg.num_samples).astype(np.int64)
-    noise = rng.standard_normal((data_cfg.num_samples, *input_shape)).astype(np.float32)
-    return prototypes[y] + noise, y
+    n, classes = data_cfg.num_samples, data_cfg.num_classes
+    y = rng.integers(0, classes, n).astype(np.int64)
+    shapes = io.shapes(0, "opt", batch=n)
+    x = {}
+    for t in io.inputs:
+        shape = t.data_shape(shapes[t.name])
+        if t.is_int:
+            x[t.name] = random_array(rng, t, shape)
+            continue
+        prototypes = rng.standard_normal((classes, *shape[1:])).astype(np.float32)
+        x[t.name] = (prototypes[y] + rng.standard_normal(shape).astype(np.float32)).astype(t.dtype)
+    return x, y
 
 
-def _split(x: np.ndarray, y: np.ndarray, data_cfg: Any, seed: int, num_classes: int) -> Dataset:
+def _tokens(data_cfg: Any, io: Any, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A text task whose answer only the unmasked tokens hold.
+
+    Token t belongs to group t % classes; the label is the most frequent group among the real
+    (mask 1) tokens, ties to the lowest. Real lengths vary up to half the sequence, and the
+    padding after them is drawn from another group, so a model that ignores the attention mask
+    reads the padding's majority and fails. Other inputs (token types, positions) are zeros.
+    """
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(x))
+    ids = io.input(data_cfg.token_input)
+    n, classes = data_cfg.num_samples, data_cfg.num_classes
+    seq = io.shapes(0, "opt")[ids.name][1]
+    low, high = (int(v) for v in ids.range)
+    vocab = np.arange(low, high)
+    groups = [vocab[vocab % classes == g] for g in range(classes)]
+    lengths = rng.integers(max(2, seq // 8), max(3, seq // 2 + 1), n)
+    intended = rng.integers(0, classes, n)
+    tokens = np.empty((n, seq), dtype=np.int64)
+    mask = np.zeros((n, seq), dtype=np.int64)
+    for i in range(n):
+        own = rng.random(seq) < 0.8
+        real = np.where(own, rng.choice(groups[intended[i]], seq), rng.choice(vocab, seq))
+        pad = rng.choice(groups[(intended[i] + 1) % classes], seq)
+        tokens[i] = np.where(np.arange(seq) < lengths[i], real, pad)
+        mask[i, : lengths[i]] = 1
+    counts = np.stack([((tokens % classes == g) & (mask == 1)).sum(1) for g in range(classes)], 1)
+    y = counts.argmax(1).astype(np.int64)
+    x = {}
+    for t in io.inputs:
+        if t.name == ids.name:
+            x[t.name] = tokens.astype(t.dtype)
+        elif t.name == data_cfg.mask_input:
+            x[t.name] = mask.astype(t.dtype)
+        else:
+            x[t.name] = np.zeros((n, *t.data_shape(io.shapes(0, "opt")[t.name])[1:]), dtype=t.dtype)
+    return x, y
+
+
+def _split(x: dict[str, np.ndarray], y: np.ndarray, data_cfg: Any, seed: int, num_classes: int) -> Dataset:
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(y))
     if data_cfg.limit:
         order = order[: data_cfg.limit]
     n_test = max(1, int(round(len(order) * data_cfg.test_fraction)))
     test, train = order[:n_test], order[n_test:]
-    return Dataset(x[train], y[train], x[test], y[test], num_classes)
+    return Dataset({k: v[train] for k, v in x.items()}, y[train], {k: v[test] for k, v in x.items()}, y[test],
+                   num_classes)

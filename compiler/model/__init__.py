@@ -1,31 +1,52 @@
-"""The recipe's `model` section: IO spec plus a layer list or an allow-listed factory."""
+"""The recipe's `model` section: the IO spec (inputs, outputs, named dims) plus a layer list or a factory."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from enum import Enum
+from typing import Any, Dict, List, Optional
 
-from omegaconf import MISSING
+
+class DType(Enum):
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+    int64 = "int64"
+    int32 = "int32"
+    int8 = "int8"
+    uint8 = "uint8"
+    bool = "bool"
 
 
 @dataclass
 class InputSpec:
-    """The model input, written once: it feeds export, engine profiles and verification."""
+    """One model input, written once: it feeds export, engine profiles, verification and calibration."""
 
     name: str = "input"
-    shape: List[int] = MISSING   # one sample, channels first, batch excluded: [C, H, W] or [F]
-    dtype: str = "float32"
+    # batch included, channels first; ints are fixed sizes, strings name a dim of `model.dims`.
+    # null only for framework onnx, where the file gives the shape
+    shape: Optional[List[Any]] = None
+    dtype: Optional[DType] = None        # null: float32 (framework onnx: the file's)
+    range: Optional[List[float]] = None  # [low, high): values of integer/bool inputs (and uniform floats)
 
 
 @dataclass
 class OutputSpec:
     name: str = "logits"
+    atol: Optional[float] = None   # this output's tolerance in the ledger; null: verify.atol
+    rtol: Optional[float] = None
 
 
 @dataclass
 class ModelConfig:
-    input: InputSpec = field(default_factory=InputSpec)
-    output: OutputSpec = field(default_factory=OutputSpec)
+    inputs: List[InputSpec] = field(default_factory=list)
+    outputs: List[OutputSpec] = field(default_factory=list)
+    # each named dim once: [min, opt, max], shared by every input that names it
+    dims: Dict[str, Any] = field(default_factory=lambda: {"batch": [1, 32, 64]})
+    # several optimization profiles: each maps dim names to [min, opt, max] (others from `dims`), or an input
+    # name to explicit {min, opt, max} shapes. Empty: one profile, `dims`
+    profiles: List[Any] = field(default_factory=list)
+    label_output: Optional[str] = None   # the output that labels score (loss, accuracy); null: the first
     layers: List[Any] = field(default_factory=list)
     factory: Optional[Any] = None   # {_target_: allow-listed callable, **kwargs} instead of `layers`
     path: Optional[str] = None      # framework `onnx`: an existing ONNX file to start from

@@ -72,16 +72,18 @@ def keras_input_shape(shape: Sequence[int]) -> tuple[int, ...]:
     return (shape[1], shape[2], shape[0]) if len(shape) == 3 else tuple(shape)
 
 
-def build_keras_model(model_cfg: Any, input_shape: Sequence[int]) -> keras.Model:
+def build_keras_model(model_cfg: Any, io: Any) -> keras.Model:
+    """The recipe's model as Keras (the layer list, or the allow-listed factory); Keras takes channels last."""
     if model_cfg.factory is not None:
         from compiler.model.factory import instantiate_factory
 
         return instantiate_factory(model_cfg.factory)
     from compiler.model.layers import parse_layers
 
-    specs, problems = parse_layers(model_cfg.layers, input_shape)
+    sample = list(io.inputs[0].data_shape(io.inputs[0].shape))[1:]
+    specs, problems = parse_layers(model_cfg.layers, sample)
     assert not problems, problems
-    inputs = keras.Input(keras_input_shape(input_shape), name=model_cfg.input.name)
+    inputs = keras.Input(keras_input_shape(sample), name=io.inputs[0].name)
     x = inputs
     for spec in specs:
         x = _apply(spec, x)

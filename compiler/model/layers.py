@@ -173,7 +173,7 @@ def parse_layers(raw_layers: Sequence[Any], input_shape: Sequence[int]) -> tuple
         if any(d <= 0 for d in out):
             problems.append(Problem(f"{base}.{kind}", f"the input {list(shape)} is too small for this layer; "
                                     f"it would produce {list(out)}",
-                                    fix="use a smaller kernel/size, 'same' padding, or a larger model.input.shape"))
+                                    fix="use a smaller kernel/size, 'same' padding, or a larger input shape"))
             shape_ok = False
             continue
         specs.append(LayerSpec(index, kind, args, shape, out))
@@ -207,7 +207,7 @@ def _resolve_args(path: str, vocab: dict[str, Arg], given: Mapping[str, Any]) ->
 def _check_shape(path: str, kind: str, shape: Shape) -> Problem | None:
     if kind in _NEEDS_IMAGE and len(shape) != 3:
         return Problem(path, f"needs a (channels, height, width) input but gets {list(shape)}",
-                       fix="move it before `flatten`/`global_avg_pool`, or give model.input.shape as [C, H, W]")
+                       fix="move it before `flatten`/`global_avg_pool`, or give the input shape as [batch, C, H, W]")
     if kind == "dense" and len(shape) != 1:
         return Problem(path, f"needs a flat input but gets {list(shape)}",
                        fix="add `- flatten: {}` or `- global_avg_pool: {}` before it")

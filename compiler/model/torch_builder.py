@@ -77,14 +77,42 @@ def build_sequential(specs: Sequence[LayerSpec]) -> nn.Sequential:
     return nn.Sequential(*[m for spec in specs for m in _layer(spec)])
 
 
-def build_torch_model(model_cfg: Any, input_shape: Sequence[int]) -> nn.Module:
-    """The recipe's model as torch.nn: the layer list, or the allow-listed factory."""
+class RecipeModule(nn.Module):
+    """The recipe's model seen through its IO spec: inputs by position in `model.inputs` order, and a tuple
+    of the listed outputs, whatever the inner module returns (a tensor, a tuple, a dict, a ModelOutput)."""
+
+    def __init__(self, inner: nn.Module, inputs: Sequence[str], outputs: Sequence[str]):
+        super().__init__()
+        self.inner = inner
+        self.input_names, self.output_names = list(inputs), list(outputs)
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        result = self.inner(*inputs)
+        if isinstance(result, torch.Tensor):
+            items = [result]
+        elif hasattr(result, "to_tuple"):  # transformers' ModelOutput
+            items = list(result.to_tuple())
+        elif isinstance(result, dict):
+            items = list(result.values())
+        else:
+            items = list(result)
+        tensors = [t for t in items if isinstance(t, torch.Tensor)]
+        if len(tensors) < len(self.output_names):
+            raise ValueError(f"the model returns {len(tensors)} tensor(s), but model.outputs lists "
+                             f"{len(self.output_names)}: {', '.join(self.output_names)}")
+        return tuple(tensors[: len(self.output_names)])
+
+
+def build_torch_model(model_cfg: Any, io: Any) -> RecipeModule:
+    """The recipe's model as torch.nn (the layer list, or the allow-listed factory), called by the IO spec."""
     if model_cfg.factory is not None:
         from compiler.model.factory import instantiate_factory
 
-        return instantiate_factory(model_cfg.factory)
-    from compiler.model.layers import parse_layers
+        inner = instantiate_factory(model_cfg.factory)
+    else:
+        from compiler.model.layers import parse_layers
 
-    specs, problems = parse_layers(model_cfg.layers, input_shape)
-    assert not problems, problems  # lint has already reported these
-    return build_sequential(specs)
+        specs, problems = parse_layers(model_cfg.layers, list(io.inputs[0].shape[1:]))
+        assert not problems, problems  # lint has already reported these
+        inner = build_sequential(specs)
+    return RecipeModule(inner, io.input_names, io.output_names)

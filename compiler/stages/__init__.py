@@ -23,6 +23,7 @@ class StageContext:
     inputs: dict[str, Path]         # artifacts of the stages it needs, by stage name
     results: dict[str, dict]        # the `info` of every earlier stage, by stage name
     log: logging.Logger
+    io: Any = None                  # the resolved IO spec (compiler.iospec.IOSpec)
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""Export stage: the trained framework model to ONNX, named and shaped by the recipe's IO spec."""
+"""Export stage: the trained framework model to ONNX, named and shaped by the resolved IO spec.
+
+ONNX recipes import their file here instead (stages/import_onnx.py): the first place that loads
+the weights, and the gate that says whether onnxruntime can run the file at all.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +26,6 @@ class InputLayout(Enum):
 @dataclass
 class ExportConfig:
     opset: int = 17
-    dynamic_batch: bool = True
     exporter: Exporter = Exporter.torchscript
     input_layout: InputLayout = InputLayout.nchw
 
@@ -30,29 +33,46 @@ class ExportConfig:
 def run(ctx: StageContext) -> StageResult:
     out = ctx.work_dir / "model.onnx"
     if ctx.cfg.framework.value == "onnx":
-        import shutil
+        from compiler.stages.import_onnx import import_file
 
-        shutil.copyfile(Path(ctx.cfg.model.path).expanduser(), out)
-        return StageResult("model.onnx", {**checked_model_info(out, rewrite=False), "source": str(ctx.cfg.model.path)})
+        fixes = import_file(Path(ctx.cfg.model.path).expanduser(), out, ctx.io, ctx.cfg.engine)
+        return StageResult("model.onnx", {**checked_model_info(out, strict=False), "source": str(ctx.cfg.model.path),
+                                          "import_fixes": fixes})
     if ctx.cfg.framework.value == "torch":
         from compiler.stages.export_torch import export
     else:
         from compiler.stages.export_keras import export
-    export(ctx.cfg, ctx.inputs["train"], out)
+    export(ctx.cfg, ctx.io, ctx.inputs["train"], out)
     return StageResult("model.onnx", checked_model_info(out))
 
 
-def checked_model_info(path, rewrite: bool = True) -> dict:
-    """Run onnx.checker and shape inference; save the inferred shapes in place unless `rewrite` is off."""
+def checked_model_info(path: Path, strict: bool = True) -> dict:
+    """onnx.checker (by path, so external data and >2 GB work), then shape inference written back in place.
+
+    `strict` (the compiler's own exports) fails on any shape inference error; files from elsewhere
+    keep what inference can do, and the info says how far it got.
+    """
     import onnx
 
-    model = onnx.load(str(path))
-    onnx.checker.check_model(model, full_check=True)
-    model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    if rewrite:
-        onnx.save(model, str(path))
-    return {"nodes": len(model.graph.node), "opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
-            "io": io_signature(model)}
+    onnx.checker.check_model(str(path), full_check=False)
+    inference = "complete"
+    try:
+        onnx.shape_inference.infer_shapes_path(str(path), str(path), check_type=True, strict_mode=True)
+    except Exception:
+        if strict:
+            raise
+        inference = "partial"
+        try:
+            onnx.shape_inference.infer_shapes_path(str(path), str(path))
+        except Exception:
+            inference = "failed"
+    model = onnx.load(str(path), load_external_data=False)
+    return {"nodes": len(model.graph.node), "opset": opset_of(model), "io": io_signature(model),
+            "shape_inference": inference}
+
+
+def opset_of(model) -> int:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
 def io_signature(model) -> dict:
@@ -64,7 +84,8 @@ def io_signature(model) -> dict:
         for v in values:
             t = v.type.tensor_type
             dims = [d.dim_param or (d.dim_value if d.HasField("dim_value") else "?") for d in t.shape.dim]
-            result.append({"name": v.name, "shape": dims, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name})
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name if t.elem_type else "?"
+            result.append({"name": v.name, "shape": dims, "dtype": dtype})
         return result
 
     initializers = {i.name for i in model.graph.initializer}

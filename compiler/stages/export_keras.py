@@ -5,43 +5,57 @@ from __future__ import annotations
 from pathlib import Path
 
 from compiler.errors import StageError
-from compiler.model.keras_builder import keras_input_shape
+from compiler.iospec import IOSpec
 from compiler.stages.train_keras import load_trained
 
 
-def export(cfg, weights: Path, out: Path) -> None:
+def export(cfg, io: IOSpec, weights: Path, out: Path) -> None:
     import tensorflow as tf
     import tf2onnx
 
     model = load_trained(weights)
-    spec = cfg.model
-    nchw = cfg.export.input_layout.value == "nchw" and len(spec.input.shape) == 3
-    batch = None if cfg.export.dynamic_batch else 1
-    signature = (tf.TensorSpec((batch, *keras_input_shape(spec.input.shape)), tf.float32, name=spec.input.name),)
+    # Keras itself is channels-last; an NCHW engine input is transposed at the graph's entrance by tf2onnx
+    signature = tuple(tf.TensorSpec(_keras_shape(t), tf.as_dtype(t.dtype), name=t.name) for t in io.inputs)
+    nchw = [t.name for t in io.inputs if len(t.shape) == 4 and not t.channels_last]
 
     @tf.function(input_signature=signature)
-    def serve(x):
-        return {spec.output.name: model(x, training=False)}
+    def serve(*xs):
+        result = model(list(xs) if len(xs) > 1 else xs[0], training=False)
+        return tuple(result) if isinstance(result, (list, tuple)) else (result,)
 
     try:
         proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=cfg.export.opset,
-                                                 inputs_as_nchw=[spec.input.name] if nchw else None)
+                                                 inputs_as_nchw=nchw or None)
     except Exception as exc:
         raise StageError("export", f"tf2onnx failed: {exc}", fix="try another export.opset") from exc
-    _name_io(proto, spec.input.name, spec.output.name)
+    _name_io(proto, io)
     import onnx
 
     onnx.save(proto, str(out))
 
 
-def _name_io(proto, input_name: str, output_name: str) -> None:
-    """tf2onnx suffixes tensor names (`input:0`); give the graph the recipe's IO names and a `batch` dim."""
-    renames = {proto.graph.input[0].name: input_name, proto.graph.output[0].name: output_name}
+def _keras_shape(t) -> tuple:
+    """The TensorSpec shape Keras is called with: channels last, named dims unknown (None)."""
+    shape = [d if isinstance(d, int) else None for d in t.shape]
+    if len(shape) == 4 and not t.channels_last:
+        shape = [shape[0], shape[2], shape[3], shape[1]]
+    return tuple(shape)
+
+
+def _name_io(proto, io: IOSpec) -> None:
+    """tf2onnx suffixes tensor names (`input:0`); give the graph the recipe's IO names and dim names."""
+    renames = {v.name: t.name for v, t in zip(proto.graph.input, io.inputs)}
+    renames.update({v.name: o.name for v, o in zip(proto.graph.output, io.outputs)})
     for node in proto.graph.node:
         node.input[:] = [renames.get(n, n) for n in node.input]
         node.output[:] = [renames.get(n, n) for n in node.output]
-    for value in (proto.graph.input[0], proto.graph.output[0]):
+    for value, t in zip(proto.graph.input, io.inputs):
+        value.name = renames[value.name]
+        for d, wanted in zip(value.type.tensor_type.shape.dim, t.shape):
+            if isinstance(wanted, str):
+                d.dim_param = wanted
+    for value in proto.graph.output:
         value.name = renames[value.name]
         dims = value.type.tensor_type.shape.dim
-        if dims and not dims[0].HasField("dim_value"):
-            dims[0].dim_param = "batch"
+        if io.batch_dim and dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = io.batch_dim

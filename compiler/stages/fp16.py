@@ -58,7 +58,7 @@ def _drop_fp16_round_trips(model):
     return model
 
 
-def _tensor_peaks(model, samples: np.ndarray, input_name: str) -> dict[str, float]:
+def _tensor_peaks(model, samples: dict) -> dict[str, float]:
     """max |x| of every tensor of the fp32 model over the samples (weights included)."""
     import onnx
     import onnxruntime as ort
@@ -73,17 +73,19 @@ def _tensor_peaks(model, samples: np.ndarray, input_name: str) -> dict[str, floa
     marked = modify_outputs(marked, outputs=constants.MARK_ALL)
     session = ort.InferenceSession(marked.SerializeToString(), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    for start in range(0, len(samples), 64):
-        for name, value in zip(names, session.run(names, {input_name: samples[start:start + 64]})):
+    from compiler.iospec import batch_size, slice_batch
+
+    for start in range(0, batch_size(samples), 64):
+        for name, value in zip(names, session.run(names, slice_batch(samples, start, start + 64))):
             if np.issubdtype(np.asarray(value).dtype, np.floating):
                 peaks[name] = max(peaks.get(name, 0.0), float(np.abs(value).max(initial=0.0)))
     return peaks
 
 
-def overflow_nodes(model, samples: np.ndarray, input_name: str) -> list[str]:
+def overflow_nodes(model, samples: dict) -> list[str]:
     """Nodes of the fp32 `model` (a ModelProto) that produce or read a tensor within MARGIN of fp16's range
     on the samples, in graph order."""
-    peaks = _tensor_peaks(model, samples, input_name)
+    peaks = _tensor_peaks(model, samples)
     limit = FP16_MAX / MARGIN
     return [n.name for n in model.graph.node
             if any(peaks.get(t, 0.0) > limit for t in [*n.input, *n.output] if t)]

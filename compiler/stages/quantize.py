@@ -63,12 +63,14 @@ def reduce_range(cfg) -> bool:
     return cfg.quantize.reduce_range if cfg.quantize.reduce_range is not None else not cpu_has_vnni()
 
 
-def _reader(input_name: str, samples, batch: int = 32):
+def _reader(samples: dict, batch: int = 32):
     from onnxruntime.quantization import CalibrationDataReader
+
+    from compiler.iospec import batch_size, slice_batch
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._batches = iter([{input_name: samples[i:i + batch]} for i in range(0, len(samples), batch)])
+            self._batches = iter([slice_batch(samples, i, i + batch) for i in range(0, batch_size(samples), batch)])
 
         def get_next(self):
             return next(self._batches, None)
@@ -126,20 +128,21 @@ def quantize(src: Path, dst: Path, samples, cfg, exclude: list[str], calibration
     from onnxruntime.quantization import CalibrationMethod as Method, QuantFormat, QuantType, quantize_static
 
     method = {"minmax": Method.MinMax, "entropy": Method.Entropy, "percentile": Method.Percentile}[cfg.quantize.method.value]
-    quantize_static(str(src), str(dst), _reader(cfg.model.input.name, samples), quant_format=QuantFormat.QDQ,
+    quantize_static(str(src), str(dst), _reader(samples), quant_format=QuantFormat.QDQ,
                     per_channel=cfg.quantize.per_channel, reduce_range=reduce_range(cfg), activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, calibrate_method=method, nodes_to_exclude=list(exclude) or None,
                     calibration_cache_path=str(calibration_cache), extra_options={"ActivationSymmetric": False})
 
 
-def top1(path: Path, x, y, input_name: str) -> float:
+def score(path: Path, x: dict, y, metric, batch: int) -> float:
+    """The task metric of an ONNX model on onnxruntime's CPU provider."""
     import onnxruntime as ort
 
+    from compiler.verify.metric import evaluate
+
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    correct = 0
-    for i in range(0, len(x), 256):
-        correct += int((session.run(None, {input_name: x[i:i + 256]})[0].argmax(1) == y[i:i + 256]).sum())
-    return correct / max(1, len(x))
+    names = [o.name for o in session.get_outputs()]
+    return evaluate(lambda feed: dict(zip(names, session.run(None, feed))), x, y, metric, batch)
 
 
 def budget_search(attempt: Callable[[list[str]], float], candidates: list[str], keep: list[str], fp32: float,
@@ -166,38 +169,38 @@ def run(ctx: StageContext) -> StageResult:
 
     from compiler.backends import converted_precision
     from compiler.data.sources import load_dataset
-    from compiler.stages.verify import engine_layout
+    from compiler.verify.metric import metric_of
 
-    cfg = ctx.cfg
+    cfg, io = ctx.cfg, ctx.io
     precision = converted_precision(cfg.engine)
-    data = load_dataset(cfg.data, cfg.model.input.shape, cfg.seed)
-    calibration = engine_layout(cfg, data.calibration(cfg.data.calibration_size))
-    x_test = engine_layout(cfg, data.x_test)
+    data = load_dataset(cfg.data, io, cfg.seed)
+    calibration = io.to_engine(data.calibration(cfg.data.calibration_size))
+    x_test = io.to_engine(data.x_test)
+    metric, batch = metric_of(cfg, io), io.fixed_batch or min(256, io.batch_range()[2])
     src, out = ctx.inputs["surgery"], ctx.work_dir / f"model.{precision}.onnx"
-    name = cfg.model.input.name
     graph = onnx.load(str(src))
-    fp32 = top1(src, x_test, data.y_test, name)
+    fp32 = score(src, x_test, data.y_test, metric, batch)
     keep = list(cfg.quantize.keep_fp32)
     if precision == "fp16":
         from compiler.stages.fp16 import convert, overflow_nodes
 
-        forced = [n for n in overflow_nodes(graph, calibration, name) if n not in keep] \
+        forced = [n for n in overflow_nodes(graph, calibration) if n not in keep] \
             if cfg.quantize.fallback.value == "auto" else []
         info = {"kept_fp32_overflow": forced}
 
         def attempt(kept: list[str]) -> float:
             convert(src, out, forced + kept)
-            return top1(out, x_test, data.y_test, name)
+            return score(out, x_test, data.y_test, metric, batch)
     else:
         forced = [n for n in shallow_nodes(graph, cfg.quantize.min_reduction_depth) if n not in keep]
         cache = ctx.work_dir / "calibration.json"
         info = {"kept_fp32_shallow": forced, "method": cfg.quantize.method.value,
                 "per_channel": cfg.quantize.per_channel, "reduce_range": reduce_range(cfg),
-                "min_reduction_depth": cfg.quantize.min_reduction_depth, "calibration_samples": int(len(calibration))}
+                "min_reduction_depth": cfg.quantize.min_reduction_depth, "calibration_samples": int(len(data.y_train[: cfg.data.calibration_size]))}
 
         def attempt(kept: list[str]) -> float:
             quantize(src, out, calibration, cfg, fp32_islands(graph, forced + kept), cache)
-            return top1(out, x_test, data.y_test, name)
+            return score(out, x_test, data.y_test, metric, batch)
 
     candidates = [n.name for n in graph.graph.node if n.op_type in QUANTIZABLE and n.name not in keep + forced]
     keep, accuracy, trail = budget_search(attempt, candidates, keep, fp32, cfg, ctx.log)

@@ -50,20 +50,37 @@ class _EpochLog(keras.callbacks.Callback):
                        logs.get("val_accuracy", float("nan")))
 
 
+def keras_inputs(x: dict, io) -> list[np.ndarray] | np.ndarray:
+    """Named samples (channels first) as Keras takes them: channels last, a list when there are several."""
+    arrays = [to_nhwc(x[name]) for name in io.input_names]
+    return arrays if len(arrays) > 1 else arrays[0]
+
+
+def _labelled(model: keras.Model, io, label: str) -> keras.Model:
+    """The model restricted to the output that labels score (the one trained); weights are shared."""
+    if len(model.outputs) == 1:
+        return model
+    return keras.Model(model.inputs, model.outputs[io.output_names.index(label)])
+
+
 def train(ctx: StageContext) -> StageResult:
-    cfg, tcfg = ctx.cfg, ctx.cfg.train
+    from compiler.verify.metric import label_output
+
+    cfg, tcfg, io = ctx.cfg, ctx.cfg.train, ctx.io
     if tcfg.precision.value != "fp32":
         raise StageError("train", f"train.precision={tcfg.precision.value} is implemented for torch recipes only",
                          fix="use train.precision=fp32 for TensorFlow recipes")
     keras.utils.set_random_seed(cfg.seed)
-    data = load_dataset(cfg.data, cfg.model.input.shape, cfg.seed)
-    model = build_keras_model(cfg.model, cfg.model.input.shape)
-    model.compile(optimizer=_optimizer(tcfg.optimizer),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    data = load_dataset(cfg.data, io, cfg.seed)
+    model = build_keras_model(cfg.model, io)
+    trained = _labelled(model, io, label_output(cfg, io))
+    trained.compile(optimizer=_optimizer(tcfg.optimizer),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     verbose = 1 if tcfg.progress and sys.stderr.isatty() else 0
-    fit = model.fit(to_nhwc(data.x_train), data.y_train, epochs=tcfg.epochs, batch_size=tcfg.batch_size,
-                    validation_data=(to_nhwc(data.x_test), data.y_test), shuffle=True, verbose=verbose,
-                    callbacks=[_EpochLog(ctx.log, tcfg.epochs)])
+    x_train, x_test = keras_inputs(data.x_train, io), keras_inputs(data.x_test, io)
+    fit = trained.fit(x_train, data.y_train, epochs=tcfg.epochs, batch_size=tcfg.batch_size,
+                      validation_data=(x_test, data.y_test), shuffle=True, verbose=verbose,
+                      callbacks=[_EpochLog(ctx.log, tcfg.epochs)])
     h = fit.history
     history = [{"epoch": i + 1, "loss": float(h["loss"][i]), "accuracy": float(h["accuracy"][i]),
                 "val_accuracy": float(h["val_accuracy"][i])} for i in range(len(h["loss"]))]
@@ -71,34 +88,36 @@ def train(ctx: StageContext) -> StageResult:
     if bad:
         raise StageError("train", f"the loss became {bad['loss']} at epoch {bad['epoch']}",
                          fix="lower train.optimizer.lr or check the data for NaN/inf")
-    if tcfg.recompute_bn_stats:
-        _recompute_bn_stats(model, to_nhwc(data.x_train), tcfg.batch_size)
-        history[-1]["val_accuracy_bn_recomputed"] = float(model.evaluate(to_nhwc(data.x_test), data.y_test,
-                                                                          verbose=0, return_dict=True)["accuracy"])
+    if tcfg.recompute_bn_stats and _recompute_bn_stats(model, x_train, tcfg.batch_size):
+        history[-1]["val_accuracy_bn_recomputed"] = float(trained.evaluate(x_test, data.y_test,
+                                                                            verbose=0, return_dict=True)["accuracy"])
     model.save(ctx.work_dir / "model.keras")
     return StageResult("model.keras", {
         "history": history, "device": "cpu" if not _has_gpu() else "gpu", "precision": "fp32",
-        "train_samples": len(data.x_train), "test_samples": len(data.x_test),
+        "train_samples": len(data.y_train), "test_samples": len(data.y_test),
         "parameters": int(model.count_params()),
         "final_val_accuracy": history[-1]["val_accuracy"] if history else None,
     })
 
 
-def _recompute_bn_stats(model: keras.Model, x: np.ndarray, batch_size: int) -> None:
+def _recompute_bn_stats(model: keras.Model, x: Any, batch_size: int) -> bool:
     """Cumulative average of batch statistics over one pass of the training set, as torch's update_bn does."""
     layers = [layer for layer in _all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     if not layers:
-        return
+        return False
     momenta = [layer.momentum for layer in layers]
     for layer in layers:
         layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, np.float32))
         layer.moving_variance.assign(np.ones(layer.moving_variance.shape, np.float32))
-    for step, start in enumerate(range(0, len(x), batch_size)):
+    xs = x if isinstance(x, list) else [x]
+    for step, start in enumerate(range(0, len(xs[0]), batch_size)):
         for layer in layers:  # moving = m*moving + (1-m)*batch with m = step/(step+1): a running mean
             layer.momentum = step / (step + 1)
-        model(x[start:start + batch_size], training=True)
+        part = [a[start:start + batch_size] for a in xs]
+        model(part if len(part) > 1 else part[0], training=True)
     for layer, momentum in zip(layers, momenta):
         layer.momentum = momentum
+    return True
 
 
 def _all_layers(model):
@@ -119,8 +138,9 @@ def load_trained(path: Path) -> keras.Model:
     return keras.models.load_model(path, safe_mode=True, compile=False)
 
 
-def predict(model: keras.Model, x: np.ndarray, cfg: Any) -> np.ndarray:
-    """x in the engine's input layout (NCHW unless export.input_layout=nhwc)."""
-    if cfg.export.input_layout.value == "nchw":
-        x = to_nhwc(x)
-    return np.asarray(model(x, training=False))
+def predict(model: keras.Model, feed: dict[str, np.ndarray], io) -> dict[str, np.ndarray]:
+    """Outputs by name for a feed in the engine's layout (NCHW unless export.input_layout=nhwc)."""
+    xs = [feed[t.name] if t.channels_last else to_nhwc(feed[t.name]) for t in io.inputs]
+    result = model(xs if len(xs) > 1 else xs[0], training=False)
+    outputs = list(result) if isinstance(result, (list, tuple)) else [result]
+    return {name: np.asarray(out) for name, out in zip(io.output_names, outputs)}

@@ -12,8 +12,10 @@ from tqdm import tqdm
 
 from compiler.data.sources import load_dataset
 from compiler.errors import StageError
-from compiler.model.torch_builder import build_torch_model
+from compiler.iospec import IOSpec
+from compiler.model.torch_builder import RecipeModule, build_torch_model
 from compiler.stages import StageContext, StageResult
+from compiler.verify.metric import label_output
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
                "rmsprop": torch.optim.RMSprop}
@@ -37,19 +39,44 @@ def _optimizer(params, opt_cfg) -> torch.optim.Optimizer:
     return _OPTIMIZERS[name](params, **kwargs)
 
 
+def _tensors(x: dict, io: IOSpec, device: torch.device) -> list[torch.Tensor]:
+    return [torch.from_numpy(np.ascontiguousarray(x[t.name])).to(device) for t in io.inputs]
+
+
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> float:
+def accuracy(model: RecipeModule, xs: list[torch.Tensor], y: torch.Tensor, label: int, batch: int = 512) -> float:
     model.eval()
-    correct = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
-    return correct / max(1, len(x))
+    correct = sum(int((model(*[x[i:i + batch] for x in xs])[label].argmax(1) == y[i:i + batch]).sum())
+                  for i in range(0, len(y), batch))
+    return correct / max(1, len(y))
+
+
+@torch.no_grad()
+def recompute_bn_stats(model: RecipeModule, xs: list[torch.Tensor], batch: int) -> bool:
+    """torch's update_bn for models of any number of inputs: running stats as a plain average over one pass."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return False
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    model.train()
+    for i in range(0, len(xs[0]), batch):
+        model(*[x[i:i + batch] for x in xs])
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return True
 
 
 def train(ctx: StageContext) -> StageResult:
     cfg, tcfg = ctx.cfg, ctx.cfg.train
+    io = ctx.io
     torch.manual_seed(cfg.seed)
-    data = load_dataset(cfg.data, cfg.model.input.shape, cfg.seed)
+    data = load_dataset(cfg.data, io, cfg.seed)
     device = resolve_device(tcfg.device.value)
-    model = build_torch_model(cfg.model, cfg.model.input.shape).to(device)
+    model = build_torch_model(cfg.model, io).to(device)
+    label = io.output_names.index(label_output(cfg, io))
     optimizer = _optimizer(model.parameters(), tcfg.optimizer)
     loss_fn = torch.nn.CrossEntropyLoss()
     precision = tcfg.precision.value
@@ -57,27 +84,26 @@ def train(ctx: StageContext) -> StageResult:
         raise StageError("train", "train.precision=fp16 needs a CUDA device", fix="use train.precision=bf16 on CPU")
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
 
-    x_train = torch.from_numpy(data.x_train).to(device)
+    x_train, x_test = _tensors(data.x_train, io, device), _tensors(data.x_test, io, device)
     y_train = torch.from_numpy(data.y_train).to(device)
-    x_test = torch.from_numpy(data.x_test).to(device)
     y_test = torch.from_numpy(data.y_test).to(device)
     generator = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
     started = time.perf_counter()
     for epoch in range(1, tcfg.epochs + 1):
         model.train()
-        order = torch.randperm(len(x_train), generator=generator).to(device)
+        order = torch.randperm(len(y_train), generator=generator).to(device)
         batches = range(0, len(order), tcfg.batch_size)
         bar = tqdm(batches, desc=f"epoch {epoch}/{tcfg.epochs}", unit="batch", leave=False,
                    disable=None if tcfg.progress else True, dynamic_ncols=True)  # None: only on a terminal
         total_loss, correct, seen = 0.0, 0, 0
         for start in bar:
             idx = order[start:start + tcfg.batch_size]
-            xb, yb = x_train[idx], y_train[idx]
+            yb = y_train[idx]
             autocast = (torch.autocast(device.type, dtype=_AUTOCAST[precision]) if precision in _AUTOCAST
                         else contextlib.nullcontext())
             with autocast:
-                logits = model(xb)
+                logits = model(*[x[idx] for x in x_train])[label]
                 loss = loss_fn(logits.float(), yb)
             if not math.isfinite(loss.item()):
                 raise StageError("train", f"the loss became {loss.item()} at epoch {epoch}, batch {start // tcfg.batch_size}",
@@ -90,35 +116,34 @@ def train(ctx: StageContext) -> StageResult:
             correct += int((logits.argmax(1) == yb).sum())
             seen += len(idx)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
-        val = accuracy(model, x_test, y_test)
+        val = accuracy(model, x_test, y_test, label)
         history.append({"epoch": epoch, "loss": total_loss / seen, "accuracy": correct / seen, "val_accuracy": val})
         bar.close()
         ctx.log.info("epoch %d/%d  loss %.4f  accuracy %.4f  test accuracy %.4f", epoch, tcfg.epochs,
                      total_loss / seen, correct / seen, val)
     seconds = time.perf_counter() - started
-    if tcfg.recompute_bn_stats and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        from torch.optim.swa_utils import update_bn
-
-        update_bn([x_train[i:i + tcfg.batch_size] for i in range(0, len(x_train), tcfg.batch_size)], model)
-        history[-1]["val_accuracy_bn_recomputed"] = accuracy(model, x_test, y_test)
+    if tcfg.recompute_bn_stats and recompute_bn_stats(model, x_train, tcfg.batch_size):
+        history[-1]["val_accuracy_bn_recomputed"] = accuracy(model, x_test, y_test, label)
     torch.save(model.to("cpu").state_dict(), ctx.work_dir / "model.pt")
-    samples = len(x_train) * tcfg.epochs
+    samples = len(y_train) * tcfg.epochs
     return StageResult("model.pt", {
         "history": history, "device": str(device), "precision": precision,
-        "train_samples": len(x_train), "test_samples": len(x_test),
+        "train_samples": len(y_train), "test_samples": len(y_test), "label_output": io.output_names[label],
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "samples_per_second": samples / seconds if seconds > 0 else None,
         "final_val_accuracy": history[-1]["val_accuracy"] if history else None,
     })
 
 
-def load_trained(cfg, path) -> torch.nn.Module:
+def load_trained(cfg, io: IOSpec, path) -> RecipeModule:
     """Rebuild the recipe's module and load its trained weights (weights_only: no pickled code)."""
-    model = build_torch_model(cfg.model, cfg.model.input.shape)
+    model = build_torch_model(cfg.model, io)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval()
 
 
-def predict(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+def predict(model: RecipeModule, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Outputs by name for a feed of named numpy inputs."""
     with torch.no_grad():
-        return model(torch.from_numpy(x)).numpy()
+        outputs = model(*[torch.from_numpy(np.ascontiguousarray(feed[name])) for name in model.input_names])
+    return {name: out.numpy() for name, out in zip(model.output_names, outputs)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 from compiler.stages import StageContext, StageResult
 
@@ -23,51 +23,39 @@ class VerifyConfig:
     rtol: float = 1.0e-3
     max_accuracy_drop: float = 0.5        # top-1 percentage points, engine vs framework model
     min_accuracy: Optional[float] = None  # optional floor for the engine's top-1 (0..1)
-    samples: int = 64                     # real test samples (plus as many random ones) in the ledger
+    samples: int = 64                     # real test samples in the ledger (plus random inputs at every profile shape)
+    # the task metric: {_target_: allow-listed factory, **kwargs} returning fn(outputs by name, labels) -> float;
+    # null: top-1 of model.label_output
+    metric: Optional[Any] = None
     latency: LatencyConfig = field(default_factory=LatencyConfig)
 
 
 if TYPE_CHECKING:
     import numpy as np
 
-
-def engine_layout(cfg, x: "np.ndarray") -> "np.ndarray":
-    """Samples in the exported model's input layout (channels last only for export.input_layout=nhwc)."""
-    import numpy as np
-
-    if cfg.export.input_layout.value == "nhwc" and x.ndim == 4:
-        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    return x
+    from compiler.iospec import IOSpec
 
 
-def _top1(runner, input_name: str, output_name: str, x: "np.ndarray", y: "np.ndarray", batch: int = 256) -> float:
-    import numpy as np
-
-    correct = 0
-    for i in range(0, len(x), batch):
-        out = runner.infer({input_name: np.ascontiguousarray(x[i:i + batch])}, check_inputs=False)[output_name]
-        correct += int((np.asarray(out).argmax(1) == y[i:i + batch]).sum())
-    return correct / max(1, len(x))
-
-
-def _samples(cfg):
-    """(test inputs in the engine's layout, their labels or None) — random inputs when there is no data."""
-    import numpy as np
-
+def _samples(cfg, io: "IOSpec"):
+    """(labelled test inputs in the engine's layout, their labels), or (None, None) without data."""
+    if cfg.data.source.value == "none":
+        return None, None
     from compiler.data.sources import load_dataset
 
-    if cfg.data.source.value == "none":
-        rng = np.random.default_rng(cfg.seed)
-        return rng.standard_normal((max(cfg.verify.samples, 32), *cfg.model.input.shape)).astype(np.float32), None
-    data = load_dataset(cfg.data, cfg.model.input.shape, cfg.seed)
-    return engine_layout(cfg, data.x_test), data.y_test
+    data = load_dataset(cfg.data, io, cfg.seed)
+    x, y = io.to_engine(data.x_test), data.y_test
+    fixed = io.fixed_batch
+    if fixed and len(y) % fixed:  # a fixed-batch model takes whole batches only
+        keep = len(y) - len(y) % fixed
+        x, y = {k: v[:keep] for k, v in x.items()}, y[:keep]
+    return x, y
 
 
-def _runners(ctx: StageContext, backend: str, input_shape: list[int]):
-    """(runners, artifact names, ledger boundaries, index of the reference model)."""
+def _runners(ctx: StageContext, backend: str):
+    """(runners, artifact names, ledger boundaries)."""
     from compiler.verify.runners import CallableRunner, engine_runner, framework_predictor, onnx_runner
 
-    cfg, spec = ctx.cfg, ctx.cfg.model
+    cfg = ctx.cfg
     artifacts = [("model.onnx", ctx.inputs["export"]), ("model.clean.onnx", ctx.inputs["surgery"])]
     if "quantize" in ctx.inputs:  # the int8 or fp16 model is a stage of its own in the ledger
         artifacts.append((ctx.inputs["quantize"].name, ctx.inputs["quantize"]))
@@ -75,31 +63,58 @@ def _runners(ctx: StageContext, backend: str, input_shape: list[int]):
     runners.append(engine_runner(backend, ctx.inputs["build"], cfg.engine))
     names = [name for name, _ in artifacts] + ["engine"]
     if cfg.framework.value != "onnx":  # else the original file is the reference
-        framework = CallableRunner(cfg.framework.value, framework_predictor(cfg, ctx.inputs["train"]),
-                                   spec.input.name, spec.output.name, input_shape)
+        framework = CallableRunner(cfg.framework.value, framework_predictor(cfg, ctx.io, ctx.inputs["train"]), ctx.io)
         runners, names = [framework, *runners], [framework.name, *names]
     chain = [(i, i + 1) for i in range(len(runners) - 1)]
     return runners, names, chain + [(0, len(runners) - 1)]
 
 
-def run(ctx: StageContext) -> StageResult:
+def _feeds(cfg, io: "IOSpec", x_test, max_batch: int, profiles: "list[int] | None" = None) -> list[tuple[str, dict]]:
+    """The ledger's inputs: real test samples, then random valid inputs at the min/opt/max of every profile."""
     import numpy as np
 
-    from compiler.verify.latency import measure
-    from compiler.verify.ledger import error_ledger
+    from compiler.iospec import slice_batch
 
-    cfg, vcfg = ctx.cfg, ctx.cfg.verify
-    spec = cfg.model
-    x_test, y_test = _samples(cfg)
-    backend = ctx.results["build"]["backend"]
-    runners, names, boundaries = _runners(ctx, backend, list(x_test.shape[1:]))
-
-    max_batch = _engine_max_batch(cfg, backend)
-    real = x_test[: min(vcfg.samples, max_batch)]
+    feeds = []
+    if x_test is not None:
+        count = io.fixed_batch or min(cfg.verify.samples, max_batch)
+        feeds.append(("test split", slice_batch(x_test, 0, count)))
     rng = np.random.default_rng(cfg.seed)
-    noise = rng.standard_normal(real.shape).astype(np.float32) * real.std() + real.mean()
-    feeds = [{spec.input.name: real}, {spec.input.name: noise}]
-    rows, _ = error_ledger(runners, feeds, boundaries, vcfg.atol, vcfg.rtol)
+    for label, shapes in io.check_shapes(profiles):
+        feeds.append((label, io.random_feed(rng, shapes)))
+    return feeds
+
+
+def _latency_feeds(io: "IOSpec", x_test, batches: list[int], seed: int) -> dict[int, dict]:
+    """Per batch size, inputs at the opt shapes: real samples (repeated to fill the batch) where they fit."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for b in batches:
+        shapes = io.shapes(0, "opt", batch=b)
+        real = x_test is not None and all(tuple(v.shape[1:]) == tuple(shapes[k][1:]) for k, v in x_test.items())
+        if real:
+            reps = -(-b // len(next(iter(x_test.values()))))
+            feeds[b] = {k: np.ascontiguousarray(np.concatenate([v] * reps)[:b]) for k, v in x_test.items()}
+        else:
+            feeds[b] = io.random_feed(rng, shapes)
+    return feeds
+
+
+def run(ctx: StageContext) -> StageResult:
+    from compiler.verify.latency import measure
+    from compiler.verify.ledger import error_ledger, tolerances
+    from compiler.verify.metric import evaluate, metric_of
+
+    cfg, vcfg, io = ctx.cfg, ctx.cfg.verify, ctx.io
+    x_test, y_test = _samples(cfg, io)
+    backend = ctx.results["build"]["backend"]
+    runners, names, boundaries = _runners(ctx, backend)
+    max_batch = io.batch_range(0)[2]
+    feeds = _feeds(cfg, io, x_test, max_batch, [0] if backend == "tensorrt" else None)
+    atol, rtol = tolerances(io, vcfg.atol, vcfg.rtol)
+    rows = error_ledger(runners, feeds, boundaries, atol, rtol)
     by_runner = {r.name: n for r, n in zip(runners, names)}  # Polygraphy suffixes runner names
     for row in rows:
         row["reference"], row["candidate"] = by_runner[row["reference"]], by_runner[row["candidate"]]
@@ -108,68 +123,68 @@ def run(ctx: StageContext) -> StageResult:
     for row in rows:  # from int8/fp16 on, outputs drift by design: judged by the accuracy budget, not atol
         row["gated"] = reduced is None or names.index(row["candidate"]) < names.index(reduced)
     accuracy, latency = {}, {}
+    metric = metric_of(cfg, io)
+    eval_batch = io.fixed_batch or min(256, max_batch)
     measured = [("framework", runners[0]), ("engine", runners[-1])]
     if reduced and y_test is not None:
         with runners[names.index("model.clean.onnx")] as clean:
-            accuracy["fp32"] = _top1(clean, spec.input.name, spec.output.name, x_test, y_test)
+            accuracy["fp32"] = evaluate(_infer(clean), x_test, y_test, metric, eval_batch)
+    batches = io.latency_batches(vcfg.latency.batch_sizes)
+    latency_feeds = _latency_feeds(io, x_test, batches, cfg.seed)
     for key, runner in measured:
         with runner:
             if y_test is not None:
-                accuracy[key] = _top1(runner, spec.input.name, spec.output.name, x_test, y_test, min(256, max_batch))
-            latency[key] = measure(runner, spec.input.name, x_test,
-                                   [b for b in vcfg.latency.batch_sizes if b <= max_batch],
-                                   vcfg.latency.iterations, vcfg.latency.warmup, vcfg.latency.max_seconds)
+                accuracy[key] = evaluate(_infer(runner), x_test, y_test, metric, eval_batch)
+            latency[key] = measure(runner, latency_feeds, vcfg.latency.iterations, vcfg.latency.warmup,
+                                   vcfg.latency.max_seconds)
     if backend == "tensorrt":
-        rows += _profile_shape_checks(cfg, ctx.inputs["surgery"], ctx.inputs["build"])
-    end_to_end = next(r for r in rows if r["reference"] == names[0] and r["candidate"] == "engine")
-    gates = _gates(vcfg, rows, accuracy)
+        rows += _profile_shape_checks(cfg, io, ctx.inputs["surgery"], ctx.inputs["build"], atol, rtol)
+    end_to_end = [r for r in rows if r["reference"] == names[0] and r["candidate"] == "engine"]
+    gates = _gates(vcfg, rows, accuracy, y_test is not None)
     info = {"ledger": rows, "accuracy": accuracy, "latency_ms": latency, "gates": gates, "reference": names[0],
-            "max_abs_error": {"engine": end_to_end["max_abs_error"]},
-            "max_rel_error": {"engine": end_to_end["max_rel_error"]},
+            "max_abs_error": {"engine": max(r["max_abs_error"] for r in end_to_end)},
+            "max_rel_error": {"engine": max(r["max_rel_error"] for r in end_to_end)},
             "passed": all(g["passed"] for g in gates), "backend": backend,
-            "ledger_inputs": {"feeds": ["test split" if y_test is not None else "random", "random"],
-                              "samples_per_feed": int(len(real))}}
+            "ledger_inputs": {"feeds": [label for label, _ in feeds],
+                              "shapes": {label: {k: list(v.shape) for k, v in feed.items()} for label, feed in feeds}},
+            "metric": "top-1 of " + (cfg.model.label_output or io.output_names[0]) if cfg.verify.metric is None
+            else str(cfg.verify.metric.get("_target_"))}
     (ctx.work_dir / "verify.json").write_text(json.dumps(info, indent=2))
     return StageResult("verify.json", info)
 
 
-def _engine_max_batch(cfg, backend: str) -> int:
-    """TensorRT engines accept batches up to their first profile's max; onnxruntime any."""
-    if backend != "tensorrt":
-        return 1 << 30
-    from compiler.backends.tensorrt_plan import derived_profiles
-
-    return derived_profiles(cfg)[0][cfg.model.input.name][2][0]
+def _infer(runner):
+    return lambda feed: runner.infer(feed, check_inputs=False)
 
 
-def _profile_shape_checks(cfg, clean_onnx, engine) -> list[dict]:
-    """Run the engine at the min, opt and max shapes of every profile against the cleaned ONNX model."""
+def _profile_shape_checks(cfg, io, clean_onnx, engine, atol, rtol) -> list[dict]:
+    """TensorRT: run the engine at the min, opt and max shapes of every further profile against the cleaned model."""
     import numpy as np
 
     from compiler.backends.tensorrt import runner as trt_runner
-    from compiler.backends.tensorrt_plan import derived_profiles
     from compiler.verify.ledger import error_ledger
     from compiler.verify.runners import onnx_runner
 
     rows = []
     rng = np.random.default_rng(cfg.seed)
-    for index, profile in enumerate(derived_profiles(cfg)):
-        for which, position in (("min", 0), ("opt", 1), ("max", 2)):
-            feed = {name: rng.standard_normal(shapes[position]).astype(np.float32) for name, shapes in profile.items()}
-            runners = [onnx_runner("model.clean.onnx", clean_onnx, cfg.engine), trt_runner(engine, index)]
-            found, _ = error_ledger(runners, [feed], [(0, 1)], cfg.verify.atol, cfg.verify.rtol)
-            for row in found:
-                row.update(reference="model.clean.onnx", candidate=f"engine[profile {index} {which}]")
-            rows += found
+    for index in range(1, len(io.profiles)):
+        feeds = [(label, io.random_feed(rng, shapes)) for label, shapes in io.check_shapes([index])]
+        runners = [onnx_runner("model.clean.onnx", clean_onnx, cfg.engine), trt_runner(engine, index)]
+        for row in error_ledger(runners, feeds, [(0, 1)], atol, rtol):
+            row.update(reference="model.clean.onnx", candidate=f"engine[profile {index}]")
+            rows.append(row)
     return rows
 
 
-def _gates(vcfg, rows: list[dict], accuracy: dict) -> list[dict]:
+def _gates(vcfg, rows: list[dict], accuracy: dict, labelled: bool) -> list[dict]:
     gates = [{"name": f"{r['reference']} -> {r['candidate']} [{r['output']}]", "passed": r["passed"],
-              "detail": f"max abs {r['max_abs_error']:.3g}, max rel {r['max_rel_error']:.3g} "
-                        f"(atol {vcfg.atol:g}, rtol {vcfg.rtol:g})"} for r in rows if r.get("gated", True)]
-    if not accuracy:
-        return gates  # no labelled data: the ledger is the whole check
+              "detail": f"max abs {r['max_abs_error']:.3g}, max rel {r['max_rel_error']:.3g} at {r['worst_feed']} "
+                        f"(atol {r['atol']:g}, rtol {r['rtol']:g}{', exact' if r['exact'] else ''})"}
+             for r in rows if r.get("gated", True)]
+    if not labelled:
+        gates.append({"name": "accuracy", "passed": True,
+                      "detail": "not checked: no labelled data (data.source=none); the ledger is the whole check"})
+        return gates
     reference = "fp32" if "fp32" in accuracy else "framework"  # int8: against the fp32 model
     drop = (accuracy[reference] - accuracy["engine"]) * 100
     gates.append({"name": f"accuracy drop vs {reference}", "passed": drop <= vcfg.max_accuracy_drop,

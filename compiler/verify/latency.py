@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
 
-def measure(runner: Any, input_name: str, samples: np.ndarray, batch_sizes: Sequence[int],
-            iterations: int, warmup: int, max_seconds: float = float("inf"), min_iterations: int = 10) -> dict[str, dict]:
-    """Wall-clock milliseconds per inference call: `iterations` calls, or fewer once `max_seconds` is spent."""
+def measure(runner: Any, feeds: Mapping[int, dict], iterations: int, warmup: int, max_seconds: float = float("inf"),
+            min_iterations: int = 10) -> dict[str, dict]:
+    """Wall-clock milliseconds per inference call, per batch size: `iterations` calls, or fewer once
+    `max_seconds` is spent."""
     result = {}
-    for batch in batch_sizes:
-        reps = -(-batch // len(samples))
-        feed = {input_name: np.ascontiguousarray(np.concatenate([samples] * reps)[:batch])}
+    for batch, feed in feeds.items():
         for _ in range(warmup):
             runner.infer(feed, check_inputs=False)
         times: list[float] = []

@@ -23,25 +23,45 @@ _polygraphy_array.is_torch = _is_torch_if_loaded
 G_LOGGER.module_severity = G_LOGGER.CRITICAL  # the ledger reports mismatches itself, gate by gate
 
 
-def error_ledger(runners: Sequence[Any], feeds: Sequence[dict], boundaries: Sequence[tuple[int, int]],
-                 atol: float, rtol: float) -> tuple[list[dict], dict]:
-    """Run every runner on the same feeds and compare the given (reference, candidate) pairs.
+def tolerances(io, atol: float, rtol: float) -> tuple[dict[str, float], dict[str, float]]:
+    """Per-output atol/rtol for Polygraphy ("" is the default): model.outputs overrides, else verify's."""
+    a = {"": atol, **{o.name: o.atol for o in io.outputs if o.atol is not None}}
+    r = {"": rtol, **{o.name: o.rtol for o in io.outputs if o.rtol is not None}}
+    return a, r
 
-    Returns one ledger row per boundary and output (max abs/rel error over all feeds, pass/fail
-    by Polygraphy's element-wise atol/rtol check), and the raw outputs by runner name.
+
+def error_ledger(runners: Sequence[Any], feeds: Sequence[tuple[str, dict]], boundaries: Sequence[tuple[int, int]],
+                 atol: dict[str, float], rtol: dict[str, float]) -> list[dict]:
+    """Run every runner on the same labelled feeds and compare the given (reference, candidate) pairs.
+
+    One row per boundary and output: max abs/rel error over all feeds, the feed where it was worst,
+    and pass/fail by Polygraphy's element-wise check with that output's tolerance. Integer and bool
+    outputs are compared exactly.
     """
-    results = Comparator.run(list(runners), data_loader=list(feeds), warm_up=0)
-    compare = CompareFunc.simple(atol=atol, rtol=rtol)
+    labels = [label for label, _ in feeds]
+    results = Comparator.run(list(runners), data_loader=[feed for _, feed in feeds], warm_up=0)
+    exact = set()
+    for _, iterations in results:
+        for it in iterations:
+            for name in list(it.keys()):
+                value = np.asarray(it[name])
+                if value.dtype.kind in "biu":
+                    exact.add(name)
+                    it[name] = value.astype(np.int64)  # bools cannot be subtracted
+    a = {**atol, **{n: 0.0 for n in exact}}
+    r = {**rtol, **{n: 0.0 for n in exact}}
+    compare = CompareFunc.simple(atol=a, rtol=r)
     accuracy = Comparator.compare_accuracy(results, comparisons=list(boundaries), compare_func=compare)[0]
     rows = []
     for (ref, cand), iterations in accuracy.items():
         for name in iterations[0]:
             per_iter = [it[name] for it in iterations]
+            worst = int(np.argmax([float(x.max_absdiff) for x in per_iter]))
             rows.append({
                 "reference": ref, "candidate": cand, "output": name,
-                "max_abs_error": float(max(r.max_absdiff for r in per_iter)),
-                "max_rel_error": float(max(r.max_reldiff for r in per_iter)),
-                "passed": all(bool(r) for r in per_iter),
+                "max_abs_error": float(max(x.max_absdiff for x in per_iter)),
+                "max_rel_error": float(max(x.max_reldiff for x in per_iter)),
+                "passed": all(bool(x) for x in per_iter), "worst_feed": labels[worst], "feeds": len(per_iter),
+                "atol": a.get(name, a[""]), "rtol": r.get(name, r[""]), "exact": name in exact,
             })
-    outputs = {name: [np.asarray(it[o]) for it in iters for o in it.keys()] for name, iters in results.items()}
-    return rows, outputs
+    return rows

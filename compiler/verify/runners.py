@@ -11,7 +11,7 @@ import numpy as np
 from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 
-Predict = Callable[[np.ndarray], np.ndarray]
+Predict = Callable[[dict], dict]
 
 
 class CallableRunner(BaseRunner):
@@ -21,11 +21,12 @@ class CallableRunner(BaseRunner):
     so the framework reference gets this thin adapter around a predict function.
     """
 
-    def __init__(self, name: str, predict: Predict, input_name: str, output_name: str, sample_shape, dtype=np.float32):
+    def __init__(self, name: str, predict: Predict, io: Any):
         super().__init__(name=name, prefix="framework-runner")
         self._predict = predict
-        self._input_name, self._output_name = input_name, output_name
-        self._metadata = TensorMetadata().add(input_name, dtype, ["batch", *sample_shape])
+        self._metadata = TensorMetadata()
+        for t in io.inputs:
+            self._metadata.add(t.name, np.dtype(t.dtype if t.dtype != "bfloat16" else "float32"), list(t.shape))
 
     def activate_impl(self) -> None:
         pass
@@ -35,25 +36,25 @@ class CallableRunner(BaseRunner):
 
     def infer_impl(self, feed_dict: dict) -> OrderedDict:
         start = time.perf_counter()
-        out = self._predict(feed_dict[self._input_name])
+        out = self._predict(feed_dict)
         self.inference_time = time.perf_counter() - start
-        return OrderedDict([(self._output_name, np.asarray(out))])
+        return OrderedDict((k, np.asarray(v)) for k, v in out.items())
 
     def deactivate_impl(self) -> None:
         pass
 
 
-def framework_predictor(cfg: Any, artifact: Path) -> Predict:
-    """The trained framework model as a numpy -> numpy function (inference mode)."""
+def framework_predictor(cfg: Any, io: Any, artifact: Path) -> Predict:
+    """The trained framework model as a feed dict -> outputs dict function (inference mode)."""
     if cfg.framework.value == "torch":
         from compiler.stages import train_torch
 
-        module = train_torch.load_trained(cfg, artifact)
-        return lambda x: train_torch.predict(module, x)
+        module = train_torch.load_trained(cfg, io, artifact)
+        return lambda feed: train_torch.predict(module, feed)
     from compiler.stages import train_keras
 
     keras_model = train_keras.load_trained(artifact)
-    return lambda x: train_keras.predict(keras_model, x, cfg)
+    return lambda feed: train_keras.predict(keras_model, feed, io)
 
 
 def onnx_runner(name: str, path: Path, engine_cfg: Any) -> BaseRunner:

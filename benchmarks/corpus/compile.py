@@ -1,0 +1,145 @@
+"""Compiles every file of the foreign-model corpus through `recipe=onnx_file`, and compares the cleaned
+graphs with onnxsim and onnxslim.
+
+    python benchmarks/corpus/build.py /tmp/corpus [--torchvision-python ...]   # first
+    python benchmarks/corpus/compile.py /tmp/corpus [--jobs 2] [--only bert]
+
+For each file: does plain onnxruntime load it; the compiler's exit code, time and (when it fails) its
+one-line reason; node counts of the raw file, model.clean.onnx, onnxsim and onnxslim; and the largest
+output difference between model.clean.onnx and the original (the ledger's model.onnx -> model.clean.onnx
+rows, at the min/opt/max shapes). Needs the `peers` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+PEERS = r"""
+import io, json, sys, contextlib, warnings
+warnings.filterwarnings("ignore")
+import onnx
+path, result = sys.argv[1], {}
+for tool in ("onnxsim", "onnxslim"):
+    try:
+        model = onnx.load(path)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            if tool == "onnxsim":
+                import onnxsim
+                out, ok = onnxsim.simplify(model)
+                if not ok:
+                    raise RuntimeError("check failed")
+            else:
+                import onnxslim
+                out = onnxslim.slim(model)
+        result[tool] = len(out.graph.node)
+    except BaseException as exc:
+        result[tool] = "failed: " + type(exc).__name__
+print(json.dumps(result))
+"""
+
+
+def ort_loads(path: Path) -> bool:
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return True
+    except Exception:
+        return False
+
+
+def compile_one(path: Path, work: Path) -> dict:
+    run_dir = work / path.stem
+    env = {**os.environ, "COMPILER_CACHE_DIR": str(work / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cmd = [sys.executable, "-m", "compiler", "recipe=onnx_file", f"model.path={path}", f"hydra.run.dir={run_dir}",
+           "verify.latency.iterations=5", "verify.latency.warmup=1", "verify.latency.batch_sizes=[1]"]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
+    row = {"code": proc.returncode, "seconds": time.perf_counter() - start,
+           "traceback": "Traceback" in proc.stdout + proc.stderr}
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("compiler: ") and "note:" not in line]
+    row["reason"] = errors[0].removeprefix("compiler: ")[:160] if proc.returncode else ""
+    if proc.returncode in (1, 2) and "the recipe is invalid" in row["reason"]:
+        detail = [line.strip() for line in proc.stderr.splitlines() if line.strip().startswith("- ")]
+        row["reason"] = (detail[0][2:] if detail else row["reason"])[:160]
+    report = run_dir / "report.json"
+    if report.is_file():
+        r = json.loads(report.read_text())
+        row["raw_nodes"] = r["metrics"]["onnx_nodes"]["export"]
+        row["clean_nodes"] = r["metrics"]["onnx_nodes"]["clean"]
+        cleaned = [x["max_abs_error"] for x in r["ledger"] if x["candidate"] == "model.clean.onnx"]
+        row["clean_diff"] = max(cleaned) if cleaned else None
+        if proc.returncode == 3:
+            failed = [g for g in r["gates"] if not g["passed"]]
+            row["reason"] = f"gate {failed[0]['name']}: {failed[0]['detail']}" if failed else row["reason"]
+    return row
+
+
+def peers(path: Path) -> dict:
+    try:
+        proc = subprocess.run([sys.executable, "-c", PEERS, str(path)], capture_output=True, text=True, timeout=600)
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except Exception as exc:
+        return {"onnxsim": f"failed: {type(exc).__name__}", "onnxslim": f"failed: {type(exc).__name__}"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("corpus", type=Path)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--only")
+    parser.add_argument("--no-peers", action="store_true")
+    args = parser.parse_args()
+    entries = [e for e in json.loads((args.corpus / "manifest.json").read_text()) if "error" not in e]
+    if args.only:
+        entries = [e for e in entries if args.only in e["file"]]
+    work = Path(tempfile.mkdtemp(prefix="corpus-"))
+
+    def one(entry: dict) -> dict:
+        path = args.corpus / entry["file"]
+        row = {**entry, "loads": ort_loads(path), **compile_one(path, work)}
+        if not args.no_peers and row["loads"]:
+            row.update(peers(path))
+        print(json.dumps(row), flush=True)
+        return row
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(one, entries))
+    (work / "rows.json").write_text(json.dumps(rows, indent=2))
+    print(f"\n| file | source | ORT loads | exit | s | raw nodes | clean | onnxsim | onnxslim | clean ≤ min(peers) | "
+          "clean vs raw max abs | reason |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        counts = [r.get(t) for t in ("onnxsim", "onnxslim")]
+        both = all(isinstance(c, int) for c in counts)
+        leq = ("yes" if r.get("clean_nodes") is not None and r["clean_nodes"] <= min(counts) else "NO") if both else "-"
+        diff = f"{r['clean_diff']:.1e}" if r.get("clean_diff") is not None else "-"
+        print(f"| {r['file']} | {r['source']} | {'yes' if r['loads'] else 'no'} | {r['code']} | {r['seconds']:.0f} | "
+              f"{r.get('raw_nodes', '-')} | {r.get('clean_nodes', '-')} | {r.get('onnxsim', '-')} | "
+              f"{r.get('onnxslim', '-')} | {leq} | {diff} | {r['reason'] or ''} |")
+    loads = [r for r in rows if r["loads"]]
+    ok = [r for r in loads if r["code"] == 0]
+    three = [r for r in loads if r["code"] == 3]
+    refused = [r for r in rows if not r["loads"]]
+    clean_refusals = [r for r in refused if r["code"] in (1, 2) and not r["traceback"]]
+    compared = [r for r in rows if all(isinstance(r.get(t), int) for t in ("onnxsim", "onnxslim"))]
+    leq = [r for r in compared if r.get("clean_nodes") is not None and r["clean_nodes"] <= min(r["onnxsim"], r["onnxslim"])]
+    close = [r for r in compared if r.get("clean_diff") is not None and r["clean_diff"] <= 1e-5]
+    print(f"\n{len(rows)} files from {len({r['source'].split(' (')[0] for r in rows})} sources. onnxruntime loads "
+          f"{len(loads)}: exit 0 {len(ok)}, exit 3 {len(three)}, other {len(loads) - len(ok) - len(three)}. "
+          f"It cannot load {len(refused)}: {len(clean_refusals)} exit 1/2 with a one-line reason and no traceback. "
+          f"Tracebacks anywhere: {sum(r['traceback'] for r in rows)}.")
+    print(f"Both peers processed {len(compared)}: clean ≤ min(onnxsim, onnxslim) on {len(leq)}, "
+          f"clean within 1e-5 of the original on {len(close)}.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,328 @@
+"""The resolved IO spec: every input and output, the named dims and the optimization profiles.
+
+Lint checks `model.inputs/outputs/dims/profiles` (`io_problems`) and, for ONNX recipes, fills them
+from the file (`onnx_io`); after that `IOSpec.from_cfg` is a pure, cheap read that every stage uses.
+Export dynamic axes, TensorRT profiles, verification and latency shapes, random and calibration
+inputs, and the NCHW/NHWC layout all derive from here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+
+from compiler.errors import Problem
+
+if TYPE_CHECKING:
+    import numpy as np
+
+INT_DTYPES = ("int64", "int32", "int8", "uint8", "bool")
+FLOAT_DTYPES = ("float32", "float16", "bfloat16")
+POSITIONS = ("min", "opt", "max")
+Range = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One input as the engine sees it: `shape` is in the engine's layout, batch included."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+    range: tuple[float, float] | None = None
+    channels_last: bool = False   # the engine takes NHWC; data and the recipe's shape are NCHW
+
+    @property
+    def is_int(self) -> bool:
+        return self.dtype in INT_DTYPES
+
+    def data_shape(self, engine_shape: Sequence[int]) -> tuple[int, ...]:
+        """An engine-layout shape in the recipe's (channels-first) layout, where data is made."""
+        s = tuple(engine_shape)
+        return (s[0], s[3], s[1], s[2]) if self.channels_last and len(s) == 4 else s
+
+    def to_engine(self, x: "np.ndarray") -> "np.ndarray":
+        """Samples in the recipe's channels-first layout -> this input's engine layout."""
+        import numpy as np
+
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if self.channels_last and x.ndim == 4 else x
+
+
+@dataclass(frozen=True)
+class Output:
+    name: str
+    atol: float | None = None
+    rtol: float | None = None
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Output, ...]
+    # one dict per profile: dim name -> (min, opt, max); explicit per-input shapes override per profile
+    profiles: tuple[dict[str, Range], ...] = ({},)
+    explicit: tuple[dict[str, tuple[list[int], list[int], list[int]]], ...] = ({},)
+
+    # --- construction ----------------------------------------------------------------------
+
+    @classmethod
+    def from_cfg(cls, cfg: Any) -> "IOSpec":
+        """The spec of a linted (and, for ONNX recipes, filled-in) recipe."""
+        model = cfg.model
+        nhwc = cfg.framework.value == "tensorflow" and cfg.export.input_layout.value == "nhwc"
+        inputs = []
+        for spec in model.inputs:
+            shape = tuple(_dim(d) for d in spec.shape)
+            channels_last = nhwc and len(shape) == 4
+            if channels_last:
+                shape = (shape[0], shape[2], shape[3], shape[1])
+            dtype = spec.dtype.value if spec.dtype is not None else "float32"
+            value_range = tuple(spec.range) if spec.range is not None else ((0, 2) if dtype == "bool" else None)
+            inputs.append(Tensor(spec.name, dtype, shape, value_range, channels_last))
+        outputs = tuple(Output(o.name, o.atol, o.rtol) for o in model.outputs)
+        profiles, explicit = _profiles(_plain(model.dims), _plain(model.profiles))
+        return cls(tuple(inputs), outputs, profiles, explicit)
+
+    @classmethod
+    def single(cls, sample_shape: Sequence[int], name: str = "input", output: str = "logits") -> "IOSpec":
+        """One float32 input [batch, *sample_shape] and one output: the shape of a layer-list model."""
+        return cls((Tensor(name, "float32", ("batch", *sample_shape)),), (Output(output),), ({"batch": (1, 32, 64)},))
+
+    # --- names and dims -----------------------------------------------------------------------
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.outputs]
+
+    def input(self, name: str) -> Tensor:
+        return next(t for t in self.inputs if t.name == name)
+
+    @property
+    def batch_dim(self) -> str | None:
+        """The dim every input starts with, when they share a named one: what latency batch sizes vary."""
+        firsts = {t.shape[0] for t in self.inputs if t.shape}
+        return firsts.pop() if len(firsts) == 1 and isinstance(next(iter(firsts)), str) else None
+
+    @property
+    def fixed_batch(self) -> int | None:
+        firsts = {t.shape[0] for t in self.inputs if t.shape}
+        return firsts.pop() if len(firsts) == 1 and isinstance(next(iter(firsts)), int) else None
+
+    def batch_range(self, profile: int = 0) -> Range:
+        if self.batch_dim:
+            return self.profiles[profile][self.batch_dim]
+        b = self.fixed_batch or 1
+        return (b, b, b)
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """{input: {axis: dim name}} for TorchScript export (outputs get the batch dim when there is one)."""
+        axes = {t.name: {i: d for i, d in enumerate(t.shape) if isinstance(d, str)} for t in self.inputs}
+        axes = {k: v for k, v in axes.items() if v}
+        if self.batch_dim:
+            axes.update({o.name: {0: self.batch_dim} for o in self.outputs})
+        return axes
+
+    # --- shapes -------------------------------------------------------------------------------
+
+    def shapes(self, profile: int = 0, position: str = "opt", batch: int | None = None) -> dict[str, tuple[int, ...]]:
+        """Every input's concrete shape at a profile's min/opt/max (batch dim optionally set)."""
+        index = POSITIONS.index(position)
+        result = {}
+        for t in self.inputs:
+            if t.name in self.explicit[profile]:
+                shape = list(self.explicit[profile][t.name][index])
+            else:
+                shape = [d if isinstance(d, int) else self.profiles[profile][d][index] for d in t.shape]
+            if batch is not None and self.batch_dim and shape and t.shape[0] == self.batch_dim:
+                shape[0] = batch
+            result[t.name] = tuple(shape)
+        return result
+
+    def engine_profiles(self) -> list[dict[str, tuple[list[int], list[int], list[int]]]]:
+        """TensorRT optimization profiles: per input, (min, opt, max) full shapes."""
+        result = []
+        for i in range(len(self.profiles)):
+            per = [self.shapes(i, p) for p in POSITIONS]
+            result.append({t.name: tuple(list(s[t.name]) for s in per) for t in self.inputs})
+        return result
+
+    def check_shapes(self, profiles: Sequence[int] | None = None) -> Iterator[tuple[str, dict[str, tuple[int, ...]]]]:
+        """(label, shapes) at the min, opt and max of every profile, each distinct shape once: the verification
+        shapes. Positions that coincide share a label ("min=opt=max" for a fixed shape)."""
+        groups: dict[tuple, list[str]] = {}
+        for i in (range(len(self.profiles)) if profiles is None else profiles):
+            for position in POSITIONS:
+                shapes = self.shapes(i, position)
+                prefix = f"profile {i} " if len(self.profiles) > 1 else ""
+                labels = groups.setdefault(tuple(sorted(shapes.items())), [])
+                labels.append(position if labels and labels[0].startswith(prefix) else prefix + position)
+        for key, labels in groups.items():
+            yield "=".join(labels), dict(key)
+
+    def latency_batches(self, wanted: Sequence[int]) -> list[int]:
+        """The recipe's latency batch sizes within the engine's batch range (a fixed batch: its own)."""
+        low, _, high = self.batch_range()
+        if not self.batch_dim:
+            return [low]
+        chosen = sorted({min(max(b, low), high) for b in wanted})
+        return chosen or [low]
+
+    # --- data -------------------------------------------------------------------------------
+
+    def random_feed(self, rng: "np.random.Generator", shapes: Mapping[str, Sequence[int]]) -> dict[str, "np.ndarray"]:
+        """Valid random inputs: integers within each input's range, floats standard normal (or in range)."""
+        return {t.name: random_array(rng, t, shapes[t.name]) for t in self.inputs}
+
+    def to_engine(self, samples: Mapping[str, "np.ndarray"]) -> dict[str, "np.ndarray"]:
+        return {t.name: t.to_engine(samples[t.name]) for t in self.inputs}
+
+
+def random_array(rng: "np.random.Generator", t: Tensor, shape: Sequence[int]) -> "np.ndarray":
+    import numpy as np
+
+    dtype = np.dtype(t.dtype) if t.dtype != "bfloat16" else np.dtype("float32")
+    if t.is_int:
+        low, high = t.range or (0, 2)
+        return rng.integers(int(low), int(high), size=tuple(shape)).astype(dtype)
+    if t.range is not None:
+        return rng.uniform(t.range[0], t.range[1], size=tuple(shape)).astype(dtype)
+    return rng.standard_normal(tuple(shape)).astype(dtype)
+
+
+def slice_batch(feed: Mapping[str, "np.ndarray"], start: int, stop: int) -> dict[str, "np.ndarray"]:
+    import numpy as np
+
+    return {k: np.ascontiguousarray(v[start:stop]) for k, v in feed.items()}
+
+
+def batch_size(feed: Mapping[str, "np.ndarray"]) -> int:
+    return len(next(iter(feed.values()))) if feed else 0
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+def _dim(d: Any) -> int | str:
+    text = str(d)
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def _plain(node: Any) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def _profiles(dims: Mapping[str, Any], profiles: Sequence[Mapping[str, Any]]):
+    base = {name: tuple(int(v) for v in r) for name, r in dims.items()}
+    if not profiles:
+        return (base,), ({},)
+    ranges, explicit = [], []
+    for p in profiles:
+        ranges.append({**base, **{k: tuple(int(v) for v in r) for k, r in p.items() if not isinstance(r, Mapping)}})
+        explicit.append({k: tuple(list(r[pos]) for pos in POSITIONS) for k, r in p.items() if isinstance(r, Mapping)})
+    return tuple(ranges), tuple(explicit)
+
+
+# --- lint ----------------------------------------------------------------------------------
+
+@dataclass
+class _Checker:
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, path: str, message: str, value: Any = None, allowed: str = "", fix: str = "") -> None:
+        self.problems.append(Problem(path, message, value, allowed, fix))
+
+
+def io_problems(cfg: Any, from_file: bool = False) -> list[Problem]:
+    """Every cross-reference of the IO spec: dim names, ranges, profiles, dtypes, output names."""
+    c = _Checker()
+    model = cfg.model
+    dims = _plain(model.dims) or {}
+    for name, r in dims.items():
+        _check_range(c, f"model.dims.{name}", r)
+    names = [i.name for i in model.inputs]
+    if not model.inputs and not from_file:
+        c.add("model.inputs", "a trained model needs at least one input",
+              fix="e.g. model.inputs=[{name: input, shape: [batch, 1, 28, 28]}]")
+    if not model.outputs and not from_file:
+        c.add("model.outputs", "list the model's outputs", fix="e.g. model.outputs=[{name: logits}]")
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        c.add("model.inputs", "input names must be unique", dup)
+    out_names = [o.name for o in model.outputs]
+    for dup in sorted({n for n in out_names if out_names.count(n) > 1}):
+        c.add("model.outputs", "output names must be unique", dup)
+    used: set[str] = set()
+    for i, spec in enumerate(model.inputs):
+        base = f"model.inputs[{i}]"
+        if spec.shape is None:
+            if not from_file:
+                c.add(f"{base}.shape", "missing required value", fix="e.g. shape: [batch, 3, 224, 224]")
+            continue
+        for axis, d in enumerate(spec.shape):
+            d = _dim(d)
+            if isinstance(d, int):
+                if d < 1:
+                    c.add(f"{base}.shape[{axis}]", "a fixed size must be positive", d)
+            elif d not in dims:
+                c.add(f"{base}.shape[{axis}]", "unknown dim name", d, ", ".join(sorted(dims)) or "none declared",
+                      fix=f"declare it under model.dims (command line: ++model.dims.{d}=[min,opt,max])")
+            else:
+                used.add(d)
+        dtype = spec.dtype.value if spec.dtype is not None else "float32"
+        if dtype in INT_DTYPES and dtype != "bool" and spec.range is None:
+            c.add(f"{base}.range", f"integer input '{spec.name}' needs a value range", None, "[low, high)",
+                  fix=f"e.g. model.inputs[{i}].range=[0, 1000] (token ids below the vocabulary size)")
+        if spec.range is not None:
+            r = list(spec.range)
+            if len(r) != 2 or not r[0] < r[1]:
+                c.add(f"{base}.range", "needs [low, high) with low < high", r)
+    _check_profiles(c, model, dims, names)
+    return c.problems
+
+
+def _check_range(c: _Checker, path: str, r: Any) -> None:
+    if not isinstance(r, (list, tuple)) or len(r) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) for v in r):
+        c.add(path, "needs [min, opt, max] integers", r)
+    elif not 1 <= r[0] <= r[1] <= r[2]:
+        c.add(path, "needs 1 <= min <= opt <= max", list(r))
+
+
+def _check_profiles(c: _Checker, model: Any, dims: Mapping[str, Any], names: list[str]) -> None:
+    by_name = {i.name: i for i in model.inputs}
+    for p_index, profile in enumerate(_plain(model.profiles)):
+        base = f"model.profiles[{p_index}]"
+        if not isinstance(profile, Mapping):
+            c.add(base, "a profile maps dim names to [min, opt, max] or input names to {min, opt, max}", profile)
+            continue
+        for key, value in profile.items():
+            path = f"{base}.{key}"
+            if isinstance(value, Mapping):
+                if key not in by_name:
+                    c.add(path, "a profile for a missing input", key, ", ".join(names) or "no inputs")
+                    continue
+                _check_explicit(c, path, value, by_name[key].shape)
+            elif key in dims:
+                _check_range(c, path, value)
+            else:
+                c.add(path, "unknown dim name", key, ", ".join(sorted(dims)),
+                      fix="name a dim of model.dims, or give an input's {min, opt, max} shapes")
+
+
+def _check_explicit(c: _Checker, path: str, value: Mapping[str, Any], shape: Any) -> None:
+    missing = [k for k in POSITIONS if k not in value]
+    if missing:
+        c.add(path, f"missing {', '.join(missing)}", fix="give min, opt and max shapes")
+        return
+    mn, op, mx = (list(value[k]) for k in POSITIONS)
+    rank = len(shape) if shape is not None else len(mn)
+    if not len(mn) == len(op) == len(mx) == rank:
+        c.add(path, f"shapes need {rank} dims (batch first)", {"min": mn, "opt": op, "max": mx})
+    elif not all(1 <= a <= o <= z for a, o, z in zip(mn, op, mx)):
+        c.add(path, "needs 1 <= min <= opt <= max in every dimension", {"min": mn, "opt": op, "max": mx})
+    elif shape is not None and any(isinstance(_dim(d), int) and not a == o == z == _dim(d)
+                                   for d, a, o, z in zip(shape, mn, op, mx)):
+        c.add(path, f"a fixed dimension cannot vary; the input's shape is {list(shape)}", {"min": mn, "opt": op, "max": mx})

@@ -1,0 +1,43 @@
+"""The task metric: which output labels score, and how (top-1 by default, or an allow-listed hook).
+
+Training loss, the quantize stage's accuracy budget and verification all read it from here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from compiler.iospec import IOSpec, batch_size, slice_batch
+
+Metric = Callable[[Mapping[str, np.ndarray], np.ndarray], float]
+Infer = Callable[[dict], Mapping[str, Any]]
+
+
+def label_output(cfg: Any, io: IOSpec) -> str:
+    return cfg.model.label_output or io.output_names[0]
+
+
+def top1(output: str) -> Metric:
+    def metric(outputs: Mapping[str, np.ndarray], labels: np.ndarray) -> float:
+        return float((np.asarray(outputs[output]).argmax(1) == labels).mean()) if len(labels) else 0.0
+    return metric
+
+
+def metric_of(cfg: Any, io: IOSpec) -> Metric:
+    """`verify.metric` (a `_target_` called with its kwargs, returning fn(outputs, labels) -> float), else top-1."""
+    if cfg.verify.metric is None:
+        return top1(label_output(cfg, io))
+    from compiler.model.factory import instantiate_factory
+
+    return instantiate_factory(cfg.verify.metric, "verify.metric")
+
+
+def evaluate(infer: Infer, x: Mapping[str, np.ndarray], labels: np.ndarray, metric: Metric, batch: int = 256) -> float:
+    """The metric over `x`, run in batches of at most `batch` through `infer` (a feed dict -> outputs by name)."""
+    pieces: dict[str, list] = {}
+    for start in range(0, batch_size(x), batch):
+        for name, value in infer(slice_batch(x, start, start + batch)).items():
+            pieces.setdefault(name, []).append(np.asarray(value))
+    return metric({k: np.concatenate(v) for k, v in pieces.items()}, labels)
