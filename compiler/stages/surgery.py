@@ -14,7 +14,7 @@ from compiler.stages import StageContext, StageResult
 DEFAULT_PASSES = ["fold_constants", "fold_shape_computations", "fold_constants", "eliminate_noops",
                   "simplify_reshape", "fold_transpose_into_gemm", "merge_transposes_reshapes", "fuse_batchnorm",
                   "fold_mul_add", "fuse_pad_into_conv", "eliminate_noops", "fold_constants", "dedup_constants",
-                  "cleanup", "toposort"]
+                  "merge_duplicate_nodes", "cleanup", "toposort"]
 
 
 @dataclass
