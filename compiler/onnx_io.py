@@ -118,6 +118,10 @@ def _fill(cfg: DictConfig, model: Any) -> tuple[list[Problem], list[str]]:
         inputs.append(entry)
     if problems:
         return problems, []
+    for value in model.graph.output:
+        if not value.type.HasField("tensor_type"):
+            notes.append(f"output '{value.name}' is a {value.type.WhichOneof('value').removesuffix('_type')}, not a "
+                         "tensor: the engine keeps it, the ledger does not compare it")
     from compiler.model import DType, InputSpec, OutputSpec
 
     cfg.model.inputs = [InputSpec(e["name"], e["shape"], DType(e["dtype"]), e["range"]) for e in inputs]

@@ -80,6 +80,10 @@ CASES = {
         lambda: _model([helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Neg", ["x"], ["dead"])],
                        [_x(["N", 4])], [_x(None, "y")], [_init("unused", np.ones(3, np.float32))]),
         {}, ["Relu"]),
+    "merge_duplicate_nodes": (
+        lambda: _model([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Relu", ["x"], ["b"]),
+                        helper.make_node("Add", ["a", "b"], ["y"])], [_x(["N", 4])], [_x(None, "y")]),
+        {}, ["Relu", "Add"]),
     "toposort": (
         lambda: _model([helper.make_node("Neg", ["r"], ["y"]), helper.make_node("Relu", ["x"], ["r"])],
                        [_x(["N", 4])], [_x(["N", 4], "y")]),
@@ -297,6 +301,17 @@ def test_passes_leave_what_they_must_not_touch():
 def test_bad_pass_entries_name_the_list_index(entry, words):
     _, problems = parse_pass_list(["cleanup", entry])
     assert problems and problems[0].path.startswith("surgery.passes[1]") and words in str(problems[0])
+
+
+def test_cleanup_keeps_the_model_interface_unless_asked():
+    def model():
+        return _model([helper.make_node("Relu", ["x"], ["y"])], [_x(["N", 4]), _x(["N", 2], "unused")],
+                      [_x(None, "y")])
+
+    kept, _ = _apply(model(), "cleanup")
+    assert [i.name for i in kept.graph.input] == ["x", "unused"]
+    dropped, _ = _apply(model(), {"cleanup": {"remove_unused_inputs": True}})
+    assert [i.name for i in dropped.graph.input] == ["x"]
 
 
 def custom_pass(model, suffix="_x"):

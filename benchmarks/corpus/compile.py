@@ -66,7 +66,9 @@ def compile_one(path: Path, work: Path) -> dict:
     row = {"code": proc.returncode, "seconds": time.perf_counter() - start,
            "traceback": "Traceback" in proc.stdout + proc.stderr}
     errors = [line for line in proc.stderr.splitlines() if line.startswith("compiler: ") and "note:" not in line]
-    row["reason"] = errors[0].removeprefix("compiler: ")[:160] if proc.returncode else ""
+    last = [line for line in proc.stderr.splitlines() if line.strip()][-1:] or [f"exit {proc.returncode}, no message"]
+    row["reason"] = (errors[0].removeprefix("compiler: ") if errors else last[0])[:160] if proc.returncode else ""
+    row["message_lines"] = len(errors)
     if proc.returncode in (1, 2) and "the recipe is invalid" in row["reason"]:
         detail = [line.strip() for line in proc.stderr.splitlines() if line.strip().startswith("- ")]
         row["reason"] = (detail[0][2:] if detail else row["reason"])[:160]
@@ -97,23 +99,31 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--only")
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--fresh", action="store_true", help="recompile files already in CORPUS/results.jsonl")
     args = parser.parse_args()
     entries = [e for e in json.loads((args.corpus / "manifest.json").read_text()) if "error" not in e]
     if args.only:
         entries = [e for e in entries if args.only in e["file"]]
     work = Path(tempfile.mkdtemp(prefix="corpus-"))
+    results = args.corpus / "results.jsonl"
+    if args.fresh and results.exists():
+        results.unlink()
+    done = {json.loads(line)["file"]: json.loads(line) for line in results.open()} if results.exists() else {}
 
     def one(entry: dict) -> dict:
+        if entry["file"] in done:
+            return done[entry["file"]]
         path = args.corpus / entry["file"]
         row = {**entry, "loads": ort_loads(path), **compile_one(path, work)}
         if not args.no_peers and row["loads"]:
             row.update(peers(path))
+        with results.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)
         return row
 
     with ThreadPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(one, entries))
-    (work / "rows.json").write_text(json.dumps(rows, indent=2))
     print(f"\n| file | source | ORT loads | exit | s | raw nodes | clean | onnxsim | onnxslim | clean ≤ min(peers) | "
           "clean vs raw max abs | reason |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")

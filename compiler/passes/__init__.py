@@ -34,12 +34,14 @@ def _info(pass_name: str, summary: str, **args: Any) -> PassInfo:
 REGISTRY: dict[str, PassInfo] = {p.name: p for p in [
     _info("fold_constants", "evaluate constant subgraphs (and static shape computations) into initializers",
           fold_shapes=True, size_threshold=None),
-    _info("cleanup", "remove dead nodes, unused initializers and unused graph inputs"),
+    _info("cleanup", "remove dead nodes and unused initializers (unused graph inputs with remove_unused_inputs)",
+          remove_unused_inputs=False),
     _info("toposort", "sort nodes topologically"),
     _info("infer_shapes", "annotate every tensor with its inferred shape and type"),
     _info("eliminate_noops", "remove Identity, inference Dropout, same-type Cast, same-shape Reshape/Flatten/Expand/"
           "Squeeze/Unsqueeze, identity Transpose, zero Pad, Mul/Div by 1, Add/Sub of 0, one-input Concat"),
-    _info("merge_transposes_reshapes", "merge consecutive Transposes (dropping identities) and consecutive Reshapes"),
+    _info("merge_transposes_reshapes", "merge consecutive Transposes (dropping identities), consecutive Reshapes, "
+          "and Concats of Concats on one axis"),
     _info("fuse_batchnorm", "fold inference BatchNormalization into the Conv/ConvTranspose/Gemm/MatMul before it"),
     _info("fold_mul_add", "fold constant Mul/Add after Conv/Gemm into weights and bias; MatMul + Add into Gemm"),
     _info("fold_transpose_into_gemm", "fold Transpose -> flatten Reshape -> Gemm/MatMul into permuted weights"),

@@ -26,7 +26,18 @@ def on_graph(model: onnx.ModelProto, edit: Callable[[gs.Graph], None], infer: bo
     del out.opset_import[:]
     out.opset_import.extend(model.opset_import)
     out.producer_name, out.producer_version = model.producer_name, model.producer_version
+    _keep_io_types(model, out)
     return out
+
+
+def _keep_io_types(before: onnx.ModelProto, after: onnx.ModelProto) -> None:
+    """graphsurgeon knows tensors only: give graph inputs/outputs of other types (sequences, maps, as from
+    ZipMap) or that lost their element type their original type back."""
+    original = {v.name: v.type for v in list(before.graph.input) + list(before.graph.output)}
+    for value in list(after.graph.input) + list(after.graph.output):
+        kept = original.get(value.name)
+        if kept is not None and (not kept.HasField("tensor_type") or not value.type.tensor_type.elem_type):
+            value.type.CopyFrom(kept)
 
 
 def constant(tensor) -> np.ndarray | None:

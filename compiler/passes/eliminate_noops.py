@@ -49,13 +49,32 @@ def _is_noop(node: gs.Node) -> bool:
         pads = constant(node.inputs[1]) if len(node.inputs) > 1 else node.attrs.get("pads")
         return pads is not None and not np.any(pads) and node.attrs.get("mode", "constant") in ("constant", b"constant")
     if op in ("Mul", "Div", "Add", "Sub"):
-        c = constant(node.inputs[1])
-        neutral = 1 if op in ("Mul", "Div") else 0
-        return c is not None and bool(np.all(c == neutral)) and _same_shape(x, y) and \
-            (x.dtype is None or np.dtype(x.dtype) == np.dtype(c.dtype))
+        return _neutral_operand(node) is not None
     if op == "Concat":
         return len(node.inputs) == 1
     return False
+
+
+def _broadcast_keeps_shape(x, c: np.ndarray) -> bool:
+    """Broadcasting the constant `c` against `x` leaves x's shape as it is (every dim of c is 1 or x's)."""
+    shape = known_shape(x)
+    if shape is None or c.ndim > len(shape):
+        return False
+    return all(cd == 1 or cd == xd for cd, xd in zip(reversed(c.shape), reversed(shape)))
+
+
+def _neutral_operand(node: gs.Node) -> int | None:
+    """The index of the variable operand when the other is an all-1 (Mul/Div) or all-0 (Add/Sub) constant that
+    changes neither shape nor dtype (only the second operand for Div/Sub); None otherwise."""
+    neutral = 1 if node.op in ("Mul", "Div") else 0
+    sides = ((0, 1), (1, 0)) if node.op in ("Mul", "Add") else ((0, 1),)
+    for keep, other in sides:
+        x, c = node.inputs[keep], constant(node.inputs[other])
+        if c is not None and bool(np.all(c == neutral)) and \
+                (_same_shape(x, node.outputs[0]) or _broadcast_keeps_shape(x, c)) and \
+                (x.dtype is None or np.dtype(x.dtype) == np.dtype(c.dtype)):
+            return keep
+    return None
 
 
 _VIEWS = ("Slice", "Gather", "Reshape", "Squeeze", "Unsqueeze", "Expand", "Identity", "Transpose", "Tile")
@@ -91,7 +110,8 @@ def _eliminate(graph: gs.Graph) -> None:
     # decide on the shapes as inferred, before any rewiring renames a symbolic dim under a node
     noops = [node for node in graph.nodes if node.outputs and node.inputs and _is_noop(node)]
     for node in noops:
-        bypass(graph, node, node.inputs[0])
+        keep = _neutral_operand(node) if node.op in ("Mul", "Add") else 0
+        bypass(graph, node, node.inputs[keep or 0])
     graph.cleanup()
 
 

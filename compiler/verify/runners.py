@@ -57,13 +57,24 @@ def framework_predictor(cfg: Any, io: Any, artifact: Path) -> Predict:
     return lambda feed: train_keras.predict(keras_model, feed, io)
 
 
-def onnx_runner(name: str, path: Path, engine_cfg: Any) -> BaseRunner:
-    """An onnxruntime runner over an ONNX file with graph optimisation off, to see the file as written."""
+def _tensor_runner(session_loader: Callable, name: str) -> BaseRunner:
+    """Polygraphy's onnxruntime runner, passing on tensor outputs only: a model's sequence or map outputs
+    (ZipMap's, say) break Polygraphy's comparator, and the report says they were not compared."""
     from polygraphy.backend.onnxrt import OnnxrtRunner
 
+    class TensorOutputs(OnnxrtRunner):
+        def infer_impl(self, feed_dict):
+            out = super().infer_impl(feed_dict)
+            return OrderedDict((k, v) for k, v in out.items() if isinstance(v, np.ndarray))
+
+    return TensorOutputs(session_loader, name=name)
+
+
+def onnx_runner(name: str, path: Path, engine_cfg: Any) -> BaseRunner:
+    """An onnxruntime runner over an ONNX file with graph optimisation off, to see the file as written."""
     from compiler.backends.onnxruntime import load_session
 
-    return OnnxrtRunner(lambda: load_session(path, engine_cfg, optimization_level="disable"), name=name)
+    return _tensor_runner(lambda: load_session(path, engine_cfg, optimization_level="disable"), name)
 
 
 def engine_runner(backend: str, path: Path, engine_cfg: Any) -> BaseRunner:
@@ -71,8 +82,6 @@ def engine_runner(backend: str, path: Path, engine_cfg: Any) -> BaseRunner:
         from compiler.backends.tensorrt import runner
 
         return runner(path)
-    from polygraphy.backend.onnxrt import OnnxrtRunner
-
     from compiler.backends.onnxruntime import load_session
 
-    return OnnxrtRunner(lambda: load_session(path, engine_cfg), name="engine")
+    return _tensor_runner(lambda: load_session(path, engine_cfg), "engine")
