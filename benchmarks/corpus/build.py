@@ -107,8 +107,6 @@ def transformers_models(out: Path) -> list[dict]:
     entries = []
     for name, build, args, names, axes in jobs:
         for dynamo in (False, True):
-            if name in ("roberta", "distilbert") and not dynamo and not axes:
-                continue
             label = "dynamo" if dynamo else "ts"
             kind = "dynamic" if axes else "static"
             path = out / f"hf_{name}_{label}_{kind}.onnx"
