@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -20,6 +21,7 @@ from typing import Any, Mapping, Optional
 from compiler import __version__
 
 RESULT_FILE = "result.json"
+log = logging.getLogger("compiler")
 
 
 @dataclass
@@ -106,8 +108,20 @@ class StageCache:
             return None
         artifact = entry / result.get("artifact", "")
         if not artifact.is_file() or sha256_artifact(artifact) != result.get("sha256"):
-            return None  # damaged entry: rebuild it
+            self._evict(entry)
+            log.warning("cache: the %s entry %s was damaged (its files no longer match their recorded hash); "
+                        "evicted, rebuilding", stage, key[:12])
+            return None
         return {**result, "path": str(artifact)}
+
+    def _evict(self, entry: Path) -> None:
+        """Move a damaged entry out of the way atomically, so the rebuilt one can be committed under its key."""
+        aside = entry.with_name(f".damaged-{uuid.uuid4().hex}")
+        try:
+            os.rename(entry, aside)
+        except OSError:
+            return  # another job evicted it first
+        shutil.rmtree(aside, ignore_errors=True)
 
     def new_workspace(self, stage: str) -> Path:
         path = self.root / stage / f".tmp-{uuid.uuid4().hex}"

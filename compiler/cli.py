@@ -16,7 +16,8 @@ import hydra
 from omegaconf import DictConfig
 
 from compiler import recipe_source, schema
-from compiler.errors import EXIT_INVALID_RECIPE, EXIT_OK, EXIT_STAGE_FAILED, EXIT_VERIFY_FAILED, RecipeError
+from compiler.errors import (DEBUG_VAR, EXIT_INVALID_RECIPE, EXIT_OK, EXIT_STAGE_FAILED, EXIT_VERIFY_FAILED, RecipeError,
+                             debug_enabled, describe)
 from compiler.resources import conf_dir
 
 log = logging.getLogger("compiler")
@@ -106,8 +107,11 @@ def _hydra_task(cfg: DictConfig) -> int:
         print(f"compiler: {error}", file=sys.stderr)
         code = EXIT_INVALID_RECIPE
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        log.exception("compiler: unexpected error")
+        error = describe(exc)
+        if debug_enabled():
+            log.exception("compiler: unexpected error")
+        else:
+            print(f"compiler: {error}", file=sys.stderr)
         code = EXIT_STAGE_FAILED
     multirun = hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN"
     if multirun:  # the sweep summary reads this, whatever happened to the job
@@ -187,23 +191,15 @@ def _prelint_sweep(argv: list[str]) -> int:
 
 def _unwritable_output(argv: list[str]) -> str:
     """A message when the run (or sweep) directory could not be created, checked before Hydra tries."""
-    import os
-    import tempfile
+    from compiler.paths import writable
 
     multirun = "-m" in argv or "--multirun" in argv
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     given = next((a.split("=", 1)[1] for a in argv if a.startswith(f"{key}=")), None)
     target = Path(given if given and "${" not in given else ".").expanduser().absolute()
-    probe = target
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:  # really try: permission bits say nothing for root, or for /proc-like file systems
-        fd, name = tempfile.mkstemp(dir=probe, prefix=".compiler-probe-")
-        os.close(fd)
-        os.unlink(name)
+    ok, probe = writable(target)
+    if ok:
         return ""
-    except OSError:
-        pass
     where = f"{key}={given}" if given else f"the current directory ({target})"
     return (f"{key}: cannot create the output directory under {probe} ({where}); "
             f"fix: run from a writable directory or set {key}=/a/writable/path")
@@ -229,6 +225,11 @@ _HYDRA_FLAGS_NEEDING_APP = ("-m", "--multirun", "--help", "-h", "--hydra-help", 
 def main() -> None:
     recipe_source.register()
     schema.register()
+    if "--verbose" in sys.argv:  # ours, not Hydra's: full tracebacks, like COMPILER_DEBUG=1
+        sys.argv.remove("--verbose")
+        import os
+
+        os.environ[DEBUG_VAR] = "1"
     argv = sys.argv[1:]
     if "mode=lint" in argv and not any(a.split("=")[0] in _HYDRA_FLAGS_NEEDING_APP for a in argv):
         sys.exit(_lint_only(argv))

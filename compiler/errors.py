@@ -6,6 +6,7 @@ CLI can print them all at once without a traceback.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,3 +59,26 @@ class StageError(Exception):
         self.fix = fix
         text = f"stage '{stage}' failed: {message}"
         super().__init__(f"{text}\n  Fix: {fix}" if fix else text)
+
+
+DEBUG_VAR = "COMPILER_DEBUG"
+_HINTS = (", set env var HYDRA_FULL_ERROR=1 to see chained exception.", "Set the environment variable HYDRA_FULL_ERROR=1")
+
+
+def debug_enabled() -> bool:
+    """COMPILER_DEBUG=1 (or --verbose): full tracebacks instead of one-line messages."""
+    return os.environ.get(DEBUG_VAR, "").lower() in ("1", "true", "yes")
+
+
+def describe(exc: BaseException) -> str:
+    """One line: the error and every cause chained under it (an import error inside a factory, say)."""
+    parts, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        for hint in _HINTS:
+            text = text.replace(hint, "")
+        parts.append(f"{type(exc).__name__}: {text.rstrip('.: ')}" if text else type(exc).__name__)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    tail = f" (set {DEBUG_VAR}=1 or pass --verbose for the traceback)" if not debug_enabled() else ""
+    return " <- caused by ".join(parts) + tail

@@ -99,9 +99,28 @@ def lint(cfg: DictConfig) -> list[Problem]:
                 for key in sorted(OmegaConf.missing_keys(cfg))]
     if problems:
         return problems
-    for check in (_model, _data, _train, _export, _surgery, _engine, _verify):
+    from compiler.schema import RecipeConfig
+
+    # keys added on the command line (`+train.epocs=3`) pass Hydra's composition: check them like the rest
+    problems += schema_problems(OmegaConf.to_container(cfg, resolve=False, enum_to_str=True), RecipeConfig)
+    for check in (_model, _data, _train, _export, _surgery, _engine, _verify, _cache):
         problems += check(cfg)
     return problems
+
+
+def _cache(cfg: DictConfig) -> list[Problem]:
+    from compiler.cache import cache_root
+    from compiler.paths import writable
+
+    if not cfg.cache.enabled:
+        return []
+    root = cache_root(cfg.cache)
+    ok, probe = writable(root)
+    if ok:
+        return []
+    key = "cache.dir" if cfg.cache.dir else "cache.dir (default: $COMPILER_CACHE_DIR or ~/.cache/compiler)"
+    return [Problem(key, f"cannot create the cache under {probe}", str(root),
+                    fix="set cache.dir=/a/writable/path, or cache.enabled=false")]
 
 
 def _model(cfg: DictConfig) -> list[Problem]:
@@ -186,6 +205,10 @@ def _data(cfg: DictConfig) -> list[Problem]:
             problems += _npz_problems(Path(d.path).expanduser(), d.x_key, d.y_key)
     if d.source.value == "image_folder":
         problems += _image_folder_problems(d.path)
+    if d.path and d.source.value not in ("npz", "image_folder"):
+        problems.append(Problem("data.path", f"only the npz and image_folder sources read a path; data.source is "
+                                f"{d.source.value}, which would ignore it", d.path,
+                                fix="set data.source=npz (or image_folder), or remove data.path"))
     if d.source.value == "tokens":
         problems += _tokens_problems(cfg)
     if d.source.value == "none" and cfg.framework.value != "onnx":

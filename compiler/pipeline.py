@@ -18,10 +18,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from compiler.backends import choose_backend, converted_precision
+from compiler.backends import converted_precision, engine_key
 from compiler.cache import StageCache, artifact_files, cache_root, sha256_artifact, sha256_path, stage_key, tool_versions
-from compiler.errors import StageError
+from compiler.errors import StageError, debug_enabled, describe
 from compiler.stages import Stage, StageContext
+from compiler.verify.timing import working
 
 FRAMEWORK_TOOLS = {"torch": ("torch",), "tensorflow": ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx"), "onnx": ()}
 
@@ -57,6 +58,8 @@ class StageRecord:
 class CompileResult:
     stages: list[StageRecord]
     error: StageError | None = None
+    latency: dict = field(default_factory=dict)              # measured now, never cached (verify/latency.py)
+    latency_conditions: dict = field(default_factory=dict)
 
     @property
     def by_name(self) -> dict[str, StageRecord]:
@@ -70,8 +73,8 @@ def _config_slice(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
         sliced["data_sha256"] = sha256_path(Path(cfg.data.path).expanduser())
     if "model" in keys and cfg.model.path:
         sliced["model_sha256"] = sha256_artifact(Path(cfg.model.path).expanduser())  # with its external data
-    if "engine" in keys:  # `auto` may resolve differently on another machine
-        sliced["engine_backend"] = choose_backend(cfg.engine).name
+    if "engine" in keys:  # `auto` may resolve differently on another machine; the other backend's flags do not count
+        sliced["engine"] = engine_key(cfg.engine)
     if "quantize" in keys:  # int8 or fp16; not the rest of `engine`, so engine flags alone reuse the conversion
         from compiler.stages.quantize import reduce_range
 
@@ -138,13 +141,26 @@ def compile_recipe(cfg: DictConfig, run_dir: Path, log: logging.Logger) -> Compi
         except StageError as exc:
             record.error = str(exc)
             return CompileResult(records, exc)
-        except Exception as exc:  # an unexpected failure is still reported per stage, with its type
-            record.error = f"{type(exc).__name__}: {exc}"
-            log.debug("stage %s failed", stage.name, exc_info=True)
+        except Exception as exc:  # an unexpected failure is still reported per stage, with its causes
+            record.error = describe(exc)
+            log.log(logging.ERROR if debug_enabled() else logging.DEBUG, "stage %s failed", stage.name, exc_info=True)
             return CompileResult(records, StageError(stage.name, record.error))
         finally:
             record.seconds = time.perf_counter() - started
-    return CompileResult(records)
+    return _timed(CompileResult(records), cfg, run_dir, log)
+
+
+def _timed(result: CompileResult, cfg: DictConfig, run_dir: Path, log: logging.Logger) -> CompileResult:
+    """Latency of the reference model and the engine, measured now and alone on this machine."""
+    from compiler.verify.latency import measure_now
+
+    log.info("latency: waiting until no other job computes, then timing")
+    try:
+        result.latency, result.latency_conditions = measure_now(
+            cfg, {r.name: Path(r.path) for r in result.stages}, result.by_name["build"].info["backend"])
+    except Exception as exc:
+        result.error = StageError("verify", f"latency measurement failed: {describe(exc)}")
+    return result
 
 
 def _run_stage(stage: Stage, cfg: DictConfig, io: Any, cache: StageCache | None, key: str,
@@ -155,7 +171,8 @@ def _run_stage(stage: Stage, cfg: DictConfig, io: Any, cache: StageCache | None,
         ctx = StageContext(cfg, workspace, {n: Path(done[n].path) for n in stage.needs if n in done},
                            {n: r.info for n, r in done.items()}, log, io)
         started = time.perf_counter()
-        result = stage.load()(ctx)
+        with working():  # never while another job is timing
+            result = stage.load()(ctx)
         record.build_seconds = time.perf_counter() - started
         record.info = result.info
         artifact = workspace / result.artifact

@@ -23,7 +23,7 @@ def build_report(cfg: DictConfig, recipe: str, result: CompileResult, status: st
         "accuracy": verify.get("accuracy", {}),
         "max_abs_error": verify.get("max_abs_error", {}),
         "max_rel_error": verify.get("max_rel_error", {}),
-        "latency_ms": verify.get("latency_ms", {}),
+        "latency_ms": result.latency,
         "onnx_nodes": {"export": infos.get("export", {}).get("nodes"), "clean": infos.get("surgery", {}).get("nodes")},
     }
     return {
@@ -41,6 +41,7 @@ def build_report(cfg: DictConfig, recipe: str, result: CompileResult, status: st
         "import_fixes": infos.get("export", {}).get("import_fixes", []),
         "verified_shapes": verify.get("ledger_inputs", {}).get("shapes", {}),
         "metric": verify.get("metric"),
+        "latency_conditions": result.latency_conditions,
         "recipe_config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
     }
 
@@ -76,7 +77,9 @@ def _training_plot(history: list[dict], plots_dir: Path) -> str | None:
     ax_loss.plot(epochs, [h["loss"] for h in history], marker="o")
     ax_loss.set(title="training loss", xlabel="epoch")
     ax_acc.plot(epochs, [h["accuracy"] for h in history], marker="o", label="train")
-    ax_acc.plot(epochs, [h["val_accuracy"] for h in history], marker="o", label="test")
+    keras_bn = any(h.get("bn_stats") == "moving (Keras)" for h in history)
+    ax_acc.plot(epochs, [h["val_accuracy"] for h in history], marker="o",
+                label="test (Keras' moving BN statistics; final model re-estimates them)" if keras_bn else "test")
     ax_acc.set(title="top-1 accuracy", xlabel="epoch")
     ax_acc.legend()
     fig.tight_layout()
@@ -149,7 +152,11 @@ def render_markdown(report: dict[str, Any], plot: str | None) -> str:
              for r in report["ledger"]]) + [""]
     if m["latency_ms"]:
         rows = [[who, b, v["p50"], v["p99"], v["iterations"]] for who, per in m["latency_ms"].items() for b, v in per.items()]
-        lines += ["## Latency (ms per call)", ""] + _table(["model", "batch", "p50", "p99", "iterations"], rows) + [""]
+        c = report.get("latency_conditions") or {}
+        lines += ["## Latency (ms per call)", "", f"Measured by this run at {c.get('measured_at')} on {c.get('host')} "
+                  f"({c.get('cpus')} CPUs), alone: no other compile on this machine computed meanwhile (the timing "
+                  "lock), and never taken from the cache.", ""] + \
+            _table(["model", "batch", "p50", "p99", "iterations"], rows) + [""]
     if report["gates"]:
         lines += ["## Gates", ""] + _table(["gate", "passed", "detail"],
                                            [[g["name"], g["passed"], g["detail"]] for g in report["gates"]]) + [""]

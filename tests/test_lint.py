@@ -51,6 +51,12 @@ BAD_INPUTS = [
     (["engine.tensorrt.dla_core=-1"], "engine.tensorrt.dla_core", "must be >= 0"),
     (["export.input_layout=nhwc"], "export.input_layout", "torch models take channels-first input"),
     (["train.optimizer.name=adamm"], "train.optimizer.name", "did you mean 'adam'"),
+    # nothing the user sets is silently ignored
+    (["+train.epocs=3"], "train.epocs", "did you mean 'epochs'"),
+    (["data.path=/tmp/data.npz"], "data.path", "only the npz and image_folder sources read a path"),
+    (["surgery.passes=[{set_batch: {size: eight}}]"], "surgery.passes[0].set_batch.size",
+     "expected int | Literal['dynamic']"),
+    (["cache.dir=/proc/nope/cache"], "cache.dir", "cannot create the cache"),
 ]
 
 

@@ -39,9 +39,14 @@ def test_sweep_lints_every_combination_before_any_job(compile_cli, tmp_path):
 def test_pareto_front_marks_undominated_jobs():
     from compiler.sweep import pareto
 
-    rows = [{"job": "a", "latency_b1_ms": 1.0, "accuracy": 0.9}, {"job": "b", "latency_b1_ms": 2.0, "accuracy": 0.95},
-            {"job": "c", "latency_b1_ms": 2.5, "accuracy": 0.93}, {"job": "d", "latency_b1_ms": None, "accuracy": None}]
-    assert pareto(rows) == {"a", "b"}
+    here = "host1 2026-11-25T10:00:00+00:00"
+    rows = [{"job": "a", "latency_b1_ms": 1.0, "accuracy": 0.9, "latency_measured": here},
+            {"job": "b", "latency_b1_ms": 2.0, "accuracy": 0.95, "latency_measured": here},
+            {"job": "c", "latency_b1_ms": 2.5, "accuracy": 0.93, "latency_measured": here},
+            {"job": "d", "latency_b1_ms": None, "accuracy": None, "latency_measured": here},
+            {"job": "e", "latency_b1_ms": 0.1, "accuracy": 0.99, "latency_measured": "host2 2026-11-25T10:00:00+00:00"},
+            {"job": "f", "latency_b1_ms": 0.1, "accuracy": 0.99, "latency_measured": ""}]  # not measured alone
+    assert pareto(rows) == {"a", "b"}  # e and f are listed, not ranked: other conditions
 
 
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,

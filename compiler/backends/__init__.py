@@ -151,3 +151,14 @@ def choose_backend(engine_cfg: Any) -> BackendChoice:
     return BackendChoice("onnxruntime", f"auto: TensorRT cannot run here ({why}); using onnxruntime")
 
 
+
+
+def engine_key(engine_cfg: Any) -> dict[str, Any]:
+    """What of `engine` changes what the chosen backend builds and runs: the backend `auto` resolves to here,
+    the precision, and that backend's own section. The other backend's flags do not enter a cache key."""
+    from omegaconf import OmegaConf
+
+    backend = choose_backend(engine_cfg).name
+    section = "tensorrt" if backend == "tensorrt" else "onnxruntime"
+    full = OmegaConf.to_container(engine_cfg, resolve=True, enum_to_str=True)
+    return {"backend": backend, "precision": full["precision"], section: full[section]}

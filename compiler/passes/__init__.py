@@ -66,6 +66,53 @@ REGISTRY: dict[str, PassInfo] = {p.name: p for p in [
 REQUIRED_ARGS = {"replace_with_plugin": ("op", "inputs", "outputs")}
 
 
+def arg_annotations(runner: str) -> dict[str, str]:
+    """A pass function's argument annotations, read from its source with `ast`: lint checks argument types
+    against the signature without importing onnx."""
+    import ast
+    import importlib.util
+
+    module, _, func = runner.partition(":")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin:
+        return {}
+    tree = ast.parse(open(spec.origin).read())
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == func:
+            return {a.arg: ast.unparse(a.annotation) for a in node.args.args + node.args.kwonlyargs if a.annotation}
+    return {}
+
+
+_TYPES = {"int": int, "float": (int, float), "bool": bool, "str": str, "list": list, "dict": dict}
+
+
+def value_matches(value: Any, annotation: str) -> bool:
+    """Does a recipe value fit a simple annotation (int | None, list | None, Literal['dynamic'] | int, ...)?"""
+    import ast
+
+    def fits(node: ast.AST) -> bool:
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+            return fits(node.left) or fits(node.right)
+        if isinstance(node, ast.Constant) and node.value is None:
+            return value is None
+        if isinstance(node, ast.Subscript):
+            base = ast.unparse(node.value)
+            if base.endswith("Literal"):
+                items = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+                return any(isinstance(i, ast.Constant) and i.value == value for i in items)
+            if base.endswith("Optional"):
+                return value is None or fits(node.slice)
+            return fits(node.value)
+        name = ast.unparse(node).rsplit(".", 1)[-1]
+        if name not in _TYPES:
+            return True  # a type lint cannot judge: the pass will
+        if isinstance(value, bool) and name != "bool":
+            return False
+        return isinstance(value, _TYPES[name])
+
+    return fits(ast.parse(annotation, mode="eval").body)
+
+
 @dataclass(frozen=True)
 class PassCall:
     """One entry of a recipe's pass list, resolved: what to run and with which arguments."""
@@ -119,6 +166,11 @@ def parse_pass_list(raw_passes: Sequence[Any], key: str = "surgery.passes") -> t
         unknown = [a for a in args if a not in info.args]
         for a in unknown:
             problems.append(Problem(f"{path}.{name}.{a}", "unknown pass argument", allowed=", ".join(info.args) or "none"))
+        annotations = arg_annotations(info.runner)
+        for a, value in args.items():
+            hint = annotations.get(a)
+            if a in info.args and hint and not value_matches(value, hint):
+                problems.append(Problem(f"{path}.{name}.{a}", f"expected {hint}", value))
         for a in REQUIRED_ARGS.get(name, ()):
             if args.get(a) is None:
                 problems.append(Problem(f"{path}.{name}.{a}", "missing required pass argument"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import onnx
 
 
@@ -21,10 +23,11 @@ def _set(model: onnx.ModelProto, name: str, size, index: int | None) -> onnx.Mod
     return onnx.shape_inference.infer_shapes(model)
 
 
-def apply(model: onnx.ModelProto, name: str = "batch", size="dynamic", index: int | None = None) -> onnx.ModelProto:
+def apply(model: onnx.ModelProto, name: str = "batch", size: int | Literal["dynamic"] = "dynamic",
+          index: int | None = None) -> onnx.ModelProto:
     """Dims named `name` (or at position `index`) become `size`: an integer, or `dynamic` (named `name`)."""
     return _set(model, name, size, index)
 
 
-def apply_batch(model: onnx.ModelProto, size="dynamic", name: str = "batch") -> onnx.ModelProto:
+def apply_batch(model: onnx.ModelProto, size: int | Literal["dynamic"] = "dynamic", name: str = "batch") -> onnx.ModelProto:
     return _set(model, name, size, 0)

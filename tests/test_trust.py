@@ -1,0 +1,123 @@
+"""Trust in what the compiler reports: the cache cannot be changed from a run dir, latency is measured now
+and alone, errors show their cause, and nothing the user sets is silently ignored."""
+
+import csv
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_editing_a_placed_artifact_never_reaches_the_cache_or_other_runs(compile_cli, cache_dir):
+    first = compile_cli("recipe=cnn_torch", *TINY)
+    second = compile_cli("recipe=cnn_torch", *TINY)
+    assert first.code == second.code == 0
+    clean = first.report["stages"]["surgery"]["sha256"]
+    edited = second.run_dir / "model.clean.onnx"
+    edited.write_bytes(edited.read_bytes() + b"\x00tampered")
+    assert _sha(first.run_dir / "model.clean.onnx") == clean  # the older run dir is intact
+    entry = next(cache_dir.glob(f"surgery/{first.report['stages']['surgery']['key']}/model.clean.onnx"))
+    assert _sha(entry) == clean  # and so is the cache
+    third = compile_cli("recipe=cnn_torch", *TINY)
+    assert third.code == 0
+    assert {n: s["sha256"] for n, s in third.report["stages"].items()} == \
+        {n: s["sha256"] for n, s in first.report["stages"].items()}
+
+
+def test_a_damaged_cache_entry_is_evicted_rebuilt_and_reported(compile_cli, cache_dir):
+    first = compile_cli("recipe=cnn_torch", *TINY)
+    entry = cache_dir / "surgery" / first.report["stages"]["surgery"]["key"] / "model.clean.onnx"
+    entry.write_bytes(b"damaged")
+    again = compile_cli("recipe=cnn_torch", *TINY)
+    assert again.code == 0, again.output
+    assert "the surgery entry" in again.output and "was damaged" in again.output and "evicted, rebuilding" in again.output
+    assert not again.report["stages"]["surgery"]["cached"]
+    assert again.report["stages"]["surgery"]["sha256"] == first.report["stages"]["surgery"]["sha256"]
+    assert _sha(entry) == first.report["stages"]["surgery"]["sha256"]  # the entry is whole again
+
+
+def test_latency_is_measured_by_every_run_even_when_verify_is_cached(compile_cli):
+    first = compile_cli("recipe=cnn_torch", *TINY)
+    second = compile_cli("recipe=cnn_torch", *TINY)
+    assert second.report["stages"]["verify"]["cached"]
+    a, b = first.report["latency_conditions"], second.report["latency_conditions"]
+    assert a["alone"] and b["alone"] and b["measured_at"] >= a["measured_at"]
+    assert second.report["metrics"]["latency_ms"] != first.report["metrics"]["latency_ms"]  # a new measurement
+    assert "alone: no other compile on this machine computed meanwhile" in (second.run_dir / "report.md").read_text()
+
+
+def test_flags_of_the_other_backend_do_not_rebuild_an_engine(compile_cli):
+    first = compile_cli("recipe=cnn_torch", *TINY)
+    other = compile_cli("recipe=cnn_torch", *TINY, "engine.tensorrt.workspace_mib=512")
+    assert first.report["engine"]["backend"] == "onnxruntime"
+    assert other.report["stages"]["build"]["cached"] and other.report["stages"]["verify"]["cached"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
+                    reason="the `launchers` extra (hydra-joblib-launcher) is not installed")
+def test_identical_engines_in_a_parallel_sweep_time_alike(compile_cli, tmp_path):
+    """4 jobs on 2 workers: seeds 0 and 1 train while others time. Jobs 0/1 and 2/3 build byte-identical
+    engines (verify.samples does not touch the engine); their b1 p50 agree within 15 %, sweep after sweep."""
+    for repeat in range(3):
+        run = compile_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "recipe=cnn_torch", *TINY,
+                          "verify.latency.iterations=200", "verify.latency.max_seconds=1", "seed=0,1",
+                          "verify.samples=32,33", f"hydra.sweep.dir={tmp_path / f'sweep{repeat}'}")
+        assert run.code == 0, run.output
+        rows = list(csv.DictReader(open(tmp_path / f"sweep{repeat}" / "summary.csv")))
+        by_seed: dict[str, list[float]] = {}
+        for row in rows:
+            seed = next(o for o in row["overrides"].split() if o.startswith("seed="))
+            by_seed.setdefault(seed, []).append(float(row["latency_b1_ms"]))
+            assert row["latency_measured"]  # measured alone, now
+        for seed, (a, b) in by_seed.items():
+            assert abs(a - b) / min(a, b) <= 0.15, (repeat, seed, a, b)
+
+
+def test_two_runs_in_the_same_second_get_their_own_run_dirs(tmp_path, cache_dir):
+    env = {**os.environ, "COMPILER_CACHE_DIR": str(cache_dir)}
+    cmd = [sys.executable, "-m", "compiler", "recipe=mlp_torch", *TINY]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    runs = sorted((tmp_path / "outputs" / "mlp_torch").iterdir())
+    assert len(runs) == 2 and all((r / "report.json").is_file() for r in runs)
+    logs = [(r / "compiler.log").read_text() for r in runs]
+    assert all(log.count("stage train") == 1 for log in logs)  # nobody appended to the other's log
+
+
+def test_errors_in_user_code_show_their_cause_and_debug_shows_the_traceback(compile_cli):
+    args = ("recipe=cnn_torch", *TINY, "model.layers=[]", "+model.factory={_target_: torch.nn.NoSuchModule}")
+    run = compile_cli(*args)
+    assert run.code == 1
+    assert "Error locating target 'torch.nn.NoSuchModule' <- caused by" in run.stderr
+    assert "has no attribute 'NoSuchModule'" in run.stderr and "HYDRA_FULL_ERROR" not in run.stderr
+    assert "Traceback" not in run.output and "COMPILER_DEBUG=1" in run.stderr
+    debug = compile_cli(*args, env={"COMPILER_DEBUG": "1"})
+    assert debug.code == 1 and "Traceback" in debug.output
+
+
+def test_after_quantization_the_report_says_which_gate_applies(compile_cli):
+    run = compile_cli("recipe=cnn_torch", *TINY, "engine.precision=int8")
+    assert run.code == 0, run.output
+    gate = next(g for g in run.report["gates"] if g["name"] == "reduced-precision outputs (informational)")
+    assert "not gated by atol/rtol" in gate["detail"] and "the accuracy budget against the fp32 model is the gate" \
+        in gate["detail"]
+    assert "reduced precision changes outputs by design" in (run.run_dir / "report.md").read_text()
+
+
+def test_batchnorm_training_curves_measure_what_the_final_model_measures(compile_cli):
+    run = compile_cli("recipe=resnet_torch", *[a for a in TINY if not a.startswith("train.epochs")], "train.epochs=2")
+    assert run.code == 0, run.output
+    history = run.report["training"]["history"]
+    assert all(h["bn_stats"] == "re-estimated" for h in history)
+    assert history[-1]["val_accuracy"] == pytest.approx(run.report["metrics"]["accuracy"]["framework"])
