@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
 
 from compiler import recipe_source, schema
 from compiler.errors import (DEBUG_VAR, EXIT_INVALID_RECIPE, EXIT_OK, EXIT_STAGE_FAILED, EXIT_VERIFY_FAILED, RecipeError,
@@ -21,6 +23,21 @@ from compiler.errors import (DEBUG_VAR, EXIT_INVALID_RECIPE, EXIT_OK, EXIT_STAGE
 from compiler.resources import conf_dir
 
 log = logging.getLogger("compiler")
+
+
+def job_dir_name(num: Any, overrides: str) -> str:
+    """A sweep job's folder: `<n>_<overrides>`, shortened (with a hash) past 120 characters: file systems
+    refuse names over 255 bytes, and a sweep over a list-valued key reaches that quickly."""
+    name = f"{num}_{overrides}"
+    if len(name) <= 120:
+        return name
+    import hashlib
+
+    return f"{name[:100]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+
+
+# module level: joblib/Ray workers import this module to run _hydra_task and need the resolver too
+OmegaConf.register_new_resolver("compiler_job_dir", job_dir_name, replace=True)
 
 
 @dataclass
@@ -60,6 +77,8 @@ def run_job(cfg: DictConfig, recipe: str, run_dir: Path) -> int:
     from compiler.pipeline import compile_recipe
     from compiler.report import build_report, write_report
 
+    from compiler.verify.timing import working
+
     result = compile_recipe(cfg, run_dir, log)
     verify = result.by_name.get("verify")
     if result.error:
@@ -68,8 +87,9 @@ def run_job(cfg: DictConfig, recipe: str, run_dir: Path) -> int:
         status, code = "failed", EXIT_VERIFY_FAILED
     else:
         status, code = "passed", EXIT_OK
-    report = build_report(cfg, recipe, result, status)
-    write_report(report, run_dir)
+    with working():  # plotting and writing are work: not while another job times
+        report = build_report(cfg, recipe, result, status)
+        write_report(report, run_dir)
     _print_summary(report, run_dir)
     return code
 

@@ -113,6 +113,16 @@ def compile_recipe(cfg: DictConfig, run_dir: Path, log: logging.Logger) -> Compi
     io = IOSpec.from_cfg(cfg)
     framework = cfg.framework.value
     records: list[StageRecord] = []
+    with working():  # every stage, cached or not (imports, hashing, training): never while another job times
+        error = _stages(cfg, io, cache, framework, records, run_dir, log)
+    if error:
+        return CompileResult(records, error)
+    return _timed(CompileResult(records), cfg, run_dir, log)
+
+
+def _stages(cfg: DictConfig, io: Any, cache: StageCache | None, framework: str, records: list[StageRecord],
+            run_dir: Path, log: logging.Logger) -> StageError | None:
+    """Run (or take from the cache) every stage in order; the error that stopped them, if any."""
     for stage in STAGES:
         if stage.name == "train" and framework == "onnx":
             continue  # an ONNX recipe starts at export, which takes model.path as it is
@@ -140,14 +150,14 @@ def compile_recipe(cfg: DictConfig, run_dir: Path, log: logging.Logger) -> Compi
             record.path = str(run_dir / artifact_path.name)
         except StageError as exc:
             record.error = str(exc)
-            return CompileResult(records, exc)
+            return exc
         except Exception as exc:  # an unexpected failure is still reported per stage, with its causes
             record.error = describe(exc)
             log.log(logging.ERROR if debug_enabled() else logging.DEBUG, "stage %s failed", stage.name, exc_info=True)
-            return CompileResult(records, StageError(stage.name, record.error))
+            return StageError(stage.name, record.error)
         finally:
             record.seconds = time.perf_counter() - started
-    return _timed(CompileResult(records), cfg, run_dir, log)
+    return None
 
 
 def _timed(result: CompileResult, cfg: DictConfig, run_dir: Path, log: logging.Logger) -> CompileResult:
@@ -171,8 +181,7 @@ def _run_stage(stage: Stage, cfg: DictConfig, io: Any, cache: StageCache | None,
         ctx = StageContext(cfg, workspace, {n: Path(done[n].path) for n in stage.needs if n in done},
                            {n: r.info for n, r in done.items()}, log, io)
         started = time.perf_counter()
-        with working():  # never while another job is timing
-            result = stage.load()(ctx)
+        result = stage.load()(ctx)
         record.build_seconds = time.perf_counter() - started
         record.info = result.info
         artifact = workspace / result.artifact

@@ -66,22 +66,24 @@ def test_flags_of_the_other_backend_do_not_rebuild_an_engine(compile_cli):
 
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is None,
                     reason="the `launchers` extra (hydra-joblib-launcher) is not installed")
-def test_identical_engines_in_a_parallel_sweep_time_alike(compile_cli, tmp_path):
-    """4 jobs on 2 workers: seeds 0 and 1 train while others time. Jobs 0/1 and 2/3 build byte-identical
-    engines (verify.samples does not touch the engine); their b1 p50 agree within 15 %, sweep after sweep."""
-    for repeat in range(3):
-        run = compile_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "recipe=cnn_torch", *TINY,
-                          "verify.latency.iterations=200", "verify.latency.max_seconds=1", "seed=0,1",
-                          "verify.samples=32,33", f"hydra.sweep.dir={tmp_path / f'sweep{repeat}'}")
-        assert run.code == 0, run.output
-        rows = list(csv.DictReader(open(tmp_path / f"sweep{repeat}" / "summary.csv")))
-        by_seed: dict[str, list[float]] = {}
-        for row in rows:
-            seed = next(o for o in row["overrides"].split() if o.startswith("seed="))
-            by_seed.setdefault(seed, []).append(float(row["latency_b1_ms"]))
-            assert row["latency_measured"]  # measured alone, now
-        for seed, (a, b) in by_seed.items():
-            assert abs(a - b) / min(a, b) <= 0.15, (repeat, seed, a, b)
+def test_a_parallel_sweep_times_every_engine_alone(compile_cli, tmp_path):
+    """4 jobs on 2 workers: while one job times its engine, no other job computes (the machine-wide lock),
+    and a timing window in which other processes still used the CPU (a worker starting its next job) is
+    timed again. Each job records the share of the machine others used while it timed."""
+    run = compile_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "recipe=cnn_torch", *TINY,
+                      "seed=0,1", "verify.samples=32,33", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert run.code == 0, run.output
+    rows = list(csv.DictReader(open(tmp_path / "sweep" / "summary.csv")))
+    assert len(rows) == 4 and all(r["latency_measured"] and float(r["latency_b1_ms"]) > 0 for r in rows)
+    windows = []
+    for job in (tmp_path / "sweep").iterdir():
+        if (job / "report.json").is_file():
+            report = json.loads((job / "report.json").read_text())
+            for per_batch in report["metrics"]["latency_ms"].values():
+                for figures in per_batch.values():
+                    assert figures["others_cpu_share"] <= 0.05 or figures["tries"] == 5, figures
+            windows.append(report["latency_conditions"]["measured_at"])
+    assert len(windows) == 4
 
 
 def test_two_runs_in_the_same_second_get_their_own_run_dirs(tmp_path, cache_dir):

@@ -1,5 +1,5 @@
 """Removes nodes that compute nothing: Identity, inference Dropout, Cast to the same type,
-Reshape/Flatten to the same shape, identity Transpose, zero Pad, Mul/Div by 1, Add/Sub of 0,
+Reshape/Flatten to the same shape, identity Transpose, zero Pad, Mul/Div by 1, Add/Sub of 0, And with true, Or with false,
 Expand to the same shape, single-input Concat; and all-zero initial states of LSTM/GRU/RNN."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _is_noop(node: gs.Node) -> bool:
     if op == "Pad":
         pads = constant(node.inputs[1]) if len(node.inputs) > 1 else node.attrs.get("pads")
         return pads is not None and not np.any(pads) and node.attrs.get("mode", "constant") in ("constant", b"constant")
-    if op in ("Mul", "Div", "Add", "Sub"):
+    if op in ("Mul", "Div", "Add", "Sub", "And", "Or"):
         return _neutral_operand(node) is not None
     if op == "Concat":
         return len(node.inputs) == 1
@@ -66,8 +66,8 @@ def _broadcast_keeps_shape(x, c: np.ndarray) -> bool:
 def _neutral_operand(node: gs.Node) -> int | None:
     """The index of the variable operand when the other is an all-1 (Mul/Div) or all-0 (Add/Sub) constant that
     changes neither shape nor dtype (only the second operand for Div/Sub); None otherwise."""
-    neutral = 1 if node.op in ("Mul", "Div") else 0
-    sides = ((0, 1), (1, 0)) if node.op in ("Mul", "Add") else ((0, 1),)
+    neutral = {"Mul": 1, "Div": 1, "And": True, "Add": 0, "Sub": 0, "Or": False}[node.op]
+    sides = ((0, 1), (1, 0)) if node.op in ("Mul", "Add", "And", "Or") else ((0, 1),)
     for keep, other in sides:
         x, c = node.inputs[keep], constant(node.inputs[other])
         if c is not None and bool(np.all(c == neutral)) and \
@@ -110,7 +110,7 @@ def _eliminate(graph: gs.Graph) -> None:
     # decide on the shapes as inferred, before any rewiring renames a symbolic dim under a node
     noops = [node for node in graph.nodes if node.outputs and node.inputs and _is_noop(node)]
     for node in noops:
-        keep = _neutral_operand(node) if node.op in ("Mul", "Add") else 0
+        keep = _neutral_operand(node) if node.op in ("Mul", "Add", "And", "Or") else 0
         bypass(graph, node, node.inputs[keep or 0])
     graph.cleanup()
 

@@ -13,22 +13,60 @@ from typing import Any, Mapping
 import numpy as np
 
 
+WARMUP_SECONDS = 0.2
+QUIET_SHARE = 0.05   # other processes may use at most this share of the machine's CPU time while we time
+QUIET_TRIES = 5
+
+
+def _busy_ticks() -> tuple[int, int]:
+    """(CPU ticks every process has used so far, ticks this process has used): from /proc, where it exists."""
+    try:
+        fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+        mine = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+        return sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0), int(mine[11]) + int(mine[12])
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+
+
+def _timed_calls(runner: Any, feed: dict, iterations: int, max_seconds: float, min_iterations: int) -> tuple[list, float]:
+    """Milliseconds per call, and the share of the machine's CPU that other processes used meanwhile."""
+    busy0, mine0 = _busy_ticks()
+    wall0 = time.perf_counter()
+    times: list[float] = []
+    budget_ms = max_seconds * 1e3
+    while len(times) < iterations and (len(times) < min_iterations or sum(times) < budget_ms):
+        start = time.perf_counter()
+        runner.infer(feed, check_inputs=False)
+        times.append((time.perf_counter() - start) * 1e3)
+    busy1, mine1 = _busy_ticks()
+    capacity = (time.perf_counter() - wall0) * os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1)
+    others = max(0, (busy1 - busy0) - (mine1 - mine0)) / capacity if capacity else 0.0
+    return times, others
+
+
 def measure(runner: Any, feeds: Mapping[int, dict], iterations: int, warmup: int, max_seconds: float = float("inf"),
             min_iterations: int = 10) -> dict[str, dict]:
     """Wall-clock milliseconds per inference call, per batch size: `iterations` calls, or fewer once
     `max_seconds` is spent."""
     result = {}
     for batch, feed in feeds.items():
-        for _ in range(warmup):
+        started = time.perf_counter()  # warm up by count and by time: thread pools and caches settle in ~0.1-0.2 s
+        for i in range(max(warmup, 1_000_000) if warmup else 0):
             runner.infer(feed, check_inputs=False)
-        times: list[float] = []
-        budget_ms = max_seconds * 1e3
-        while len(times) < iterations and (len(times) < min_iterations or sum(times) < budget_ms):
-            start = time.perf_counter()
-            runner.infer(feed, check_inputs=False)
-            times.append((time.perf_counter() - start) * 1e3)
+            if i + 1 >= warmup and time.perf_counter() - started >= WARMUP_SECONDS:
+                break
+        # other processes (a sweep job starting up outside any lock, a user's program) may still run: time again
+        # until a window in which they used under QUIET_SHARE of the machine, and keep the quietest try
+        tries = []
+        for _ in range(QUIET_TRIES):
+            tries.append(_timed_calls(runner, feed, iterations, max_seconds, min_iterations))
+            if tries[-1][1] <= QUIET_SHARE:
+                break
+            time.sleep(0.2)
+        times, others = min(tries, key=lambda t: t[1])
         result[f"b{batch}"] = {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99)),
-                               "mean": float(np.mean(times)), "iterations": len(times)}
+                               "mean": float(np.mean(times)), "iterations": len(times), "tries": len(tries),
+                               "others_cpu_share": round(others, 3)}
     return result
 
 
@@ -53,21 +91,24 @@ def measure_now(cfg: Any, artifacts: Mapping[str, Path], backend: str) -> tuple[
     from compiler.iospec import IOSpec
     from compiler.stages.verify import samples
     from compiler.verify.runners import CallableRunner, engine_runner, framework_predictor, onnx_runner
-    from compiler.verify.timing import timing
+    from compiler.verify.timing import timing, working
 
     io, v = IOSpec.from_cfg(cfg), cfg.verify.latency
-    x_test, _ = samples(cfg, io)
-    if cfg.framework.value == "onnx":
-        reference = onnx_runner("model.onnx", artifacts["export"], cfg.engine)
-    else:
-        reference = CallableRunner(cfg.framework.value, framework_predictor(cfg, io, artifacts["train"]), io)
-    feeds = latency_feeds(io, x_test, io.latency_batches(v.batch_sizes), cfg.seed)
+    with working():  # loading data and the framework model is work too
+        x_test, _ = samples(cfg, io)
+        if cfg.framework.value == "onnx":
+            reference = onnx_runner("model.onnx", artifacts["export"], cfg.engine)
+        else:
+            reference = CallableRunner(cfg.framework.value, framework_predictor(cfg, io, artifacts["train"]), io)
+        feeds = latency_feeds(io, x_test, io.latency_batches(v.batch_sizes), cfg.seed)
     result = {}
     with timing():
         started = datetime.now(timezone.utc)
-        for key, runner in (("framework", reference), ("engine", engine_runner(backend, artifacts["build"], cfg.engine))):
+        # the engine first: a framework's thread pool (torch's OpenMP) keeps spinning for a while after it ran
+        for key, runner in (("engine", engine_runner(backend, artifacts["build"], cfg.engine)), ("framework", reference)):
             with runner:
                 result[key] = measure(runner, feeds, v.iterations, v.warmup, v.max_seconds)
+    result = {key: result[key] for key in ("framework", "engine")}
     conditions = {"measured_at": started.isoformat(timespec="seconds"), "host": platform.node(),
                   "cpus": os.cpu_count(), "backend": backend, "alone": True,
                   "batches": [f"b{b}" for b in feeds]}
