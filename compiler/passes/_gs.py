@@ -16,10 +16,19 @@ def on_graph(model: onnx.ModelProto, edit: Callable[[gs.Graph], None], infer: bo
     With `infer`, shapes are inferred first so that `edit` can read tensor shapes and dtypes.
     """
     if infer:  # from scratch: exporters leave value_info with their own names for symbolic dims
-        fresh = onnx.ModelProto.FromString(model.SerializeToString())
-        del fresh.graph.value_info[:]
-        model = onnx.shape_inference.infer_shapes(fresh, data_prop=True)
-    graph = gs.import_onnx(model)
+        kept_info, kept_outputs = list(model.graph.value_info), list(model.graph.output)
+        inferred = inferred_graph(model)
+        del model.graph.value_info[:], model.graph.output[:]
+        model.graph.value_info.extend(inferred.value_info)
+        model.graph.output.extend(inferred.output)
+        try:
+            graph = gs.import_onnx(model)
+        finally:  # the caller's model is left as it was
+            del model.graph.value_info[:], model.graph.output[:]
+            model.graph.value_info.extend(kept_info)
+            model.graph.output.extend(kept_outputs)
+    else:
+        graph = gs.import_onnx(model)
     edit(graph)
     out = gs.export_onnx(graph, do_type_check=False)
     out.ir_version = model.ir_version
@@ -28,6 +37,31 @@ def on_graph(model: onnx.ModelProto, edit: Callable[[gs.Graph], None], infer: bo
     out.producer_name, out.producer_version = model.producer_name, model.producer_version
     _keep_io_types(model, out)
     return out
+
+
+SHAPE_ONLY_BYTES = 1 << 16   # larger weights reach shape inference as shape and type only
+
+
+def inferred_graph(model: onnx.ModelProto) -> onnx.GraphProto:
+    """The graph with shapes and types of every tensor inferred afresh (with data propagation): value_info and
+    outputs. onnx's inference serialises the model, which stops at 2 GiB, and reads only the shapes of
+    weights: it gets a copy without large ones."""
+    light = onnx.ModelProto()
+    for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
+        setattr(light, field, getattr(model, field))
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    graph = light.graph
+    graph.name = model.graph.name
+    graph.node.extend(model.graph.node)
+    graph.input.extend(model.graph.input)
+    graph.output.extend(model.graph.output)
+    for tensor in model.graph.initializer:
+        if len(tensor.raw_data) > SHAPE_ONLY_BYTES:
+            graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
+        else:
+            graph.initializer.append(tensor)
+    return onnx.shape_inference.infer_shapes(light, data_prop=True).graph
 
 
 def _keep_io_types(before: onnx.ModelProto, after: onnx.ModelProto) -> None:
