@@ -22,6 +22,23 @@ POSITIONS = ("min", "opt", "max")
 Range = tuple[int, int, int]
 
 
+def channels_last(shape: Sequence) -> tuple:
+    """[N, C, H, W] -> [N, H, W, C] (any other rank is left as it is): the one place layouts are converted."""
+    s = tuple(shape)
+    return (s[0], s[2], s[3], s[1]) if len(s) == 4 else s
+
+
+def channels_first(shape: Sequence) -> tuple:
+    s = tuple(shape)
+    return (s[0], s[3], s[1], s[2]) if len(s) == 4 else s
+
+
+def to_channels_last(x: "np.ndarray") -> "np.ndarray":
+    import numpy as np
+
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
+
+
 @dataclass(frozen=True)
 class Tensor:
     """One input as the engine sees it: `shape` is in the engine's layout, batch included."""
@@ -38,14 +55,16 @@ class Tensor:
 
     def data_shape(self, engine_shape: Sequence[int]) -> tuple[int, ...]:
         """An engine-layout shape in the recipe's (channels-first) layout, where data is made."""
-        s = tuple(engine_shape)
-        return (s[0], s[3], s[1], s[2]) if self.channels_last and len(s) == 4 else s
+        return channels_first(engine_shape) if self.channels_last else tuple(engine_shape)
 
     def to_engine(self, x: "np.ndarray") -> "np.ndarray":
         """Samples in the recipe's channels-first layout -> this input's engine layout."""
-        import numpy as np
+        return to_channels_last(x) if self.channels_last else x
 
-        return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if self.channels_last and x.ndim == 4 else x
+    def keras_shape(self) -> tuple:
+        """The shape Keras (always channels last) is called with, named dims as None."""
+        shape = [d if isinstance(d, int) else None for d in self.data_shape(self.shape)]
+        return channels_last(shape)
 
 
 @dataclass(frozen=True)
@@ -73,12 +92,12 @@ class IOSpec:
         inputs = []
         for spec in model.inputs:
             shape = tuple(_dim(d) for d in spec.shape)
-            channels_last = nhwc and len(shape) == 4
-            if channels_last:
-                shape = (shape[0], shape[2], shape[3], shape[1])
+            last = nhwc and len(shape) == 4
+            if last:
+                shape = channels_last(shape)
             dtype = spec.dtype.value if spec.dtype is not None else "float32"
             value_range = tuple(spec.range) if spec.range is not None else ((0, 2) if dtype == "bool" else None)
-            inputs.append(Tensor(spec.name, dtype, shape, value_range, channels_last))
+            inputs.append(Tensor(spec.name, dtype, shape, value_range, last))
         outputs = tuple(Output(o.name, o.atol, o.rtol) for o in model.outputs)
         profiles, explicit = _profiles(_plain(model.dims), _plain(model.profiles))
         return cls(tuple(inputs), outputs, profiles, explicit)

@@ -202,7 +202,7 @@ def _data(cfg: DictConfig) -> list[Problem]:
         elif not Path(d.path).expanduser().is_file():
             problems.append(Problem("data.path", "file not found", d.path, fix="give an existing .npz file"))
         else:
-            problems += _npz_problems(Path(d.path).expanduser(), d.x_key, d.y_key)
+            problems += _npz_problems(Path(d.path).expanduser(), d.x_key, d.y_key, [i.name for i in cfg.model.inputs])
     if d.source.value == "image_folder":
         problems += _image_folder_problems(d.path)
     if d.path and d.source.value not in ("npz", "image_folder"):
@@ -250,8 +250,9 @@ def _image_folder_problems(path: str | None) -> list[Problem]:
     return []
 
 
-def _npz_problems(path: Path, x_key: str, y_key: str) -> list[Problem]:
-    """Check the archive and its keys without loading any array."""
+def _npz_problems(path: Path, x_key: str, y_key: str, inputs: list[str]) -> list[Problem]:
+    """Check the archive and its keys without loading any array: one array per input (by its name; a single
+    input may use x_key instead) and the labels."""
     import zipfile
 
     try:
@@ -260,8 +261,15 @@ def _npz_problems(path: Path, x_key: str, y_key: str) -> list[Problem]:
     except (zipfile.BadZipFile, OSError) as exc:
         return [Problem("data.path", f"not a readable .npz archive ({exc})", str(path),
                         fix="write it with numpy.savez(path, x=..., y=...)")]
-    return [Problem(f"data.{which}", "no such array in the .npz file", key, ", ".join(sorted(names)) or "none")
-            for which, key in (("x_key", x_key), ("y_key", y_key)) if key not in names]
+    allowed = ", ".join(sorted(names)) or "none"
+    problems = [Problem("data.y_key", "no such array in the .npz file", y_key, allowed)] if y_key not in names else []
+    if len(inputs) == 1 and inputs[0] not in names and x_key not in names:
+        problems.append(Problem("data.x_key", "no such array in the .npz file", x_key, allowed,
+                                fix=f"name the samples' array '{x_key}' or '{inputs[0]}'"))
+    if len(inputs) > 1:
+        problems += [Problem("data.path", f"no array for input '{name}' in the .npz file", str(path), allowed,
+                             fix="save one array per input, named after it") for name in inputs if name not in names]
+    return problems
 
 
 def _positive(cfg: DictConfig, keys: list[str]) -> list[Problem]:

@@ -153,3 +153,28 @@ def test_unknown_input_in_the_recipe_is_a_lint_error(compile_cli, tmp_path):
     path = _two_in_two_out(tmp_path / "m.onnx")
     run = compile_cli("recipe=onnx_file", f"model.path={path}", "model.inputs=[{name: tokens, range: [0, 9]}]")
     assert run.code == 2 and "model.inputs: no such input in the file; got 'tokens'; allowed: ids, extra" in run.stderr
+
+
+def half_of_the_labels(offset: int = 0):
+    """A `verify.metric` factory: the share of samples whose label is below 2 (a task metric of the user's own)."""
+    return lambda outputs, labels: float(((labels + offset) < 2).mean()) + 0 * float(outputs["logits"].sum())
+
+
+def test_npz_arrays_feed_inputs_by_name_and_a_metric_hook_scores_them(compile_cli, tmp_path):
+    from tests.conftest import REPO
+
+    path = _two_in_two_out(tmp_path / "m.onnx")
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 120)
+    np.savez(tmp_path / "d.npz", ids=rng.integers(0, 37, (120, 6)), extra=rng.standard_normal((120, 5)).astype(np.float32),
+             y=labels)
+    run = compile_cli("recipe=onnx_file", f"model.path={path}", "data.source=npz", f"data.path={tmp_path / 'd.npz'}",
+                      "++model.dims.tokens=[6,6,6]", "data.test_fraction=0.5",
+                      "+verify.metric={_target_: tests.test_onnx_import.half_of_the_labels}", *FAST,
+                      env={"COMPILER_ALLOWED_TARGETS": "tests.", "PYTHONPATH": str(REPO)})
+    assert run.code == 0, run.output
+    r = run.report
+    assert r["metric"] == "tests.test_onnx_import.half_of_the_labels"
+    assert r["verified_shapes"]["test split"] == {"ids": [8, 6], "extra": [8, 5]}  # real samples, by input name
+    accuracy = r["metrics"]["accuracy"]
+    assert accuracy["engine"] == accuracy["framework"] and 0.4 < accuracy["engine"] < 0.9  # the hook's figure

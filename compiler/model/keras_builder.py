@@ -67,11 +67,6 @@ def _apply(spec: LayerSpec, x):
     return act(x) if act is not None else x
 
 
-def keras_input_shape(shape: Sequence[int]) -> tuple[int, ...]:
-    """The recipe's channels-first sample shape as Keras' channels-last one."""
-    return (shape[1], shape[2], shape[0]) if len(shape) == 3 else tuple(shape)
-
-
 def build_keras_model(model_cfg: Any, io: Any) -> keras.Model:
     """The recipe's model as Keras (the layer list, or the allow-listed factory); Keras takes channels last."""
     if model_cfg.factory is not None:
@@ -80,10 +75,10 @@ def build_keras_model(model_cfg: Any, io: Any) -> keras.Model:
         return instantiate_factory(model_cfg.factory)
     from compiler.model.layers import parse_layers
 
-    sample = list(io.inputs[0].data_shape(io.inputs[0].shape))[1:]
-    specs, problems = parse_layers(model_cfg.layers, sample)
+    image = io.inputs[0]
+    specs, problems = parse_layers(model_cfg.layers, list(image.data_shape(image.shape))[1:])
     assert not problems, problems
-    inputs = keras.Input(keras_input_shape(sample), name=io.inputs[0].name)
+    inputs = keras.Input(image.keras_shape()[1:], name=image.name)
     x = inputs
     for spec in specs:
         x = _apply(spec, x)

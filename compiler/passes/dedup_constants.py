@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
@@ -18,7 +19,7 @@ def _dedup(graph: gs.Graph) -> None:
             if not isinstance(tensor, gs.Constant) or id(tensor) in outputs:
                 continue
             values = tensor.values
-            key = (str(values.dtype), values.shape, hashlib.sha256(values.tobytes()).hexdigest())
+            key = (str(values.dtype), values.shape, hashlib.sha256(np.ascontiguousarray(values).data).hexdigest())
             kept = seen.setdefault(key, tensor)
             if kept is not tensor:
                 node.inputs[i] = kept

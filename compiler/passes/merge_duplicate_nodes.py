@@ -9,6 +9,8 @@ size is a named dim of a graph input is read off that input instead: exporters r
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
@@ -57,8 +59,8 @@ def _read_dims_off_inputs(graph: gs.Graph) -> None:
 
 def _attr(value) -> object:
     array = value.values if isinstance(value, gs.Constant) else value
-    if isinstance(array, np.ndarray):  # repr() elides long arrays
-        return array.dtype.str, array.shape, array.tobytes()
+    if isinstance(array, np.ndarray):  # repr() elides long arrays; a digest keeps big weights out of the keys
+        return array.dtype.str, array.shape, hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
     return repr(value)
 
 

@@ -15,7 +15,7 @@ def export(cfg, io: IOSpec, weights: Path, out: Path) -> None:
 
     model = load_trained(weights)
     # Keras itself is channels-last; an NCHW engine input is transposed at the graph's entrance by tf2onnx
-    signature = tuple(tf.TensorSpec(_keras_shape(t), tf.as_dtype(t.dtype), name=t.name) for t in io.inputs)
+    signature = tuple(tf.TensorSpec(t.keras_shape(), tf.as_dtype(t.dtype), name=t.name) for t in io.inputs)
     nchw = [t.name for t in io.inputs if len(t.shape) == 4 and not t.channels_last]
 
     @tf.function(input_signature=signature)
@@ -32,14 +32,6 @@ def export(cfg, io: IOSpec, weights: Path, out: Path) -> None:
     import onnx
 
     onnx.save(proto, str(out))
-
-
-def _keras_shape(t) -> tuple:
-    """The TensorSpec shape Keras is called with: channels last, named dims unknown (None)."""
-    shape = [d if isinstance(d, int) else None for d in t.shape]
-    if len(shape) == 4 and not t.channels_last:
-        shape = [shape[0], shape[2], shape[3], shape[1]]
-    return tuple(shape)
 
 
 def _name_io(proto, io: IOSpec) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ def apply_passes(model, passes_cfg, log=None) -> tuple[Any, list[dict]]:
         started = time.perf_counter()
         try:
             model = call.load()(model, **call.args)
+            gc.collect()  # graphsurgeon graphs are reference cycles: without this, each pass's copy of the weights stays
         except Exception as exc:
             raise StageError("surgery", f"pass surgery.passes[{call.index}] '{call.name}' failed: {exc}",
                              fix="remove or move this pass, or change its arguments") from exc

@@ -15,15 +15,12 @@ import numpy as np  # noqa: E402
 
 from compiler.data.sources import load_dataset  # noqa: E402
 from compiler.errors import StageError  # noqa: E402
+from compiler.iospec import to_channels_last  # noqa: E402
 from compiler.model.keras_builder import build_keras_model  # noqa: E402
 from compiler.stages import StageContext, StageResult  # noqa: E402
 
 _OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
                "rmsprop": keras.optimizers.RMSprop}
-
-
-def to_nhwc(x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
 
 
 def _optimizer(opt_cfg) -> keras.optimizers.Optimizer:
@@ -52,7 +49,7 @@ class _EpochLog(keras.callbacks.Callback):
 
 def keras_inputs(x: dict, io) -> list[np.ndarray] | np.ndarray:
     """Named samples (channels first) as Keras takes them: channels last, a list when there are several."""
-    arrays = [to_nhwc(x[name]) for name in io.input_names]
+    arrays = [to_channels_last(x[name]) for name in io.input_names]
     return arrays if len(arrays) > 1 else arrays[0]
 
 
@@ -143,7 +140,7 @@ def load_trained(path: Path) -> keras.Model:
 
 def predict(model: keras.Model, feed: dict[str, np.ndarray], io) -> dict[str, np.ndarray]:
     """Outputs by name for a feed in the engine's layout (NCHW unless export.input_layout=nhwc)."""
-    xs = [feed[t.name] if t.channels_last else to_nhwc(feed[t.name]) for t in io.inputs]
+    xs = [feed[t.name] if t.channels_last else to_channels_last(feed[t.name]) for t in io.inputs]
     result = model(xs if len(xs) > 1 else xs[0], training=False)
     outputs = list(result) if isinstance(result, (list, tuple)) else [result]
     return {name: np.asarray(out) for name, out in zip(io.output_names, outputs)}
