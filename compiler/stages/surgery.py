@@ -63,8 +63,10 @@ def run(ctx: StageContext) -> StageResult:
 
     model = onnx.load(str(ctx.inputs["export"]))
     model, records = apply_passes(model, ctx.cfg.surgery.passes, ctx.log)
+    from compiler.onnx_files import save_model
+
     out = ctx.work_dir / "model.clean.onnx"
-    onnx.save(model, str(out))
+    save_model(model, out)  # with external data when over 2 GB
     try:  # the compiler's own exports pass strict shape inference; a foreign file need only keep what it had
         info = checked_model_info(out, strict=ctx.cfg.framework.value != "onnx")
     except Exception as exc:
