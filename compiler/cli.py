@@ -264,10 +264,13 @@ def main() -> None:
         entry()
     except SystemExit as exc:
         if exc.code not in (0, None):
-            if _SESSION.jobs == 0:  # Hydra failed before any job: the recipe or the command line is invalid
+            multirun = "-m" in argv or "--multirun" in argv
+            if _SESSION.jobs == 0 and not multirun:  # Hydra failed before the job: the command line is invalid
                 _explain_composition_failure(sys.argv[1:])
                 sys.exit(EXIT_INVALID_RECIPE)
-            sys.exit(exc.code)
+            # a sweep was linted whole before it started: a failure now (a launcher's worker killed, say) is a
+            # failed run, even though its jobs ran in other processes
+            sys.exit(EXIT_STAGE_FAILED if multirun else exc.code)
     _exit(_SESSION.exit_code)
 
 
