@@ -16,6 +16,7 @@ class LatencyConfig:
     batch_sizes: List[int] = field(default_factory=lambda: [1, 32])
     iterations: int = 50      # at most this many timed calls per model and batch size...
     warmup: int = 5
+    warmup_seconds: float = 0.2   # ...and at least this long: thread pools and caches settle in ~0.1-0.2 s
     max_seconds: float = 0.5  # ...stopping early once this much time is spent (at least 10 calls)
 
 

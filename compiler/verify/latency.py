@@ -13,7 +13,6 @@ from typing import Any, Mapping
 import numpy as np
 
 
-WARMUP_SECONDS = 0.2
 QUIET_SHARE = 0.05   # other processes may use at most this share of the machine's CPU time while we time
 QUIET_TRIES = 5
 
@@ -45,15 +44,15 @@ def _timed_calls(runner: Any, feed: dict, iterations: int, max_seconds: float, m
 
 
 def measure(runner: Any, feeds: Mapping[int, dict], iterations: int, warmup: int, max_seconds: float = float("inf"),
-            min_iterations: int = 10) -> dict[str, dict]:
+            min_iterations: int = 10, warmup_seconds: float = 0.0) -> dict[str, dict]:
     """Wall-clock milliseconds per inference call, per batch size: `iterations` calls, or fewer once
     `max_seconds` is spent."""
     result = {}
     for batch, feed in feeds.items():
-        started = time.perf_counter()  # warm up by count and by time: thread pools and caches settle in ~0.1-0.2 s
+        started = time.perf_counter()  # warm up by count and by time
         for i in range(max(warmup, 1_000_000) if warmup else 0):
             runner.infer(feed, check_inputs=False)
-            if i + 1 >= warmup and time.perf_counter() - started >= WARMUP_SECONDS:
+            if i + 1 >= warmup and time.perf_counter() - started >= warmup_seconds:
                 break
         # other processes (a sweep job starting up outside any lock, a user's program) may still run: time again
         # until a window in which they used under QUIET_SHARE of the machine, and keep the quietest try
@@ -107,7 +106,8 @@ def measure_now(cfg: Any, artifacts: Mapping[str, Path], backend: str) -> tuple[
         # the engine first: a framework's thread pool (torch's OpenMP) keeps spinning for a while after it ran
         for key, runner in (("engine", engine_runner(backend, artifacts["build"], cfg.engine)), ("framework", reference)):
             with runner:
-                result[key] = measure(runner, feeds, v.iterations, v.warmup, v.max_seconds)
+                result[key] = measure(runner, feeds, v.iterations, v.warmup, v.max_seconds,
+                                      warmup_seconds=v.warmup_seconds)
     result = {key: result[key] for key in ("framework", "engine")}
     conditions = {"measured_at": started.isoformat(timespec="seconds"), "host": platform.node(),
                   "cpus": os.cpu_count(), "backend": backend, "alone": True,
