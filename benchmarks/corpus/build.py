@@ -31,10 +31,6 @@ warnings.filterwarnings("ignore")
 HERE = Path(__file__).resolve().parent
 
 
-def _quiet():
-    return contextlib.ExitStack()
-
-
 def packaged(out: Path) -> list[dict]:
     """Model-zoo graphs and backend-test graphs from the onnx package, sample models from onnxruntime."""
     import onnx

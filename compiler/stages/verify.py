@@ -34,8 +34,6 @@ class VerifyConfig:
 
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from compiler.iospec import IOSpec
 
 
