@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from _timing import session_run_ms
+from _timing import machine_line, session_run_ms
 
 PRECISIONS = ("fp32", "int8")
 
@@ -72,9 +72,7 @@ def main() -> None:
             for recipe in args.recipes:
                 for precision in PRECISIONS:
                     compile_recipe(recipe, precision, folder, Path(tmp) / "cache")
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), "unknown CPU")
-        print(f"onnxruntime {ort.__version__} on {cpu}, {os.cpu_count()} CPUs\n")
+        print(machine_line())
         print("| recipe | threads | fp32 top-1 | int8 top-1 | drop (points) | kept fp32 | fp32 samples/s (b32) "
               "| int8 samples/s (b32) | int8 / fp32 |")
         print("|---|---|---|---|---|---|---|---|---|")

@@ -79,7 +79,9 @@ def run_job(cfg: DictConfig, recipe: str, run_dir: Path) -> int:
 
     from compiler.verify.timing import working
 
-    result = compile_recipe(cfg, run_dir, log)
+    from compiler.plan import resolve
+
+    result = compile_recipe(cfg, run_dir, log, resolve(cfg))
     verify = result.by_name.get("verify")
     if result.error:
         status, code = "failed", EXIT_STAGE_FAILED

@@ -303,34 +303,9 @@ def _surgery(cfg: DictConfig) -> list[Problem]:
 
 
 def _engine(cfg: DictConfig) -> list[Problem]:
-    from compiler.backends import choose_backend, converted_precision, tensorrt_status
+    from compiler.plan import plan_problems
 
-    engine, problems = cfg.engine, []
-    if engine.backend.value == "tensorrt":
-        ok, why = tensorrt_status()
-        if not ok:
-            problems.append(Problem("engine.backend", f"TensorRT cannot run here: {why}", "tensorrt",
-                                    "auto, onnxruntime, tensorrt",
-                                    fix="install TensorRT on a CUDA machine (pip install 'compiler[tensorrt]' "
-                                        "--extra-index-url https://pypi.nvidia.com), or use engine.backend=auto"))
-    backend = choose_backend(engine).name
-    if backend == "onnxruntime" and engine.precision.value not in ("fp32", "fp16", "int8"):
-        problems.append(Problem("engine.precision", "the onnxruntime backend builds fp32, fp16 and int8 (QDQ) engines",
-                                engine.precision.value, "fp32, fp16, int8",
-                                fix="use engine.precision=fp32, fp16 or int8"))
-    converted = converted_precision(engine)
-    if converted and cfg.data.source.value == "none":
-        problems.append(Problem("engine.precision", f"{converted} conversion needs calibration data and labels for "
-                                "its accuracy budget", converted,
-                                fix="give data (data.source=npz data.path=...) or use engine.precision=fp32"))
-    if cfg.data.calibration_size < 1:
-        problems.append(Problem("data.calibration_size", "must be positive", cfg.data.calibration_size))
-    for i, library in enumerate(engine.onnxruntime.custom_op_libraries):
-        if not Path(library).expanduser().is_file():
-            problems.append(Problem(f"engine.onnxruntime.custom_op_libraries[{i}]", "library not found", library))
-    from compiler.backends.tensorrt_plan import tensorrt_problems
-
-    return problems + tensorrt_problems(cfg)
+    return plan_problems(cfg)
 
 
 def _verify(cfg: DictConfig) -> list[Problem]:

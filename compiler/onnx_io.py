@@ -52,7 +52,9 @@ def _external_data_problems(path: Path, model: Any) -> list[Problem]:
 def _domain_problems(model: Any, cfg: DictConfig) -> list[Problem]:
     local = {f.domain for f in model.functions}
     custom = sorted({(n.op_type, n.domain) for n in model.graph.node if n.domain not in KNOWN_DOMAINS + tuple(local)})
-    if not custom or cfg.engine.onnxruntime.custom_op_libraries:
+    from compiler.plan import custom_op_libraries
+
+    if not custom or custom_op_libraries(cfg):
         return []
     ops = ", ".join(f"{op} (domain {domain})" for op, domain in custom)
     return [Problem("model.path", f"custom ops that onnxruntime does not know: {ops}", str(cfg.model.path),

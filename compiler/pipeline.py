@@ -18,7 +18,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from compiler.backends import converted_precision, engine_key
 from compiler.cache import StageCache, artifact_files, cache_root, sha256_artifact, sha256_path, stage_key, tool_versions
 from compiler.errors import StageError, debug_enabled, describe
 from compiler.stages import Stage, StageContext
@@ -28,15 +27,18 @@ FRAMEWORK_TOOLS = {"torch": ("torch",), "tensorflow": ("tensorflow-cpu", "tensor
 
 STAGES: tuple[Stage, ...] = (
     Stage("train", "compiler.stages.train:run", ("framework", "seed", "data", "model", "train")),
-    Stage("export", "compiler.stages.export:run", ("framework", "model", "export"), ("train",), ("onnx", "onnxscript")),
-    Stage("surgery", "compiler.stages.surgery:run", ("surgery",), ("export",), ("onnx", "onnx-graphsurgeon", "onnxruntime")),
-    Stage("quantize", "compiler.stages.quantize:run", ("framework", "seed", "data", "model", "export", "quantize",
-                                                        "verify"), ("surgery",), ("onnxruntime", "onnx")),
-    Stage("build", "compiler.stages.build:run", ("engine",), ("surgery", "quantize"),
-          ("onnxruntime", "tensorrt", "polygraphy")),
-    Stage("verify", "compiler.stages.verify:run", ("framework", "seed", "data", "model", "engine", "verify"),
-          ("train", "export", "surgery", "quantize", "build"), ("onnxruntime", "polygraphy")),
+    Stage("export", "compiler.stages.export:run", ("framework", "model", "export"), ("train",), ("onnx", "onnxscript"),
+          plan_key="load_key"),
+    Stage("surgery", "compiler.stages.surgery:run", ("framework", "surgery"), ("export",), ("onnx", "onnx-graphsurgeon", "onnxruntime")),
+    Stage("quantize", "compiler.stages.quantize:run", ("framework", "seed", "data", "model", "quantize", "verify"),
+          ("surgery",), ("onnxruntime", "onnx", "nvidia-modelopt"), plan_key="conversion_key"),
+    Stage("build", "compiler.stages.build:run", (), ("surgery", "quantize"),
+          ("onnxruntime", "tensorrt", "tensorrt-rtx", "polygraphy"), plan_key="build_key",
+          calibrating_keys=("seed", "data", "model")),  # TensorRT 10's calibrator reads data
+    Stage("verify", "compiler.stages.verify:run", ("framework", "seed", "data", "model", "verify"),
+          ("train", "export", "surgery", "quantize", "build"), ("onnxruntime", "polygraphy"), plan_key="verify_key"),
 )
+COMMON = ("train", "export", "surgery")  # stages every candidate of `precision: best` shares
 _FRAMEWORK_STAGES = {"train", "export", "verify"}
 
 
@@ -58,12 +60,30 @@ class StageRecord:
 class CompileResult:
     stages: list[StageRecord]
     error: StageError | None = None
+    plan: Any = None                                         # the EnginePlan the engine was built by
+    search: list = field(default_factory=list)               # precision=best: one row per candidate
     latency: dict = field(default_factory=dict)              # measured now, never cached (verify/latency.py)
     latency_conditions: dict = field(default_factory=dict)
 
     @property
     def by_name(self) -> dict[str, StageRecord]:
         return {s.name: s for s in self.stages}
+
+
+def stage_view(cfg: DictConfig, keys: tuple[str, ...]) -> DictConfig:
+    """The recipe as a stage sees it: only the sections its key holds; reading any other raises."""
+    view = OmegaConf.masked_copy(cfg, list(keys))
+    OmegaConf.set_struct(view, True)
+    OmegaConf.set_readonly(view, True)
+    return view
+
+
+def stage_key_parts(stage: Stage, cfg: DictConfig, plan: Any) -> dict[str, Any]:
+    """Everything of the recipe and the plan that enters this stage's cache key."""
+    sliced = _config_slice(cfg, stage.sections(plan))
+    if stage.plan_key:
+        sliced["plan"] = getattr(plan, stage.plan_key)()
+    return sliced
 
 
 def _config_slice(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -73,13 +93,10 @@ def _config_slice(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
         sliced["data_sha256"] = sha256_path(Path(cfg.data.path).expanduser())
     if "model" in keys and cfg.model.path:
         sliced["model_sha256"] = sha256_artifact(Path(cfg.model.path).expanduser())  # with its external data
-    if "engine" in keys:  # `auto` may resolve differently on another machine; the other backend's flags do not count
-        sliced["engine"] = engine_key(cfg.engine)
-    if "quantize" in keys:  # int8 or fp16; not the rest of `engine`, so engine flags alone reuse the conversion
+    if "quantize" in keys:
         from compiler.stages.quantize import reduce_range
 
-        sliced["converted_precision"] = converted_precision(cfg.engine)
-        sliced["reduce_range"] = reduce_range(cfg)  # `null` resolves by this CPU
+        sliced["reduce_range"] = reduce_range(cfg.quantize)  # `null` resolves by this CPU
     return sliced
 
 
@@ -106,31 +123,38 @@ def _copy(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
-def compile_recipe(cfg: DictConfig, run_dir: Path, log: logging.Logger) -> CompileResult:
+def compile_recipe(cfg: DictConfig, run_dir: Path, log: logging.Logger, plan: Any = None) -> CompileResult:
+    """Every stage in order (cached where it can be), then latency measured now. `plan`: the EnginePlan lint
+    resolved (resolved here when not given)."""
     from compiler.iospec import IOSpec
+    from compiler.plan import resolve
 
+    plan = plan or resolve(cfg)
     cache = StageCache(cache_root(cfg.cache)) if cfg.cache.enabled else None
     io = IOSpec.from_cfg(cfg)
-    framework = cfg.framework.value
+    stages = [s for s in STAGES if s.name in COMMON] if plan.search else list(STAGES)
     records: list[StageRecord] = []
     with working():  # every stage, cached or not (imports, hashing, training): never while another job times
-        error = _stages(cfg, io, cache, framework, records, run_dir, log)
+        error = _stages(cfg, io, plan, cache, stages, records, run_dir, log)
     if error:
-        return CompileResult(records, error)
-    return _timed(CompileResult(records), cfg, run_dir, log)
+        return CompileResult(records, error, plan=plan)
+    if plan.search:
+        return _search(cfg, io, plan, cache, records, run_dir, log)
+    return _timed(CompileResult(records, plan=plan), cfg, run_dir, log)
 
 
-def _stages(cfg: DictConfig, io: Any, cache: StageCache | None, framework: str, records: list[StageRecord],
-            run_dir: Path, log: logging.Logger) -> StageError | None:
-    """Run (or take from the cache) every stage in order; the error that stopped them, if any."""
-    for stage in STAGES:
+def _stages(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, stages: list[Stage],
+            records: list[StageRecord], run_dir: Path, log: logging.Logger) -> StageError | None:
+    """Run (or take from the cache) the stages in order, appending to `records`; the error that stopped them."""
+    framework = cfg.framework.value
+    for stage in stages:
         if stage.name == "train" and framework == "onnx":
             continue  # an ONNX recipe starts at export, which takes model.path as it is
-        if stage.name == "quantize" and converted_precision(cfg.engine) is None:
+        if stage.name == "quantize" and plan.conversion == "none":
             continue
         tools = stage.tools + (FRAMEWORK_TOOLS[framework] if stage.name in _FRAMEWORK_STAGES else ())
         done = {r.name: r for r in records}
-        key = stage_key(stage.name, _config_slice(cfg, stage.config_keys),
+        key = stage_key(stage.name, stage_key_parts(stage, cfg, plan),
                         {n: done[n].sha256 for n in stage.needs if n in done}, tool_versions(tools))
         record = StageRecord(stage.name, key=key)
         records.append(record)
@@ -143,7 +167,7 @@ def _stages(cfg: DictConfig, io: Any, cache: StageCache | None, framework: str, 
                 record.info, record.build_seconds, record.cached = hit["info"], hit["seconds"], True
             else:
                 log.info("stage %-8s running", stage.name)
-                artifact_path = _run_stage(stage, cfg, io, cache, key, done, record, run_dir, log)
+                artifact_path = _run_stage(stage, cfg, io, plan, cache, key, done, record, run_dir, log)
             record.artifact, record.sha256 = artifact_path.name, sha256_artifact(artifact_path)
             if artifact_path.parent != run_dir:
                 _place(artifact_path, run_dir)
@@ -160,6 +184,56 @@ def _stages(cfg: DictConfig, io: Any, cache: StageCache | None, framework: str, 
     return None
 
 
+def _search(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, common: list[StageRecord],
+            run_dir: Path, log: logging.Logger) -> CompileResult:
+    """`precision: best`: convert, build and verify every candidate precision, time their engines on the same
+    inputs, and keep the fastest whose accuracy stays within the budget (its verify gates passed)."""
+    from compiler.verify.latency import time_engines
+
+    outcomes: dict[str, tuple[Any, list[StageRecord], StageError | None]] = {}
+    for precision in plan.search:
+        candidate, folder, records = plan.with_precision(precision), run_dir / "candidates" / precision, list(common)
+        folder.mkdir(parents=True, exist_ok=True)
+        log.info("best: building the %s candidate", precision)
+        with working():
+            error = _stages(cfg, io, candidate, cache, [s for s in STAGES if s.name not in COMMON], records, folder, log)
+        outcomes[precision] = (candidate, records, error)
+    built = {p: (c, [x for x in r if x.name == "build" and x.path]) for p, (c, r, _) in outcomes.items()}
+    latency = time_engines(cfg, {p: (c, Path(b[0].path)) for p, (c, b) in built.items() if b})
+    rows = [search_row(p, *outcomes[p], latency.get(p, {})) for p in plan.search]
+    passed = [r for r in rows if r["passed"]]
+    if not passed:
+        reasons = "; ".join(f"{r['precision']}: {r['why']}" for r in rows)
+        return CompileResult(common, StageError("verify", f"precision=best: no candidate passed ({reasons})"),
+                             plan=plan, search=rows)
+    winner = min(passed, key=lambda r: r["speed_ms"])
+    winner["chosen"] = True
+    candidate, records, _ = outcomes[winner["precision"]]
+    for record in records[len(common):]:  # the winner's artifacts take their place in the run dir
+        _place(Path(record.path), run_dir)
+        record.path = str(run_dir / record.artifact)
+    log.info("best: %s (%s)", winner["precision"], winner["why"])
+    return _timed(CompileResult(records, plan=candidate, search=rows), cfg, run_dir, log)
+
+
+def search_row(precision: str, plan: Any, records: list[StageRecord], error: StageError | None,
+               latency: dict) -> dict:
+    """One candidate of `precision: best`: what it converted with, its accuracy, its gates, its speed."""
+    verify = next((r.info for r in records if r.name == "verify" and r.info), {})
+    largest = max(latency, key=lambda b: int(b[1:]), default=None)
+    row = {"precision": precision, "conversion": plan.conversion, "tool": plan.tool,
+           "accuracy": verify.get("accuracy", {}).get("engine"),
+           "reference_accuracy": verify.get("accuracy", {}).get(plan.reference),
+           "passed": error is None and bool(verify.get("passed")), "latency_ms": {b: v["p50"] for b, v in latency.items()},
+           "speed_batch": largest, "speed_ms": latency[largest]["p50"] if largest else None, "chosen": False}
+    if error is not None or not verify.get("passed"):
+        failed = [g["name"] for g in verify.get("gates", []) if not g["passed"]]
+        row["why"] = str(error) if error and error.stage != "verify" else "failed " + ", ".join(failed)
+    else:
+        row["why"] = f"passed every gate; {row['speed_ms']:.3f} ms p50 at {largest}"
+    return row
+
+
 def _timed(result: CompileResult, cfg: DictConfig, run_dir: Path, log: logging.Logger) -> CompileResult:
     """Latency of the reference model and the engine, measured now and alone on this machine."""
     from compiler.verify.latency import measure_now
@@ -167,19 +241,20 @@ def _timed(result: CompileResult, cfg: DictConfig, run_dir: Path, log: logging.L
     log.info("latency: waiting until no other job computes, then timing")
     try:
         result.latency, result.latency_conditions = measure_now(
-            cfg, {r.name: Path(r.path) for r in result.stages}, result.by_name["build"].info["backend"])
+            cfg, result.plan, {r.name: Path(r.path) for r in result.stages})
     except Exception as exc:
         result.error = StageError("verify", f"latency measurement failed: {describe(exc)}")
     return result
 
 
-def _run_stage(stage: Stage, cfg: DictConfig, io: Any, cache: StageCache | None, key: str,
+def _run_stage(stage: Stage, cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, key: str,
                done: dict[str, StageRecord], record: StageRecord, run_dir: Path, log: logging.Logger) -> Path:
-    """Run one stage in a fresh workspace; return where its artifact now lives."""
+    """Run one stage in a fresh workspace, seeing only what its key holds; return where its artifact lives."""
     workspace = cache.new_workspace(stage.name) if cache else Path(tempfile.mkdtemp(prefix=f".{stage.name}-", dir=run_dir))
     try:
-        ctx = StageContext(cfg, workspace, {n: Path(done[n].path) for n in stage.needs if n in done},
-                           {n: r.info for n, r in done.items()}, log, io)
+        ctx = StageContext(stage_view(cfg, stage.sections(plan)), workspace,
+                           {n: Path(done[n].path) for n in stage.needs if n in done},
+                           {n: r.info for n, r in done.items()}, log, io, plan)
         started = time.perf_counter()
         result = stage.load()(ctx)
         record.build_seconds = time.perf_counter() - started

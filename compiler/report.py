@@ -31,8 +31,8 @@ def build_report(cfg: DictConfig, recipe: str, result: CompileResult, status: st
         "reference": verify.get("reference", cfg.framework.value),
         "error": str(result.error) if result.error else None,
         "stages": stages, "metrics": metrics,
-        "engine": {k: infos.get("build", {}).get(k) for k in ("backend", "reason", "reproducers", "layers",
-                                                              "disabled_optimizers")},
+        "engine": _engine(cfg, result, infos.get("build", {})),
+        "search": result.search,
         "gates": verify.get("gates", []), "ledger": verify.get("ledger", []),
         "training": infos.get("train", {}), "surgery": infos.get("surgery", {}).get("passes", []),
         "quantize": infos.get("quantize"),
@@ -44,6 +44,25 @@ def build_report(cfg: DictConfig, recipe: str, result: CompileResult, status: st
         "latency_conditions": result.latency_conditions,
         "recipe_config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
     }
+
+
+def _engine(cfg: DictConfig, result: CompileResult, build: dict) -> dict[str, Any]:
+    """The plan the engine was built by, what the build saw, and the reproducers, rendered now from the plan and
+    the recipe's tolerances (never from a cached build, so a changed verify.atol shows)."""
+    engine = {k: build.get(k) for k in ("backend", "reason", "layers", "io_tensors", "disabled_optimizers", "tensorrt")}
+    plan = result.plan
+    if plan is None:
+        return engine
+    engine["plan"] = plan.summary()
+    if build.get("model"):
+        from compiler.backends.tensorrt_plan import reproducers
+        from compiler.iospec import IOSpec
+
+        engine["reproducers"] = reproducers(plan, IOSpec.from_cfg(cfg).engine_profiles(), build["model"],
+                                            cfg.verify.atol, cfg.verify.rtol)
+        engine["reproducers_for"] = f"TensorRT {plan.tensorrt_version}" + (" (TensorRT-RTX)" if
+                                                                            plan.backend == "tensorrt_rtx" else "")
+    return engine
 
 
 def _io_spec(cfg: DictConfig) -> dict[str, Any]:
@@ -118,6 +137,17 @@ def _io_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _search_lines(rows: list[dict]) -> list[str]:
+    chosen = next((r for r in rows if r["chosen"]), None)
+    head = ["## precision: best", "", "Every precision the backend runs well was converted, built, verified and timed "
+            "in this run on the same inputs; the fastest that passed every gate was kept" +
+            (f": **{chosen['precision']}** ({chosen['why']})." if chosen else ". None passed."), ""]
+    return head + _table(["precision", "conversion", "tool", "accuracy", "reference accuracy", "p50 ms", "at", "passed",
+                          "chosen", "why"],
+                         [[r["precision"], r["conversion"], r["tool"], r["accuracy"], r["reference_accuracy"],
+                           r["speed_ms"], r["speed_batch"], r["passed"], r["chosen"], r["why"]] for r in rows]) + [""]
+
+
 def render_markdown(report: dict[str, Any], plot: str | None) -> str:
     m = report["metrics"]
     lines = [f"# Compile report: `{report['recipe']}` — {report['status'].upper()}", ""]
@@ -130,6 +160,12 @@ def render_markdown(report: dict[str, Any], plot: str | None) -> str:
     lines += _io_lines(report)
     if report["engine"].get("backend"):
         lines += [f"Engine backend: **{report['engine']['backend']}** — {report['engine']['reason']}", ""]
+    plan = report["engine"].get("plan")
+    if plan:
+        lines += ["## Engine plan", ""] + _table(["decision", "value"], [[k, v] for k, v in plan.items()
+                                                                        if k not in ("backend", "reason")]) + [""]
+    if report.get("search"):
+        lines += _search_lines(report["search"])
     if report["engine"].get("disabled_optimizers"):
         engine = report["stages"]["build"]["artifact"]
         lines += ["Load the engine with the transformers it was built without (loading without them gives the same "
@@ -137,7 +173,8 @@ def render_markdown(report: dict[str, Any], plot: str | None) -> str:
                   f"onnxruntime.InferenceSession({engine!r}, disabled_optimizers={report['engine']['disabled_optimizers']!r})",
                   "```", ""]
     if report["engine"].get("reproducers"):
-        lines += ["## Reproduce outside the compiler", "", "From the run directory, on a machine with TensorRT:", "",
+        lines += ["## Reproduce outside the compiler", "", f"From the run directory, on a machine with "
+                  f"{report['engine'].get('reproducers_for', 'TensorRT')}:", "",
                   "```bash"] + list(report["engine"]["reproducers"].values()) + ["```", ""]
     if report["engine"].get("layers"):
         lines += ["## Engine layers", ""] + _table(["layer", "precision"],
@@ -157,6 +194,11 @@ def render_markdown(report: dict[str, Any], plot: str | None) -> str:
                   f"({c.get('cpus')} CPUs), alone: no other compile on this machine computed meanwhile (the timing "
                   "lock), and never taken from the cache.", ""] + \
             _table(["model", "batch", "p50", "p99", "iterations"], rows) + [""]
+    threads = (report.get("latency_conditions") or {}).get("intra_op_threads")
+    if threads:
+        lines += [f"`intra_op_threads: auto` timed the engine at batch {threads['batch']} with each thread count "
+                  f"and kept **{threads['chosen']}**:", ""] + _table(
+            ["intra_op_threads", "p50 ms"], [[r["intra_op_threads"], r["p50_ms"]] for r in threads["table"]]) + [""]
     if report["gates"]:
         lines += ["## Gates", ""] + _table(["gate", "passed", "detail"],
                                            [[g["name"], g["passed"], g["detail"]] for g in report["gates"]]) + [""]
@@ -164,17 +206,22 @@ def render_markdown(report: dict[str, Any], plot: str | None) -> str:
     if q:
         precision = q.get("precision", "int8")
         lines += [f"## {precision.upper()} conversion", ""]
-        if precision == "int8":
+        if q.get("method"):
             lines += [f"Calibration: {q['calibration_samples']} samples, {q['method']}, per-channel weights: "
                       f"{q['per_channel']}; {q['quantize_linear_nodes']} QuantizeLinear nodes.", ""]
-            if q["kept_fp32_shallow"]:
-                lines += [f"Kept fp32 for speed (reduction depth below {q['min_reduction_depth']}): "
-                          f"{', '.join(q['kept_fp32_shallow'])}.", ""]
-        elif q["kept_fp32_overflow"]:
+        elif precision in ("int8", "fp8"):
+            lines += [f"Calibration: {q['calibration_samples']} samples; {q['quantize_linear_nodes']} "
+                      "QuantizeLinear nodes.", ""]
+        if q.get("kept_fp32_shallow"):
+            lines += [f"Kept fp32 for speed (reduction depth below {q['min_reduction_depth']}): "
+                      f"{', '.join(q['kept_fp32_shallow'])}.", ""]
+        if q.get("kept_fp32_overflow"):
             lines += [f"Kept fp32 for range (tensors beyond fp16 on calibration data): "
                       f"{', '.join(q['kept_fp32_overflow'])}.", ""]
-        lines += [f"Top-1 of the fp32 model {q['fp32_accuracy']:.4f}, of the {precision} model "
-                  f"{q[f'{precision}_accuracy']:.4f}.", ""]
+        reduced = q.get(f"{precision}_accuracy")
+        lines += [f"Converted by {q.get('tool', 'onnxruntime')}. Top-1 of the fp32 model {q['fp32_accuracy']:.4f}, of the "
+                  f"{precision} model " + (f"{reduced:.4f}." if reduced is not None else f"not measured: {q['not_measured']}."),
+                  ""]
         if q["snippet"]:
             lines += ["Nodes kept in fp32 to meet the accuracy budget; paste this into the recipe to skip the search:",
                       "", "```yaml", q["snippet"].rstrip(), "```", ""]

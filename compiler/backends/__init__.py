@@ -1,14 +1,11 @@
-"""The recipe's `engine` section and the choice of backend.
+"""The recipe's `engine` section (schema only).
 
-`auto` picks TensorRT where it can run (the Python package importable and a CUDA GPU
-present), else onnxruntime; the choice and its reason go into the report.
+Nothing reads this section but `compiler/plan.py`, which resolves it once, at lint, into the
+EnginePlan every stage, key, report and reproducer reads.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, List, Optional
@@ -18,6 +15,7 @@ class Backend(Enum):
     auto = "auto"
     onnxruntime = "onnxruntime"
     tensorrt = "tensorrt"
+    tensorrt_rtx = "tensorrt_rtx"   # NVIDIA's builder for RTX GPUs (POLYGRAPHY_USE_TENSORRT_RTX=1); always strongly typed
 
 
 class Precision(Enum):
@@ -26,7 +24,7 @@ class Precision(Enum):
     bf16 = "bf16"
     int8 = "int8"
     fp8 = "fp8"
-    best = "best"
+    best = "best"   # build every precision the backend runs well; keep the fastest within the accuracy budget
 
 
 class OptimizationLevel(Enum):
@@ -45,7 +43,7 @@ class OrtFormat(Enum):
 class OnnxRuntimeConfig:
     format: OrtFormat = OrtFormat.onnx
     optimization_level: OptimizationLevel = OptimizationLevel.all
-    intra_op_threads: int = 0          # 0: onnxruntime's default (one per physical core)
+    intra_op_threads: Any = 0          # 0: onnxruntime's default (one per physical core); auto: measured, fastest kept
     inter_op_threads: int = 0
     providers: List[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
     # graph transformers to skip at build and load; null = auto: int8 skips QDQPropagationTransformer (below)
@@ -83,14 +81,15 @@ class TacticSource(Enum):
 class TensorRTConfig:
     """TensorRT builder flags; each maps to one Polygraphy argument in backends/tensorrt_plan.py."""
 
-    strongly_typed: bool = False              # types come from the ONNX model (QDQ / fp16 models)
+    version: Optional[int] = None             # TensorRT major version to plan for; null: the installed one, else 11
+    strongly_typed: Optional[bool] = None     # null: true. Types come from the ONNX graph; false (weak typing) is 10 only
     tf32: bool = True                         # TensorRT's own default; false = --noTF32
     workspace_mib: Optional[int] = None       # workspace memory pool limit
     builder_optimization_level: Optional[int] = None   # 0..5; TensorRT's default is 3
-    timing_cache: Optional[str] = "auto"      # auto: <cache dir>/tensorrt/timing.cache, shared by a sweep; null: off
+    timing_cache: Optional[str] = "auto"      # auto: <cache dir>/tensorrt/timing-<version>-sm<cc>.cache, shared; null: off
     tactic_sources: Optional[List[TacticSource]] = None  # null: TensorRT's default set
-    precision_constraints: PrecisionConstraints = PrecisionConstraints.none
-    layer_precisions: Dict[str, str] = field(default_factory=dict)  # layer-name glob -> fp32|fp16|bf16|int8|fp8
+    precision_constraints: PrecisionConstraints = PrecisionConstraints.none   # weak typing, TensorRT 10 only
+    layer_precisions: Dict[str, str] = field(default_factory=dict)  # glob -> fp32|fp16|bf16|int8|fp8; 10, weak only
     sparsity: bool = False                    # 2:4 structured-sparse weights
     version_compatible: bool = False
     hardware_compatibility: HardwareCompatibility = HardwareCompatibility.none
@@ -99,7 +98,7 @@ class TensorRTConfig:
     profiling_verbosity: ProfilingVerbosity = ProfilingVerbosity.layer_names_only
     refittable: bool = False
     plugins: List[str] = field(default_factory=list)   # plugin libraries to load
-    calibration_cache: Optional[str] = None   # int8 without QDQ: default calibration.cache in the run dir
+    calibration_cache: Optional[str] = None   # set: int8 by TensorRT 10's calibrator (weak typing), not Q/DQ
 
 
 @dataclass
@@ -109,56 +108,3 @@ class EngineConfig:
     onnxruntime: OnnxRuntimeConfig = field(default_factory=OnnxRuntimeConfig)
     tensorrt: TensorRTConfig = field(default_factory=TensorRTConfig)
     # optimization profiles come from the IO spec: model.dims and model.profiles
-
-
-@dataclass(frozen=True)
-class BackendChoice:
-    name: str
-    reason: str
-
-
-def tensorrt_status() -> tuple[bool, str]:
-    """Whether TensorRT can build here, without importing it; the reason when it cannot."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return False, "the `tensorrt` Python package is not installed"
-    has_gpu = os.path.exists("/dev/nvidia0") or shutil.which("nvidia-smi") is not None
-    if not has_gpu:
-        return False, "no CUDA GPU was found (no /dev/nvidia0, no nvidia-smi)"
-    return True, "TensorRT is importable and a CUDA GPU is present"
-
-
-def converted_precision(engine_cfg: Any) -> Optional[str]:
-    """The precision the quantize stage writes into the ONNX model itself, or None when it does not run.
-
-    int8 always (QDQ); fp16 for typed backends, which take types from the model: onnxruntime, and
-    TensorRT with strongly_typed. Plain TensorRT fp16 is a builder flag on the fp32 model.
-    """
-    precision = engine_cfg.precision.value
-    if precision == "int8":
-        return "int8"
-    if precision == "fp16" and (choose_backend(engine_cfg).name == "onnxruntime" or engine_cfg.tensorrt.strongly_typed):
-        return "fp16"
-    return None
-
-
-def choose_backend(engine_cfg: Any) -> BackendChoice:
-    requested = engine_cfg.backend.value
-    if requested != "auto":
-        return BackendChoice(requested, "requested by engine.backend")
-    ok, why = tensorrt_status()
-    if ok:
-        return BackendChoice("tensorrt", f"auto: {why}")
-    return BackendChoice("onnxruntime", f"auto: TensorRT cannot run here ({why}); using onnxruntime")
-
-
-
-
-def engine_key(engine_cfg: Any) -> dict[str, Any]:
-    """What of `engine` changes what the chosen backend builds and runs: the backend `auto` resolves to here,
-    the precision, and that backend's own section. The other backend's flags do not enter a cache key."""
-    from omegaconf import OmegaConf
-
-    backend = choose_backend(engine_cfg).name
-    section = "tensorrt" if backend == "tensorrt" else "onnxruntime"
-    full = OmegaConf.to_container(engine_cfg, resolve=True, enum_to_str=True)
-    return {"backend": backend, "precision": full["precision"], section: full[section]}

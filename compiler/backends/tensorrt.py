@@ -1,23 +1,39 @@
-"""TensorRT backend through Polygraphy's loaders (TensorRT itself is imported lazily by Polygraphy).
+"""TensorRT and TensorRT-RTX backends through Polygraphy's loaders (the builder is imported lazily).
 
-NetworkFromOnnxPath -> [LoadPlugins] -> [layer precisions] -> CreateConfig(...) ->
+NetworkFromOnnxPath -> [LoadPlugins] -> [layer precisions, 10 weak only] -> CreateConfig(...) ->
 EngineBytesFromNetwork -> SaveBytes; TrtRunner for verification. Every argument comes from
-`tensorrt_plan.plan`, the one place where recipe fields become builder flags.
+`tensorrt_plan.build_args`, the one place where the EnginePlan becomes builder flags.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
-from compiler.backends.tensorrt_plan import BuildPlan, TrtEnum, plan
-from compiler.cache import cache_root
+from compiler.backends.tensorrt_plan import BuildArgs, TrtEnum, build_args
 
 log = logging.getLogger("compiler")
 
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "int8", "fp8": "fp8"}
+
+
+def select_builder(backend: str) -> Any:
+    """The TensorRT module for this backend. Polygraphy picks TensorRT-RTX when its config says so at the
+    moment `polygraphy.backend.trt` is first imported, so the choice is made here, before that import."""
+    from polygraphy import config
+
+    rtx = backend == "tensorrt_rtx"
+    if "polygraphy.backend.trt" in sys.modules and config.USE_TENSORRT_RTX != rtx:
+        raise RuntimeError(f"Polygraphy's TensorRT backend was already loaded for "
+                           f"{'TensorRT-RTX' if config.USE_TENSORRT_RTX else 'TensorRT'} in this process")
+    config.USE_TENSORRT_RTX = rtx
+    from polygraphy.mod.trt_importer import lazy_import_trt
+
+    return lazy_import_trt()
 
 
 def _resolve(value: Any, trt: Any) -> Any:
@@ -33,7 +49,8 @@ def _resolve(value: Any, trt: Any) -> Any:
 def has_qdq(onnx_path: Path) -> bool:
     import onnx
 
-    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in onnx.load(str(onnx_path)).graph.node)
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear")
+               for n in onnx.load(str(onnx_path), load_external_data=False).graph.node)
 
 
 def _set_layer_precisions(layer_precisions: dict[str, str], trt: Any):
@@ -49,27 +66,26 @@ def _set_layer_precisions(layer_precisions: dict[str, str], trt: Any):
     return apply
 
 
-def loaders(p: BuildPlan, cfg: Any, calibration_data=None):
-    """The Polygraphy loader chain for a plan (no TensorRT call happens until it is invoked)."""
-    import tensorrt as trt
+def loaders(b: BuildArgs, plan: Any, trt: Any, calibration_data=None):
+    """The Polygraphy loader chain for build args (no TensorRT call happens until it is invoked)."""
     from polygraphy.backend.trt import (Calibrator, CreateConfig, EngineBytesFromNetwork, LoadPlugins,
                                         NetworkFromOnnxPath, PostprocessNetwork, Profile)
 
-    network = NetworkFromOnnxPath(p.onnx, **p.network)
-    if p.plugins:
-        network = LoadPlugins(plugins=p.plugins, obj=network)
-    if p.layer_precisions:
-        network = PostprocessNetwork(network, _set_layer_precisions(p.layer_precisions, trt), "LayerPrecisions")
-    profiles = [_profile(Profile, prof) for prof in p.profiles]
-    kwargs = _resolve(dict(p.config), trt)
-    if p.calibration_cache:
-        kwargs["calibrator"] = Calibrator(calibration_data, cache=p.calibration_cache)
+    network = NetworkFromOnnxPath(b.onnx, **b.network)
+    if b.plugins:
+        network = LoadPlugins(plugins=b.plugins, obj=network)
+    if b.layer_precisions:
+        network = PostprocessNetwork(network, _set_layer_precisions(b.layer_precisions, trt), "LayerPrecisions")
+    profiles = [_profile(Profile, prof) for prof in b.profiles]
+    kwargs = _resolve(dict(b.config), trt)
+    if b.calibration_cache:
+        kwargs["calibrator"] = Calibrator(calibration_data, cache=b.calibration_cache)
     config = CreateConfig(profiles=profiles, **kwargs)
-    if cfg.engine.tensorrt.dla_core is not None:
-        dla_core = cfg.engine.tensorrt.dla_core
+    dla_core = plan.tensorrt["dla_core"]
+    if dla_core is not None:
         base = config
         config = lambda builder, network: _with_dla_core(base(builder, network), dla_core)  # noqa: E731
-    return EngineBytesFromNetwork(network, config=config, save_timing_cache=p.timing_cache)
+    return EngineBytesFromNetwork(network, config=config, save_timing_cache=b.timing_cache)
 
 
 def _profile(profile_cls, shapes_by_input: dict) -> Any:
@@ -84,57 +100,60 @@ def _with_dla_core(config, core: int):
     return config
 
 
-def build(onnx_path: Path, out_dir: Path, cfg: Any) -> tuple[str, dict]:
+def build(onnx_path: Path, out_dir: Path, plan: Any, io: Any, calibration: Any = None) -> tuple[str, dict]:
+    """Build and save the engine. `calibration`: batches for TensorRT 10's calibrator (plan.calibrator)."""
     from polygraphy.backend.common import SaveBytes
 
-    from compiler.data.sources import load_dataset
-
+    trt = select_builder(plan.backend)
     engine = out_dir / "model.engine"
-    p = plan(cfg, onnx_path, engine, has_qdq=has_qdq(onnx_path), cache_dir=cache_root(cfg.cache))
-    if p.timing_cache:
-        Path(p.timing_cache).parent.mkdir(parents=True, exist_ok=True)
-    calibration = None
-    if p.calibration_cache:
-        from compiler.iospec import IOSpec, batch_size, slice_batch
-
-        io = IOSpec.from_cfg(cfg)
-        samples = io.to_engine(load_dataset(cfg.data, io, cfg.seed).calibration(cfg.data.calibration_size))
-        batch = io.batch_range(len(io.profiles) - 1)[1]
-        calibration = [slice_batch(samples, i, i + batch) for i in range(0, batch_size(samples) - batch + 1, batch)]
+    b = build_args(plan, io.engine_profiles(), onnx_path, engine)
+    if b.timing_cache:
+        Path(b.timing_cache).parent.mkdir(parents=True, exist_ok=True)
+    if b.calibration_cache is None and plan.calibrator:
+        b.calibration_cache = str(out_dir / "calibration.cache")
     try:
-        SaveBytes(loaders(p, cfg, calibration), str(engine))()
+        SaveBytes(loaders(b, plan, trt, calibration), str(engine))()
     except Exception as exc:
-        if not p.timing_cache:
+        if not b.timing_cache:
             raise
-        log.warning("TensorRT build with timing cache %s failed (%s); rebuilding without it", p.timing_cache, exc)
-        p.config.pop("load_timing_cache", None)
-        p.timing_cache = None
-        SaveBytes(loaders(p, cfg, calibration), str(engine))()
-    return engine.name, {"layers": inspect_layers(engine), "tensorrt": _version()}
+        log.warning("TensorRT build with timing cache %s failed (%s); rebuilding without it", b.timing_cache, exc)
+        b.config.pop("load_timing_cache", None)
+        b.timing_cache = None
+        SaveBytes(loaders(b, plan, trt, calibration), str(engine))()
+    info = {"tensorrt": trt.__version__, "engine_bytes": engine.stat().st_size}
+    try:  # inspecting deserializes: a runtime that refuses this GPU (TensorRT-RTX on a datacenter GPU) says why
+        information = _engine_information(engine, trt)
+        info.update(layers=layers_of(information), io_tensors=io_tensors_of(information))
+    except Exception as exc:
+        info["inspection_error"] = str(exc)
+    return engine.name, info
 
 
-def _version() -> str:
-    import tensorrt as trt
-
-    return trt.__version__
-
-
-def inspect_layers(engine_path: Path) -> list[dict]:
-    """Layer names and precisions from TensorRT's engine inspector."""
-    import json
-
-    import tensorrt as trt
-    from polygraphy.backend.trt import EngineFromBytes
+def _engine_information(engine_path: Path, trt: Any) -> dict:
     from polygraphy.backend.common import BytesFromPath
+    from polygraphy.backend.trt import EngineFromBytes
 
     engine = EngineFromBytes(BytesFromPath(str(engine_path)))()
-    info = json.loads(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
-    layers = info.get("Layers", [])
-    return [{"name": layer.get("Name", str(layer)) if isinstance(layer, dict) else str(layer),
-             "precision": layer.get("Precision") if isinstance(layer, dict) else None} for layer in layers]
+    return json.loads(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
 
 
-def runner(path: Path, profile_index: int = 0):
+def layers_of(info: dict) -> list[dict]:
+    """Layers from the inspector's JSON; a layer is a dict (detailed verbosity) or only its name."""
+    return [{"name": layer.get("Name", str(layer)), "precision": layer.get("Precision")}
+            if isinstance(layer, dict) else {"name": str(layer), "precision": None} for layer in info.get("Layers", [])]
+
+
+def io_tensors_of(info: dict) -> list[dict]:
+    """The engine's inputs and outputs from either JSON layout: TensorRT 10's "Bindings" (a list of names),
+    or TensorRT 11's "I/O Tensors" (objects with Name, IOMode, DataType, Dimensions)."""
+    if "I/O Tensors" in info:
+        return [{"name": t.get("Name"), "mode": t.get("IOMode"), "dtype": t.get("DataType"),
+                 "shape": t.get("Dimensions")} for t in info["I/O Tensors"]]
+    return [{"name": str(name), "mode": None, "dtype": None, "shape": None} for name in info.get("Bindings", [])]
+
+
+def runner(path: Path, backend: str = "tensorrt", profile_index: int = 0):
+    select_builder(backend)
     from polygraphy.backend.common import BytesFromPath
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 

@@ -1,13 +1,15 @@
-"""The recipe's `engine` section as TensorRT build arguments: one place per flag, no TensorRT needed.
+"""An EnginePlan as TensorRT build arguments and reproducer commands, per TensorRT major version.
 
-`plan()` turns the recipe into Polygraphy loader arguments (TensorRT enums kept as names until
-`backends/tensorrt.py` resolves them), and the reproducer commands (`trtexec`, `polygraphy convert`,
-`polygraphy run`) are rendered from that same plan, so they cannot disagree with the build.
+`build_args()` turns the plan into Polygraphy loader arguments (TensorRT enums kept as names until
+`backends/tensorrt.py` resolves them), and the reproducers (`trtexec`, `polygraphy convert`,
+`polygraphy run`) are rendered from those same arguments, so they cannot disagree with the build.
+TensorRT 11 is always strongly typed: no precision flags, no constraints, no calibrator.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,6 @@ from typing import Any
 from compiler.errors import Problem
 
 LAYER_PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
-_TRTEXEC_PRECISION = {"fp16": ["--fp16"], "bf16": ["--bf16"], "int8": ["--int8"], "fp8": ["--fp8"],
-                      "best": ["--best"]}
-# engine.precision -> CreateConfig flags; `best` enables every reduced precision, as trtexec --best does
-_PRECISION_FLAGS = {"fp32": {}, "fp16": {"fp16": True}, "bf16": {"bf16": True}, "int8": {"int8": True},
-                    "fp8": {"fp8": True}, "best": {"fp16": True, "bf16": True, "int8": True}}
 _TACTIC_NAMES = {"cublas": "CUBLAS", "cublas_lt": "CUBLAS_LT", "cudnn": "CUDNN",
                  "edge_mask_convolutions": "EDGE_MASK_CONVOLUTIONS", "jit_convolutions": "JIT_CONVOLUTIONS"}
 _HW_TRTEXEC = {"ampere_plus": "ampere+", "same_compute_capability": "sameComputeCapability"}
@@ -37,70 +34,68 @@ class TrtEnum:
 
 
 @dataclass
-class BuildPlan:
+class BuildArgs:
     onnx: str
     engine: str
+    tensorrt_version: int
     network: dict[str, Any] = field(default_factory=dict)       # NetworkFromOnnxPath kwargs
     config: dict[str, Any] = field(default_factory=dict)        # CreateConfig kwargs
     profiles: list[dict[str, tuple[list[int], list[int], list[int]]]] = field(default_factory=list)
     layer_precisions: dict[str, str] = field(default_factory=dict)
     plugins: list[str] = field(default_factory=list)
     timing_cache: str | None = None
-    calibration_cache: str | None = None     # set when int8 needs a calibrator (no QDQ nodes)
+    calibration_cache: str | None = None     # TensorRT 10 weak-typed int8 through the calibrator
 
 
-def derived_profiles(cfg: Any) -> list[dict[str, tuple[list[int], list[int], list[int]]]]:
-    """The IO spec's optimization profiles as per-input (min, opt, max) full shapes."""
-    from compiler.iospec import IOSpec
+def timing_cache_name(version: str, compute_capability: str | None) -> str:
+    """A timing cache per TensorRT version and GPU: tactics timed on one are wrong, or refused, on another."""
+    safe = re.sub(r"[^0-9A-Za-z.]+", "_", version)
+    return f"timing-trt{safe}-sm{(compute_capability or 'unknown').replace('.', '')}.cache"
 
-    return IOSpec.from_cfg(cfg).engine_profiles()
 
-
-def plan(cfg: Any, onnx_path: str | Path, engine_path: str | Path, has_qdq: bool = False,
-         cache_dir: str | Path | None = None) -> BuildPlan:
-    """Every TensorRT flag of the recipe, mapped once."""
-    t, precision = cfg.engine.tensorrt, cfg.engine.precision.value
-    p = BuildPlan(onnx=str(onnx_path), engine=str(engine_path))
-    if t.strongly_typed:
-        p.network["strongly_typed"] = True
-    else:
-        p.config.update(_PRECISION_FLAGS[precision])
-    p.config["tf32"] = bool(t.tf32)
-    p.profiles = derived_profiles(cfg)
-    if t.workspace_mib is not None:
-        p.config["memory_pool_limits"] = {TrtEnum("MemoryPoolType", "WORKSPACE"): int(t.workspace_mib) << 20}
-    if t.builder_optimization_level is not None:
-        p.config["builder_optimization_level"] = int(t.builder_optimization_level)
-    if t.timing_cache:
-        path = t.timing_cache
-        if path == "auto":
-            path = str(Path(cache_dir or ".") / "tensorrt" / "timing.cache")
-        p.timing_cache = path
-        p.config["load_timing_cache"] = path
-    if t.tactic_sources is not None:
-        p.config["tactic_sources"] = [TrtEnum("TacticSource", _TACTIC_NAMES[s.value]) for s in t.tactic_sources]
-    if t.precision_constraints.value != "none":
-        p.config["precision_constraints"] = t.precision_constraints.value
-    p.layer_precisions = dict(t.layer_precisions)
-    if t.sparsity:
-        p.config["sparse_weights"] = True
-    if t.version_compatible:
-        p.config["version_compatible"] = True
-    if t.hardware_compatibility.value != "none":
-        p.config["hardware_compatibility_level"] = TrtEnum("HardwareCompatibilityLevel",
-                                                           t.hardware_compatibility.value.upper())
-    if t.dla_core is not None:
-        p.config.update(use_dla=True, allow_gpu_fallback=True)
-    if t.max_aux_streams is not None:
-        p.config["max_aux_streams"] = int(t.max_aux_streams)
-    if t.profiling_verbosity.value != "layer_names_only":
-        p.config["profiling_verbosity"] = TrtEnum("ProfilingVerbosity", t.profiling_verbosity.value.upper())
-    if t.refittable:
-        p.config["refittable"] = True
-    p.plugins = [str(Path(x).expanduser()) for x in t.plugins]
-    if precision in ("int8", "best") and not has_qdq and not t.strongly_typed:
-        p.calibration_cache = t.calibration_cache or str(Path(engine_path).with_name("calibration.cache"))
-    return p
+def build_args(plan: Any, profiles: list, onnx_path: str | Path, engine_path: str | Path) -> BuildArgs:
+    """Every TensorRT field of the plan, mapped once. `profiles`: the IO spec's engine_profiles()."""
+    t = plan.tensorrt
+    b = BuildArgs(onnx=str(onnx_path), engine=str(engine_path), tensorrt_version=plan.tensorrt_version,
+                  profiles=profiles)
+    if plan.tensorrt_version < 11 and plan.strongly_typed:  # 11: always strongly typed, the flag is ignored
+        b.network["strongly_typed"] = True
+    for precision in plan.builder_precisions:               # 10, weak typing only
+        b.config[precision] = True
+    if plan.backend != "tensorrt_rtx":  # TensorRT-RTX picks its own math modes: it has no TF32 flag
+        b.config["tf32"] = bool(t["tf32"])
+    if t["workspace_mib"] is not None:
+        b.config["memory_pool_limits"] = {TrtEnum("MemoryPoolType", "WORKSPACE"): int(t["workspace_mib"]) << 20}
+    if t["builder_optimization_level"] is not None:
+        b.config["builder_optimization_level"] = int(t["builder_optimization_level"])
+    if plan.timing_cache:
+        b.timing_cache = plan.timing_cache
+        b.config["load_timing_cache"] = plan.timing_cache
+    if t["tactic_sources"] is not None:
+        b.config["tactic_sources"] = [TrtEnum("TacticSource", _TACTIC_NAMES[s]) for s in t["tactic_sources"]]
+    if not plan.strongly_typed:
+        if t["precision_constraints"] != "none":
+            b.config["precision_constraints"] = t["precision_constraints"]
+        b.layer_precisions = dict(t["layer_precisions"])
+    if t["sparsity"]:
+        b.config["sparse_weights"] = True
+    if t["version_compatible"]:
+        b.config["version_compatible"] = True
+    if t["hardware_compatibility"] != "none":
+        b.config["hardware_compatibility_level"] = TrtEnum("HardwareCompatibilityLevel",
+                                                           t["hardware_compatibility"].upper())
+    if t["dla_core"] is not None:
+        b.config.update(use_dla=True, allow_gpu_fallback=True)
+    if t["max_aux_streams"] is not None:
+        b.config["max_aux_streams"] = int(t["max_aux_streams"])
+    if t["profiling_verbosity"] != "layer_names_only":
+        b.config["profiling_verbosity"] = TrtEnum("ProfilingVerbosity", t["profiling_verbosity"].upper())
+    if t["refittable"]:
+        b.config["refittable"] = True
+    b.plugins = [str(Path(x).expanduser()) for x in t["plugins"]]
+    if plan.calibrator:
+        b.calibration_cache = t["calibration_cache"]
+    return b
 
 
 # --- reproducer commands -------------------------------------------------------------------
@@ -109,119 +104,121 @@ def _dims(shape: list[int], sep: str) -> str:
     return sep.join(str(d) for d in shape)
 
 
-def trtexec_command(p: BuildPlan, cfg: Any) -> list[str]:
-    t = cfg.engine.tensorrt
-    cmd = ["trtexec", f"--onnx={p.onnx}", f"--saveEngine={p.engine}"]
-    if t.strongly_typed:
+def trtexec_command(b: BuildArgs, plan: Any) -> list[str]:
+    t = plan.tensorrt
+    tool = "tensorrt_rtx" if plan.backend == "tensorrt_rtx" else "trtexec"  # TensorRT-RTX's own trtexec
+    cmd = [tool, f"--onnx={b.onnx}", f"--saveEngine={b.engine}"]
+    if b.network.get("strongly_typed"):
         cmd.append("--stronglyTyped")
-    else:
-        cmd += _TRTEXEC_PRECISION.get(cfg.engine.precision.value, [])
-    if not p.config["tf32"]:
+    cmd += [f"--{p}" for p in plan.builder_precisions]
+    if b.config.get("tf32") is False:
         cmd.append("--noTF32")
-    for i, profile in enumerate(p.profiles):
+    for i, profile in enumerate(b.profiles):
         if i:
             cmd.append("--profile=%d" % i)  # trtexec takes further profiles after the first set of shapes
         for key, idx in (("minShapes", 0), ("optShapes", 1), ("maxShapes", 2)):
             cmd.append(f"--{key}=" + ",".join(f"{name}:{_dims(s[idx], 'x')}" for name, s in profile.items()))
-    if t.workspace_mib is not None:
-        cmd.append(f"--memPoolSize=workspace:{int(t.workspace_mib)}M")
-    if t.builder_optimization_level is not None:
-        cmd.append(f"--builderOptimizationLevel={t.builder_optimization_level}")
-    if p.timing_cache:
-        cmd.append(f"--timingCacheFile={p.timing_cache}")
-    if t.tactic_sources is not None:
-        chosen = {_TACTIC_NAMES[s.value] for s in t.tactic_sources}
+    if t["workspace_mib"] is not None:
+        cmd.append(f"--memPoolSize=workspace:{int(t['workspace_mib'])}M")
+    if t["builder_optimization_level"] is not None:
+        cmd.append(f"--builderOptimizationLevel={t['builder_optimization_level']}")
+    if b.timing_cache:
+        cmd.append(f"--timingCacheFile={b.timing_cache}")
+    if t["tactic_sources"] is not None:
+        chosen = {_TACTIC_NAMES[s] for s in t["tactic_sources"]}
         cmd.append("--tacticSources=" + ",".join(("+" if n in chosen else "-") + n for n in _TACTIC_NAMES.values()))
-    if t.precision_constraints.value != "none":
-        cmd.append(f"--precisionConstraints={t.precision_constraints.value}")
-    if p.layer_precisions:
-        cmd.append("--layerPrecisions=" + ",".join(f"{k}:{v}" for k, v in p.layer_precisions.items()))
-    if t.sparsity:
+    if "precision_constraints" in b.config:
+        cmd.append(f"--precisionConstraints={b.config['precision_constraints']}")
+    if b.layer_precisions:
+        cmd.append("--layerPrecisions=" + ",".join(f"{k}:{v}" for k, v in b.layer_precisions.items()))
+    if t["sparsity"]:
         cmd.append("--sparsity=enable")
-    if t.version_compatible:
+    if t["version_compatible"]:
         cmd.append("--versionCompatible")
-    if t.hardware_compatibility.value != "none":
-        cmd.append(f"--hardwareCompatibilityLevel={_HW_TRTEXEC[t.hardware_compatibility.value]}")
-    if t.dla_core is not None:
-        cmd += [f"--useDLACore={t.dla_core}", "--allowGPUFallback"]
-    if t.max_aux_streams is not None:
-        cmd.append(f"--maxAuxStreams={t.max_aux_streams}")
-    if t.profiling_verbosity.value != "layer_names_only":
-        cmd.append(f"--profilingVerbosity={t.profiling_verbosity.value}")
-    if t.refittable:
+    if t["hardware_compatibility"] != "none":
+        cmd.append(f"--hardwareCompatibilityLevel={_HW_TRTEXEC[t['hardware_compatibility']]}")
+    if t["dla_core"] is not None:
+        cmd += [f"--useDLACore={t['dla_core']}", "--allowGPUFallback"]
+    if t["max_aux_streams"] is not None:
+        cmd.append(f"--maxAuxStreams={t['max_aux_streams']}")
+    if t["profiling_verbosity"] != "layer_names_only":
+        cmd.append(f"--profilingVerbosity={t['profiling_verbosity']}")
+    if t["refittable"]:
         cmd.append("--refit")
-    cmd += [f"--staticPlugins={x}" for x in p.plugins]
-    if p.calibration_cache:
-        cmd.append(f"--calib={p.calibration_cache}")
+    cmd += [f"--staticPlugins={x}" for x in b.plugins]
+    if b.calibration_cache:
+        cmd.append(f"--calib={b.calibration_cache}")
     return cmd
 
 
-def _polygraphy_build_flags(p: BuildPlan, cfg: Any) -> list[str]:
-    t = cfg.engine.tensorrt
-    flags = ["--strongly-typed"] if t.strongly_typed else \
-        [f"--{k}" for k in ("fp16", "bf16", "int8", "fp8") if p.config.get(k)]
-    if p.config["tf32"]:
+def _polygraphy_build_flags(b: BuildArgs, plan: Any) -> list[str]:
+    t = plan.tensorrt
+    flags = ["--strongly-typed"] if b.network.get("strongly_typed") else []
+    flags += [f"--{p}" for p in plan.builder_precisions]
+    if b.config.get("tf32"):
         flags.append("--tf32")
-    for profile in p.profiles:
+    for profile in b.profiles:
         for key, idx in (("min", 0), ("opt", 1), ("max", 2)):
             flags += [f"--trt-{key}-shapes"] + [f"{n}:[{_dims(s[idx], ',')}]" for n, s in profile.items()]
-    if t.workspace_mib is not None:
-        flags += ["--pool-limit", f"workspace:{int(t.workspace_mib)}M"]
-    if t.builder_optimization_level is not None:
-        flags += ["--builder-optimization-level", str(t.builder_optimization_level)]
-    if p.timing_cache:
-        flags += ["--load-timing-cache", p.timing_cache, "--save-timing-cache", p.timing_cache]
-    if t.tactic_sources is not None:
-        flags += ["--tactic-sources", *[_TACTIC_NAMES[s.value] for s in t.tactic_sources]]
-    if t.precision_constraints.value != "none":
-        flags += ["--precision-constraints", t.precision_constraints.value]
-    if p.layer_precisions:
-        flags += ["--layer-precisions", *[f"{k}:{v.replace('fp', 'float')}" for k, v in p.layer_precisions.items()]]
-    if t.sparsity:
+    if t["workspace_mib"] is not None:
+        flags += ["--pool-limit", f"workspace:{int(t['workspace_mib'])}M"]
+    if t["builder_optimization_level"] is not None:
+        flags += ["--builder-optimization-level", str(t["builder_optimization_level"])]
+    if b.timing_cache:
+        flags += ["--load-timing-cache", b.timing_cache, "--save-timing-cache", b.timing_cache]
+    if t["tactic_sources"] is not None:
+        flags += ["--tactic-sources", *[_TACTIC_NAMES[s] for s in t["tactic_sources"]]]
+    if "precision_constraints" in b.config:
+        flags += ["--precision-constraints", b.config["precision_constraints"]]
+    if b.layer_precisions:
+        flags += ["--layer-precisions", *[f"{k}:{v.replace('fp', 'float')}" for k, v in b.layer_precisions.items()]]
+    if t["sparsity"]:
         flags.append("--sparse-weights")
-    if t.version_compatible:
+    if t["version_compatible"]:
         flags.append("--version-compatible")
-    if t.hardware_compatibility.value != "none":
-        flags += ["--hardware-compatibility-level", t.hardware_compatibility.value]
-    if t.dla_core is not None:
+    if t["hardware_compatibility"] != "none":
+        flags += ["--hardware-compatibility-level", t["hardware_compatibility"]]
+    if t["dla_core"] is not None:
         flags += ["--use-dla", "--allow-gpu-fallback"]
-    if t.max_aux_streams is not None:
-        flags += ["--max-aux-streams", str(t.max_aux_streams)]
-    if t.profiling_verbosity.value != "layer_names_only":
-        flags += ["--profiling-verbosity", t.profiling_verbosity.value]
-    if t.refittable:
+    if t["max_aux_streams"] is not None:
+        flags += ["--max-aux-streams", str(t["max_aux_streams"])]
+    if t["profiling_verbosity"] != "layer_names_only":
+        flags += ["--profiling-verbosity", t["profiling_verbosity"]]
+    if t["refittable"]:
         flags.append("--refittable")
-    if p.plugins:
-        flags += ["--plugins", *p.plugins]
-    if p.calibration_cache:
-        flags += ["--calibration-cache", p.calibration_cache]
+    if b.plugins:
+        flags += ["--plugins", *b.plugins]
+    if b.calibration_cache:
+        flags += ["--calibration-cache", b.calibration_cache]
     return flags
 
 
-def polygraphy_convert_command(p: BuildPlan, cfg: Any) -> list[str]:
-    return ["polygraphy", "convert", p.onnx, "-o", p.engine, *_polygraphy_build_flags(p, cfg)]
+def polygraphy_convert_command(b: BuildArgs, plan: Any) -> list[str]:
+    return ["polygraphy", "convert", b.onnx, "-o", b.engine, *_polygraphy_build_flags(b, plan)]
 
 
-def polygraphy_run_command(p: BuildPlan, cfg: Any) -> list[str]:
-    return ["polygraphy", "run", p.onnx, "--trt", "--onnxrt", *_polygraphy_build_flags(p, cfg),
-            "--atol", f"{cfg.verify.atol:g}", "--rtol", f"{cfg.verify.rtol:g}"]
+def polygraphy_run_command(b: BuildArgs, plan: Any, atol: float, rtol: float) -> list[str]:
+    return ["polygraphy", "run", b.onnx, "--trt", "--onnxrt", *_polygraphy_build_flags(b, plan),
+            "--atol", f"{atol:g}", "--rtol", f"{rtol:g}"]
 
 
-def reproducers(cfg: Any, onnx_name: str = "model.clean.onnx", has_qdq: bool = False,
-                cache_dir: str | Path | None = None) -> dict[str, str]:
-    """The three commands, as shell lines, relative to the run directory, for the model the build took."""
+def reproducers(plan: Any, profiles: list, onnx_name: str, atol: float, rtol: float) -> dict[str, str]:
+    """The three commands, as shell lines relative to the run directory, for the model the build took;
+    rendered for the plan's TensorRT version, with the recipe's tolerances as they are now."""
     import shlex
 
-    p = plan(cfg, onnx_name, "model.engine", has_qdq=has_qdq, cache_dir=cache_dir)
-    return {name: shlex.join(fn(p, cfg)) for name, fn in (
-        ("trtexec", trtexec_command), ("polygraphy_convert", polygraphy_convert_command),
-        ("polygraphy_run", polygraphy_run_command))}
+    b = build_args(plan, profiles, onnx_name, "model.engine")
+    env = "POLYGRAPHY_USE_TENSORRT_RTX=1 " if plan.backend == "tensorrt_rtx" else ""
+    return {"trtexec": shlex.join(trtexec_command(b, plan)),
+            "polygraphy_convert": env + shlex.join(polygraphy_convert_command(b, plan)),
+            "polygraphy_run": env + shlex.join(polygraphy_run_command(b, plan, atol, rtol))}
 
 
 # --- lint ----------------------------------------------------------------------------------
 
-def tensorrt_problems(cfg: Any) -> list[Problem]:
-    t, problems = cfg.engine.tensorrt, []
+def tensorrt_problems(t: Any, plan: Any) -> list[Problem]:
+    """Range and file checks of the engine.tensorrt section (removed options: plan.plan_problems)."""
+    problems = []
     if t.builder_optimization_level is not None and not 0 <= t.builder_optimization_level <= 5:
         problems.append(Problem("engine.tensorrt.builder_optimization_level", "out of range",
                                 t.builder_optimization_level, "0..5"))
@@ -229,19 +226,18 @@ def tensorrt_problems(cfg: Any) -> list[Problem]:
         value = t[key]
         if value is not None and value < 0:
             problems.append(Problem(f"engine.tensorrt.{key}", "must be >= 0", value))
+    if t.version is not None and t.version not in (10, 11):
+        problems.append(Problem("engine.tensorrt.version", "not a TensorRT major version this compiler maps", t.version,
+                                "10, 11, null (the installed one)"))
     for pattern, precision in t.layer_precisions.items():
         if precision not in LAYER_PRECISIONS:
             problems.append(Problem(f"engine.tensorrt.layer_precisions.{pattern}", "unknown precision", precision,
                                     ", ".join(LAYER_PRECISIONS)))
-    if t.layer_precisions and t.precision_constraints.value == "none":
+    if t.layer_precisions and t.precision_constraints.value == "none" and not plan.strongly_typed:
         problems.append(Problem("engine.tensorrt.precision_constraints", "layer precisions are only hints unless "
                                 "constraints are set", "none", "prefer, obey",
                                 fix="set engine.tensorrt.precision_constraints=obey (or prefer)"))
     for i, plugin in enumerate(t.plugins):
         if not os.path.isfile(os.path.expanduser(plugin)):
             problems.append(Problem(f"engine.tensorrt.plugins[{i}]", "plugin library not found", plugin))
-    if t.strongly_typed and cfg.engine.precision.value != "fp32":
-        problems.append(Problem("engine.precision", "a strongly typed network takes its types from the ONNX model",
-                                cfg.engine.precision.value, "fp32",
-                                fix="keep engine.precision=fp32 with strongly_typed (quantize or convert the model instead)"))
     return problems

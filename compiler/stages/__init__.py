@@ -18,12 +18,13 @@ from omegaconf import DictConfig
 
 @dataclass
 class StageContext:
-    cfg: DictConfig                 # the whole typed recipe
+    cfg: DictConfig                 # only the recipe sections this stage's cache key holds (others raise)
     work_dir: Path                  # where this stage writes its artifact
     inputs: dict[str, Path]         # artifacts of the stages it needs, by stage name
     results: dict[str, dict]        # the `info` of every earlier stage, by stage name
     log: logging.Logger
     io: Any = None                  # the resolved IO spec (compiler.iospec.IOSpec)
+    plan: Any = None                # the resolved EnginePlan (compiler.plan.EnginePlan)
 
 
 @dataclass
@@ -39,6 +40,12 @@ class Stage:
     config_keys: tuple[str, ...]    # recipe sections that enter this stage's cache key
     needs: tuple[str, ...] = ()     # earlier stages whose artifacts it reads
     tools: tuple[str, ...] = ()     # distributions whose versions enter its cache key
+    plan_key: str | None = None     # the EnginePlan method giving what this stage reads of the plan
+    calibrating_keys: tuple[str, ...] = ()  # further sections it reads when the plan calibrates at build
+
+    def sections(self, plan: Any) -> tuple[str, ...]:
+        """The recipe sections this stage reads, which are exactly those its key holds."""
+        return self.config_keys + (self.calibrating_keys if plan.calibrator else ())
 
     def load(self) -> Callable[[StageContext], StageResult]:
         module, _, func = self.runner.partition(":")

@@ -35,7 +35,7 @@ def run(ctx: StageContext) -> StageResult:
     if ctx.cfg.framework.value == "onnx":
         from compiler.stages.import_onnx import import_file
 
-        fixes = import_file(Path(ctx.cfg.model.path).expanduser(), out, ctx.io, ctx.cfg.engine)
+        fixes = import_file(Path(ctx.cfg.model.path).expanduser(), out, ctx.io, ctx.plan)
         return StageResult("model.onnx", {**checked_model_info(out, strict=False), "source": str(ctx.cfg.model.path),
                                           "import_fixes": fixes})
     if ctx.cfg.framework.value == "torch":

@@ -1,4 +1,4 @@
-"""fp16 conversion for typed backends (onnxruntime, strongly typed TensorRT), keeping chosen nodes fp32.
+"""fp16 conversion by onnxruntime's float16 converter (quantize.tool=onnxruntime), keeping chosen nodes fp32.
 
 fp16 fails in one way above all: a tensor beyond its range (|x| > 65504) becomes inf, then NaN.
 `overflow_nodes` finds the nodes that produce or read such a tensor on calibration data, so they
@@ -22,7 +22,9 @@ def convert(src: Path, dst: Path, keep_fp32: list[str]) -> None:
 
     model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, node_block_list=list(keep_fp32) or None,
                                      disable_shape_infer=False)
-    onnx.save(_drop_fp16_round_trips(model), str(dst))
+    from compiler.onnx_files import save_model
+
+    save_model(_drop_fp16_round_trips(model), dst)
 
 
 def _drop_fp16_round_trips(model):

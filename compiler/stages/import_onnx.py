@@ -16,13 +16,13 @@ from compiler.errors import StageError
 from compiler.iospec import IOSpec
 
 
-def onnxruntime_load_error(path: Path, engine_cfg: Any) -> str | None:
+def onnxruntime_load_error(path: Path, plan: Any) -> str | None:
     """onnxruntime's own reason, on one line, when it cannot load the file; None when it can."""
     import onnxruntime as ort
 
     from compiler.backends.onnxruntime import session_options
 
-    options = session_options(engine_cfg.onnxruntime, "disable")
+    options = session_options(plan.onnxruntime, "disable")
     try:
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -31,13 +31,13 @@ def onnxruntime_load_error(path: Path, engine_cfg: Any) -> str | None:
     return None
 
 
-def import_file(src: Path, out: Path, io: IOSpec, engine_cfg: Any) -> list[str]:
+def import_file(src: Path, out: Path, io: IOSpec, plan: Any) -> list[str]:
     """Copy `src` to `out` with the repairs it needs; return what was repaired."""
     import onnx
 
     from compiler.onnx_files import has_external_data, save_model
 
-    reason = onnxruntime_load_error(src, engine_cfg)
+    reason = onnxruntime_load_error(src, plan)
     if reason:
         raise StageError("export", f"onnxruntime cannot load {src.name}: {reason}",
                          fix="re-export the model, or check it with `polygraphy inspect model`")

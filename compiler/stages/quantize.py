@@ -1,9 +1,11 @@
-"""Quantize stage: the model in reduced precision (int8 QDQ, or fp16), within an accuracy budget.
+"""Quantize stage: the model in reduced precision (Q/DQ int8/fp8, or fp16/bf16), within an accuracy budget.
 
-Runs for engine.precision=int8, and for fp16 on typed backends (backends.converted_precision).
-int8: onnxruntime.quantization calibrates on a slice of the training data; convolutions too shallow
-for int8 to pay stay fp32 (min_reduction_depth). fp16: onnxruntime's float16 converter, with the
-nodes whose tensors leave fp16's range kept fp32 (stages/fp16.py). Then, with `fallback: auto`, the
+Runs when the EnginePlan converts the graph (plan.conversion), with the plan's tool:
+- modelopt (TensorRT's default; stages/modelopt_convert.py): AutoCast for fp16/bf16, PTQ Q/DQ for int8/fp8;
+- onnxruntime (the onnxruntime backend's default): int8 by onnxruntime.quantization, calibrated on a
+  slice of the training data, convolutions too shallow for int8 to pay kept fp32 (min_reduction_depth);
+  fp16 by onnxruntime's float16 converter, the nodes whose tensors leave fp16's range kept fp32 (stages/fp16.py).
+Then, with `fallback: auto`, the
 nodes whose conversion costs the most accuracy are kept in fp32, one at a time, until the drop
 against the fp32 model is within verify.max_accuracy_drop. The kept list goes into the report as a
 recipe snippet.
@@ -32,6 +34,12 @@ class CalibrationMethod(Enum):
     percentile = "percentile"
 
 
+class Tool(Enum):
+    auto = "auto"                # onnxruntime for the onnxruntime backend, modelopt for TensorRT (plan.py)
+    modelopt = "modelopt"        # ModelOpt: AutoCast (fp16/bf16), ONNX PTQ (int8/fp8 Q/DQ); TensorRT 11's path
+    onnxruntime = "onnxruntime"  # onnxruntime.quantization (int8 QDQ) and its float16 converter: best CPU int8
+
+
 class Fallback(Enum):
     none = "none"
     auto = "auto"
@@ -39,6 +47,7 @@ class Fallback(Enum):
 
 @dataclass
 class QuantizeConfig:
+    tool: Tool = Tool.auto
     method: CalibrationMethod = CalibrationMethod.minmax
     per_channel: bool = True
     fallback: Fallback = Fallback.auto   # none: quantize every node and let the accuracy gate judge
@@ -49,6 +58,10 @@ class QuantizeConfig:
     # int8 pays only on deep reductions: Conv/Gemm/MatMul nodes summing fewer than this many products per output
     # (a 3x3 conv over 1 channel: 9) stay fp32. 0 quantizes every one.
     min_reduction_depth: int = 32
+    # ModelOpt AutoCast (fp16/bf16): nodes whose inputs/outputs exceed data_max on calibration data, or whose
+    # weights exceed init_max, stay fp32 (AutoCast's own defaults)
+    data_max: float = 512.0
+    init_max: float = 65504.0
 
 
 def cpu_has_vnni() -> bool:
@@ -59,8 +72,8 @@ def cpu_has_vnni() -> bool:
     return "avx512_vnni" in flags or "avx_vnni" in flags or "amx_int8" in flags
 
 
-def reduce_range(cfg) -> bool:
-    return cfg.quantize.reduce_range if cfg.quantize.reduce_range is not None else not cpu_has_vnni()
+def reduce_range(quantize_cfg) -> bool:
+    return quantize_cfg.reduce_range if quantize_cfg.reduce_range is not None else not cpu_has_vnni()
 
 
 def _reader(samples: dict, batch: int = 32):
@@ -129,7 +142,7 @@ def quantize(src: Path, dst: Path, samples, cfg, exclude: list[str], calibration
 
     method = {"minmax": Method.MinMax, "entropy": Method.Entropy, "percentile": Method.Percentile}[cfg.quantize.method.value]
     quantize_static(str(src), str(dst), _reader(samples), quant_format=QuantFormat.QDQ,
-                    per_channel=cfg.quantize.per_channel, reduce_range=reduce_range(cfg), activation_type=QuantType.QUInt8,
+                    per_channel=cfg.quantize.per_channel, reduce_range=reduce_range(cfg.quantize), activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, calibrate_method=method, nodes_to_exclude=list(exclude) or None,
                     calibration_cache_path=str(calibration_cache), extra_options={"ActivationSymmetric": False})
 
@@ -145,13 +158,14 @@ def score(path: Path, x: dict, y, metric, batch: int) -> float:
     return evaluate(lambda feed: dict(zip(names, session.run(None, feed))), x, y, metric, batch)
 
 
-def budget_search(attempt: Callable[[list[str]], float], candidates: list[str], keep: list[str], fp32: float,
-                  cfg, log) -> tuple[list[str], float, list[dict]]:
-    """Keep nodes in fp32, the most accuracy-sensitive first, until the drop is within the budget."""
+def budget_search(attempt: Callable[[list[str]], Optional[float]], candidates: list[str], keep: list[str],
+                  fp32: float, cfg, log) -> tuple[list[str], Optional[float], list[dict]]:
+    """Keep nodes in fp32, the most accuracy-sensitive first, until the drop is within the budget.
+    An accuracy of None (the model cannot run here) ends the search: the engine's accuracy is the gate."""
     accuracy = attempt(keep)
     budget = cfg.verify.max_accuracy_drop
     trail = [{"kept_fp32": list(keep), "accuracy": accuracy}]
-    if cfg.quantize.fallback.value != "auto" or (fp32 - accuracy) * 100 <= budget:
+    if accuracy is None or cfg.quantize.fallback.value != "auto" or (fp32 - accuracy) * 100 <= budget:
         return keep, accuracy, trail
     sensitivity = {node: attempt(keep + [node]) for node in candidates}  # accuracy regained by this one node in fp32
     for node in sorted(candidates, key=lambda n: -sensitivity[n])[: cfg.quantize.max_fallback_nodes]:
@@ -167,12 +181,11 @@ def budget_search(attempt: Callable[[list[str]], float], candidates: list[str], 
 def run(ctx: StageContext) -> StageResult:
     import onnx
 
-    from compiler.backends import converted_precision
     from compiler.data.sources import load_dataset
     from compiler.verify.metric import metric_of
 
-    cfg, io = ctx.cfg, ctx.io
-    precision = converted_precision(cfg.engine)
+    cfg, io, plan = ctx.cfg, ctx.io, ctx.plan
+    precision, tool = plan.conversion, plan.tool
     data = load_dataset(cfg.data, io, cfg.seed)
     calibration = io.to_engine(data.calibration(cfg.data.calibration_size))
     x_test = io.to_engine(data.x_test)
@@ -181,32 +194,57 @@ def run(ctx: StageContext) -> StageResult:
     graph = onnx.load(str(src))
     fp32 = score(src, x_test, data.y_test, metric, batch)
     keep = list(cfg.quantize.keep_fp32)
-    if precision == "fp16":
+    info: dict = {"tool": tool}
+    if tool == "modelopt":
+        from compiler.stages.modelopt_convert import convert as modelopt_convert
+
+        forced: list[str] = []
+
+        def write(kept: list[str]) -> None:
+            modelopt_convert(src, out, precision, kept, calibration, cfg.quantize, plan.high_precision, ctx.work_dir)
+    elif precision == "fp16":
         from compiler.stages.fp16 import convert, overflow_nodes
 
         forced = [n for n in overflow_nodes(graph, calibration) if n not in keep] \
             if cfg.quantize.fallback.value == "auto" else []
-        info = {"kept_fp32_overflow": forced}
+        info["kept_fp32_overflow"] = forced
 
-        def attempt(kept: list[str]) -> float:
+        def write(kept: list[str]) -> None:
             convert(src, out, forced + kept)
-            return score(out, x_test, data.y_test, metric, batch)
     else:
         forced = [n for n in shallow_nodes(graph, cfg.quantize.min_reduction_depth) if n not in keep]
         cache = ctx.work_dir / "calibration.json"
-        info = {"kept_fp32_shallow": forced, "method": cfg.quantize.method.value,
-                "per_channel": cfg.quantize.per_channel, "reduce_range": reduce_range(cfg),
-                "min_reduction_depth": cfg.quantize.min_reduction_depth, "calibration_samples": int(len(data.y_train[: cfg.data.calibration_size]))}
+        info.update({"kept_fp32_shallow": forced, "method": cfg.quantize.method.value,
+                     "per_channel": cfg.quantize.per_channel, "reduce_range": reduce_range(cfg.quantize),
+                     "min_reduction_depth": cfg.quantize.min_reduction_depth})
 
-        def attempt(kept: list[str]) -> float:
+        def write(kept: list[str]) -> None:
             quantize(src, out, calibration, cfg, fp32_islands(graph, forced + kept), cache)
-            return score(out, x_test, data.y_test, metric, batch)
+
+    def attempt(kept: list[str]) -> float | None:
+        write(kept)
+        return runnable_score(out, x_test, data.y_test, metric, batch)
 
     candidates = [n.name for n in graph.graph.node if n.op_type in QUANTIZABLE and n.name not in keep + forced]
     keep, accuracy, trail = budget_search(attempt, candidates, keep, fp32, cfg, ctx.log)
-    if precision == "int8":
+    converted = onnx.load(str(out), load_external_data=False)
+    info["calibration_samples"] = int(next(iter(calibration.values())).shape[0])
+    info["quantize_linear_nodes"] = sum(n.op_type == "QuantizeLinear" for n in converted.graph.node)
+    if tool == "onnxruntime" and precision == "int8":
         info["fp32_nodes"] = fp32_islands(graph, forced + keep)
-        info["quantize_linear_nodes"] = sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
+    if accuracy is None:
+        info["not_measured"] = f"onnxruntime's CPU provider cannot run this {precision} model; " \
+                               "the engine's accuracy, measured in verify, is the gate"
     snippet = "quantize:\n  keep_fp32: [" + ", ".join(keep) + "]\n" if keep else ""
     return StageResult(out.name, {"precision": precision, "fp32_accuracy": fp32, f"{precision}_accuracy": accuracy,
                                   "kept_fp32": keep, "search": trail, "snippet": snippet, **info})
+
+
+def runnable_score(path: Path, x: dict, y, metric, batch: int) -> float | None:
+    """The metric of a converted model, or None when onnxruntime has no kernel for its types (bf16 on CPU)."""
+    try:
+        return score(path, x, y, metric, batch)
+    except Exception as exc:  # onnxruntime's NOT_IMPLEMENTED: no bf16 Conv on the CPU provider, say
+        if "NOT_IMPLEMENTED" in str(exc) or "Could not find an implementation" in str(exc):
+            return None
+        raise

@@ -52,16 +52,16 @@ def samples(cfg, io: "IOSpec"):
     return x, y
 
 
-def _runners(ctx: StageContext, backend: str):
+def _runners(ctx: StageContext):
     """(runners, artifact names, ledger boundaries)."""
     from compiler.verify.runners import CallableRunner, engine_runner, framework_predictor, onnx_runner
 
-    cfg = ctx.cfg
+    cfg, plan = ctx.cfg, ctx.plan
     artifacts = [("model.onnx", ctx.inputs["export"]), ("model.clean.onnx", ctx.inputs["surgery"])]
-    if "quantize" in ctx.inputs:  # the int8 or fp16 model is a stage of its own in the ledger
-        artifacts.append((ctx.inputs["quantize"].name, ctx.inputs["quantize"]))
-    runners = [onnx_runner(name, path, cfg.engine) for name, path in artifacts]
-    runners.append(engine_runner(backend, ctx.inputs["build"], cfg.engine))
+    if "quantize" in ctx.inputs and ctx.results["quantize"].get("not_measured") is None:
+        artifacts.append((ctx.inputs["quantize"].name, ctx.inputs["quantize"]))  # the converted model, in the ledger
+    runners = [onnx_runner(name, path, plan) for name, path in artifacts]
+    runners.append(engine_runner(plan, ctx.inputs["build"]))
     names = [name for name, _ in artifacts] + ["engine"]
     if cfg.framework.value != "onnx":  # else the original file is the reference
         framework = CallableRunner(cfg.framework.value, framework_predictor(cfg, ctx.io, ctx.inputs["train"]), ctx.io)
@@ -92,18 +92,22 @@ def run(ctx: StageContext) -> StageResult:
 
     cfg, vcfg, io = ctx.cfg, ctx.cfg.verify, ctx.io
     x_test, y_test = samples(cfg, io)
-    backend = ctx.results["build"]["backend"]
-    runners, names, boundaries = _runners(ctx, backend)
+    plan = ctx.plan
+    runners, names, boundaries = _runners(ctx)
     max_batch = io.batch_range(0)[2]
-    feeds = _feeds(cfg, io, x_test, max_batch, [0] if backend == "tensorrt" else None)
+    feeds = _feeds(cfg, io, x_test, max_batch, [0] if plan.nvidia else None)
     atol, rtol = tolerances(io, vcfg.atol, vcfg.rtol)
     rows = error_ledger(runners, feeds, boundaries, atol, rtol)
     by_runner = {r.name: n for r, n in zip(runners, names)}  # Polygraphy suffixes runner names
     for row in rows:
         row["reference"], row["candidate"] = by_runner[row["reference"]], by_runner[row["candidate"]]
 
-    reduced = ctx.inputs["quantize"].name if "quantize" in ctx.inputs else None
-    for row in rows:  # from int8/fp16 on, outputs drift by design: judged by the accuracy budget, not atol
+    # from the first reduced-precision artifact on, outputs drift by design: judged by the accuracy budget
+    reduced = {"conversion": ctx.inputs["quantize"].name if "quantize" in ctx.inputs else "engine",
+               "engine": "engine", None: None}[plan.reduced_at]
+    if reduced not in names:
+        reduced = "engine" if reduced else None  # a converted model onnxruntime cannot run: not in the ledger
+    for row in rows:
         row["gated"] = reduced is None or names.index(row["candidate"]) < names.index(reduced)
     accuracy = {}
     metric = metric_of(cfg, io)
@@ -116,14 +120,14 @@ def run(ctx: StageContext) -> StageResult:
         if y_test is not None:
             with runner:
                 accuracy[key] = evaluate(_infer(runner), x_test, y_test, metric, eval_batch)
-    if backend == "tensorrt":
-        rows += _profile_shape_checks(cfg, io, ctx.inputs["surgery"], ctx.inputs["build"], atol, rtol)
+    if plan.nvidia:
+        rows += _profile_shape_checks(cfg, io, plan, ctx.inputs["surgery"], ctx.inputs["build"], atol, rtol)
     end_to_end = [r for r in rows if r["reference"] == names[0] and r["candidate"] == "engine"]
     gates = _gates(vcfg, rows, accuracy, y_test is not None)
     info = {"ledger": rows, "accuracy": accuracy, "gates": gates, "reference": names[0],
             "max_abs_error": {"engine": max(r["max_abs_error"] for r in end_to_end)},
             "max_rel_error": {"engine": max(r["max_rel_error"] for r in end_to_end)},
-            "passed": all(g["passed"] for g in gates), "backend": backend,
+            "passed": all(g["passed"] for g in gates), "backend": plan.backend,
             "ledger_inputs": {"feeds": [label for label, _ in feeds],
                               "shapes": {label: {k: list(v.shape) for k, v in feed.items()} for label, feed in feeds}},
             "metric": "top-1 of " + (cfg.model.label_output or io.output_names[0]) if cfg.verify.metric is None
@@ -136,7 +140,7 @@ def _infer(runner):
     return lambda feed: runner.infer(feed, check_inputs=False)
 
 
-def _profile_shape_checks(cfg, io, clean_onnx, engine, atol, rtol) -> list[dict]:
+def _profile_shape_checks(cfg, io, plan, clean_onnx, engine, atol, rtol) -> list[dict]:
     """TensorRT: run the engine at the min, opt and max shapes of every further profile against the cleaned model."""
     import numpy as np
 
@@ -148,7 +152,7 @@ def _profile_shape_checks(cfg, io, clean_onnx, engine, atol, rtol) -> list[dict]
     rng = np.random.default_rng(cfg.seed)
     for index in range(1, len(io.profiles)):
         feeds = [(label, io.random_feed(rng, shapes)) for label, shapes in io.check_shapes([index])]
-        runners = [onnx_runner("model.clean.onnx", clean_onnx, cfg.engine), trt_runner(engine, index)]
+        runners = [onnx_runner("model.clean.onnx", clean_onnx, plan), trt_runner(engine, plan.backend, index)]
         for row in error_ledger(runners, feeds, [(0, 1)], atol, rtol):
             row.update(reference="model.clean.onnx", candidate=f"engine[profile {index}]")
             rows.append(row)

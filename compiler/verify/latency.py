@@ -84,9 +84,34 @@ def latency_feeds(io: Any, x_test: Mapping[str, np.ndarray] | None, batches: lis
     return feeds
 
 
-def measure_now(cfg: Any, artifacts: Mapping[str, Path], backend: str) -> tuple[dict, dict]:
+def thread_counts() -> list[int]:
+    """The intra-op thread counts `intra_op_threads: auto` tries: powers of two up to the CPU count, and it."""
+    cpus = os.cpu_count() or 1
+    counts = [1 << i for i in range(cpus.bit_length()) if 1 << i < cpus]
+    return counts + [cpus]
+
+
+def _fastest_threads(plan: Any, engine: Path, feed: dict, v: Any) -> tuple[int, list[dict]]:
+    """Time the engine at each thread count on the largest batch; the fastest count, and the whole table."""
+    from compiler.verify.runners import engine_runner
+
+    table = []
+    for threads in thread_counts():
+        with engine_runner(plan, engine, intra_op_threads=threads) as runner:
+            p50 = measure(runner, {0: feed}, v.iterations, v.warmup, v.max_seconds,
+                          warmup_seconds=v.warmup_seconds)["b0"]["p50"]
+        table.append({"intra_op_threads": threads, "p50_ms": p50})
+    return min(table, key=lambda row: row["p50_ms"])["intra_op_threads"], table
+
+
+def _auto_threads(plan: Any) -> bool:
+    return plan.backend == "onnxruntime" and plan.intra_op_threads == "auto"
+
+
+def measure_now(cfg: Any, plan: Any, artifacts: Mapping[str, Path]) -> tuple[dict, dict]:
     """(latency of the reference model and the engine, the conditions it was measured under), timed now,
-    alone on this machine. `artifacts` maps stage names to the files the compile placed in its run dir."""
+    alone on this machine. `artifacts` maps stage names to the files the compile placed in its run dir.
+    With `intra_op_threads: auto` the engine is first timed at every thread count; the fastest is kept."""
     from compiler.iospec import IOSpec
     from compiler.stages.verify import samples
     from compiler.verify.runners import CallableRunner, engine_runner, framework_predictor, onnx_runner
@@ -96,20 +121,47 @@ def measure_now(cfg: Any, artifacts: Mapping[str, Path], backend: str) -> tuple[
     with working():  # loading data and the framework model is work too
         x_test, _ = samples(cfg, io)
         if cfg.framework.value == "onnx":
-            reference = onnx_runner("model.onnx", artifacts["export"], cfg.engine)
+            reference = onnx_runner("model.onnx", artifacts["export"], plan)
         else:
             reference = CallableRunner(cfg.framework.value, framework_predictor(cfg, io, artifacts["train"]), io)
         feeds = latency_feeds(io, x_test, io.latency_batches(v.batch_sizes), cfg.seed)
-    result = {}
+    result, conditions = {}, {}
     with timing():
         started = datetime.now(timezone.utc)
+        threads = None
+        if _auto_threads(plan):
+            threads, table = _fastest_threads(plan, artifacts["build"], feeds[max(feeds)], v)
+            conditions["intra_op_threads"] = {"chosen": threads, "batch": max(feeds), "table": table}
         # the engine first: a framework's thread pool (torch's OpenMP) keeps spinning for a while after it ran
-        for key, runner in (("engine", engine_runner(backend, artifacts["build"], cfg.engine)), ("framework", reference)):
+        for key, runner in (("engine", engine_runner(plan, artifacts["build"], intra_op_threads=threads)),
+                            ("framework", reference)):
             with runner:
                 result[key] = measure(runner, feeds, v.iterations, v.warmup, v.max_seconds,
                                       warmup_seconds=v.warmup_seconds)
     result = {key: result[key] for key in ("framework", "engine")}
-    conditions = {"measured_at": started.isoformat(timespec="seconds"), "host": platform.node(),
-                  "cpus": os.cpu_count(), "backend": backend, "alone": True,
-                  "batches": [f"b{b}" for b in feeds]}
+    conditions.update({"measured_at": started.isoformat(timespec="seconds"), "host": platform.node(),
+                       "cpus": os.cpu_count(), "backend": plan.backend, "alone": True,
+                       "batches": [f"b{b}" for b in feeds]})
     return result, conditions
+
+
+def time_engines(cfg: Any, engines: Mapping[str, tuple[Any, Path]]) -> dict[str, dict]:
+    """Latency of several engines (plan, file) on the same inputs, one after another under one timing lock:
+    the candidates of `precision: best`, compared in the same run."""
+    from compiler.iospec import IOSpec
+    from compiler.stages.verify import samples
+    from compiler.verify.runners import engine_runner
+    from compiler.verify.timing import timing, working
+
+    io, v = IOSpec.from_cfg(cfg), cfg.verify.latency
+    with working():
+        x_test, _ = samples(cfg, io)
+        feeds = latency_feeds(io, x_test, io.latency_batches(v.batch_sizes), cfg.seed)
+    out = {}
+    with timing():
+        for name, (plan, path) in engines.items():
+            threads = _fastest_threads(plan, path, feeds[max(feeds)], v)[0] if _auto_threads(plan) else None
+            with engine_runner(plan, path, intra_op_threads=threads) as runner:
+                out[name] = measure(runner, feeds, v.iterations, v.warmup, v.max_seconds,
+                                    warmup_seconds=v.warmup_seconds)
+    return out

@@ -70,18 +70,19 @@ def _tensor_runner(session_loader: Callable, name: str) -> BaseRunner:
     return TensorOutputs(session_loader, name=name)
 
 
-def onnx_runner(name: str, path: Path, engine_cfg: Any) -> BaseRunner:
+def onnx_runner(name: str, path: Path, plan: Any) -> BaseRunner:
     """An onnxruntime runner over an ONNX file with graph optimisation off, to see the file as written."""
     from compiler.backends.onnxruntime import load_session
 
-    return _tensor_runner(lambda: load_session(path, engine_cfg, optimization_level="disable"), name)
+    return _tensor_runner(lambda: load_session(path, plan, optimization_level="disable"), name)
 
 
-def engine_runner(backend: str, path: Path, engine_cfg: Any) -> BaseRunner:
-    if backend == "tensorrt":
+def engine_runner(plan: Any, path: Path, intra_op_threads: int | None = None) -> BaseRunner:
+    """The engine as the plan's backend runs it (onnxruntime: the plan's session options)."""
+    if plan.nvidia:
         from compiler.backends.tensorrt import runner
 
-        return runner(path)
+        return runner(path, plan.backend)
     from compiler.backends.onnxruntime import load_session
 
-    return _tensor_runner(lambda: load_session(path, engine_cfg), "engine")
+    return _tensor_runner(lambda: load_session(path, plan, intra_op_threads=intra_op_threads), "engine")
