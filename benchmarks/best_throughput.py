@@ -64,7 +64,10 @@ def row(recipe: str, folder: Path, iterations: int) -> str:
     report = compile_best(recipe, folder / recipe, folder / "cache")
     run = folder / recipe
     raw = ort.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"])
-    threads = report["latency_conditions"].get("intra_op_threads", {}).get("chosen", 0)
+    auto = report["latency_conditions"].get("intra_op_threads", {})
+    threads = auto.get("chosen", 0)
+    print(f"{recipe}: intra_op_threads auto " + ", ".join(f"{r['intra_op_threads']}: {r['rounds']}"
+                                                         for r in auto.get("table", [])), file=sys.stderr)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     engine = ort.InferenceSession(str(run / report["stages"]["build"]["artifact"]), options,

@@ -3,6 +3,7 @@ timing lock (verify/timing.py), so that figures from one sweep were all taken al
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
@@ -84,6 +85,9 @@ def latency_feeds(io: Any, x_test: Mapping[str, np.ndarray] | None, batches: lis
     return feeds
 
 
+ROUNDS = 3  # comparisons (thread counts, `best` candidates) time each contender this many times, interleaved
+
+
 def thread_counts() -> list[int]:
     """The intra-op thread counts `intra_op_threads: auto` tries: powers of two up to the CPU count, and it."""
     cpus = os.cpu_count() or 1
@@ -91,16 +95,33 @@ def thread_counts() -> list[int]:
     return counts + [cpus]
 
 
+def compare(runners: Mapping[Any, Any], feeds: Mapping[int, dict], v: Any) -> dict[Any, dict[str, dict]]:
+    """Latency of several contenders on the same inputs, in ROUNDS interleaved rounds, so that a drift of the
+    machine (a noisy neighbour, a frequency change) hits every one alike; per batch, the median round."""
+    rounds: dict[Any, list[dict]] = {name: [] for name in runners}
+    with contextlib.ExitStack() as stack:
+        active = {name: stack.enter_context(runner) for name, runner in runners.items()}
+        for _ in range(ROUNDS):
+            for name, runner in active.items():
+                rounds[name].append(measure(runner, feeds, v.iterations, v.warmup, v.max_seconds,
+                                            warmup_seconds=v.warmup_seconds))
+    out = {}
+    for name, tries in rounds.items():
+        out[name] = {}
+        for batch in tries[0]:
+            middle = sorted(tries, key=lambda t: t[batch]["p50"])[len(tries) // 2]
+            out[name][batch] = {**middle[batch], "rounds": [round(t[batch]["p50"], 4) for t in tries]}
+    return out
+
+
 def _fastest_threads(plan: Any, engine: Path, feed: dict, v: Any) -> tuple[int, list[dict]]:
     """Time the engine at each thread count on the largest batch; the fastest count, and the whole table."""
     from compiler.verify.runners import engine_runner
 
-    table = []
-    for threads in thread_counts():
-        with engine_runner(plan, engine, intra_op_threads=threads) as runner:
-            p50 = measure(runner, {0: feed}, v.iterations, v.warmup, v.max_seconds,
-                          warmup_seconds=v.warmup_seconds)["b0"]["p50"]
-        table.append({"intra_op_threads": threads, "p50_ms": p50})
+    counts = thread_counts()
+    timed = compare({t: engine_runner(plan, engine, intra_op_threads=t) for t in counts}, {0: feed}, v)
+    table = [{"intra_op_threads": t, "p50_ms": timed[t]["b0"]["p50"], "rounds": timed[t]["b0"]["rounds"]}
+             for t in counts]
     return min(table, key=lambda row: row["p50_ms"])["intra_op_threads"], table
 
 
@@ -146,8 +167,8 @@ def measure_now(cfg: Any, plan: Any, artifacts: Mapping[str, Path]) -> tuple[dic
 
 
 def time_engines(cfg: Any, engines: Mapping[str, tuple[Any, Path]]) -> dict[str, dict]:
-    """Latency of several engines (plan, file) on the same inputs, one after another under one timing lock:
-    the candidates of `precision: best`, compared in the same run."""
+    """Latency of several engines (plan, file) on the same inputs, interleaved under one timing lock: the
+    candidates of `precision: best`, compared in the same run."""
     from compiler.iospec import IOSpec
     from compiler.stages.verify import samples
     from compiler.verify.runners import engine_runner
@@ -157,11 +178,9 @@ def time_engines(cfg: Any, engines: Mapping[str, tuple[Any, Path]]) -> dict[str,
     with working():
         x_test, _ = samples(cfg, io)
         feeds = latency_feeds(io, x_test, io.latency_batches(v.batch_sizes), cfg.seed)
-    out = {}
     with timing():
+        runners = {}
         for name, (plan, path) in engines.items():
             threads = _fastest_threads(plan, path, feeds[max(feeds)], v)[0] if _auto_threads(plan) else None
-            with engine_runner(plan, path, intra_op_threads=threads) as runner:
-                out[name] = measure(runner, feeds, v.iterations, v.warmup, v.max_seconds,
-                                    warmup_seconds=v.warmup_seconds)
-    return out
+            runners[name] = engine_runner(plan, path, intra_op_threads=threads)
+        return compare(runners, feeds, v)
