@@ -92,8 +92,24 @@ def run_job(cfg: DictConfig, recipe: str, run_dir: Path) -> int:
     with working():  # plotting and writing are work: not while another job times
         report = build_report(cfg, recipe, result, status)
         write_report(report, run_dir)
+        _track(cfg, report, run_dir)
     _print_summary(report, run_dir)
     return code
+
+
+def _track(cfg: DictConfig, report: dict, run_dir: Path) -> None:
+    """MLflow and TensorBoard, when the recipe turns them on; a tracking failure never fails the compile."""
+    if not (cfg.tracking.mlflow or cfg.tracking.tensorboard):
+        return
+    from compiler import tracking
+
+    try:
+        if cfg.tracking.tensorboard:
+            log.info("tensorboard: %s", tracking.write_tensorboard(report, run_dir))
+        if cfg.tracking.mlflow:
+            log.info("mlflow: run %s in %s", tracking.log_job(cfg, report, run_dir), tracking.store_uri())
+    except Exception as exc:
+        print(f"compiler: warning: tracking failed: {describe(exc)}", file=sys.stderr)
 
 
 def _print_summary(report: dict, run_dir: Path) -> None:

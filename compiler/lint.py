@@ -103,7 +103,7 @@ def lint(cfg: DictConfig) -> list[Problem]:
 
     # keys added on the command line (`+train.epocs=3`) pass Hydra's composition: check them like the rest
     problems += schema_problems(OmegaConf.to_container(cfg, resolve=False, enum_to_str=True), RecipeConfig)
-    for check in (_model, _data, _train, _export, _surgery, _engine, _verify, _cache):
+    for check in (_model, _data, _train, _export, _surgery, _engine, _verify, _cache, _tracking):
         problems += check(cfg)
     return problems
 
@@ -282,7 +282,22 @@ def _positive(cfg: DictConfig, keys: list[str]) -> list[Problem]:
 
 
 def _train(cfg: DictConfig) -> list[Problem]:
-    return _positive(cfg, ["train.epochs", "train.batch_size", "train.optimizer.lr"])
+    t, problems = cfg.train, _positive(cfg, ["train.epochs", "train.batch_size", "train.optimizer.lr"])
+    devices = t.devices
+    if not (devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1)):
+        return problems + [Problem("train.devices", "a process count or auto", devices, "1, 2, ..., auto")]
+    if cfg.framework.value == "tensorflow" and (devices != 1 or t.nnodes != 1):
+        problems.append(Problem("train.devices", "multi-device training is torch-only for now", devices, "1",
+                                fix="remove train.devices/train.nnodes for TensorFlow recipes"))
+    if t.nnodes < 1 or not 0 <= t.node_rank < t.nnodes:
+        problems.append(Problem("train.node_rank", "a node index below train.nnodes", t.node_rank, f"0..{t.nnodes - 1}"))
+    host, sep, port = t.rdzv_endpoint.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        problems.append(Problem("train.rdzv_endpoint", "host:port", t.rdzv_endpoint, fix="e.g. 10.0.0.1:29500"))
+    elif t.nnodes > 1 and port == "0":
+        problems.append(Problem("train.rdzv_endpoint", "several nodes need a fixed port on node 0", t.rdzv_endpoint,
+                                fix="e.g. train.rdzv_endpoint=10.0.0.1:29500 on every node"))
+    return problems
 
 
 def _export(cfg: DictConfig) -> list[Problem]:
@@ -306,6 +321,13 @@ def _engine(cfg: DictConfig) -> list[Problem]:
     from compiler.plan import plan_problems
 
     return plan_problems(cfg)
+
+
+def _tracking(cfg: DictConfig) -> list[Problem]:
+    from compiler.tracking import missing_packages
+
+    return [Problem(key, f"{package} is not installed", True, fix='pip install -e ".[tracking]", or set it to false')
+            for key, package in missing_packages(cfg)]
 
 
 def _verify(cfg: DictConfig) -> list[Problem]:

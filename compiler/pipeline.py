@@ -93,6 +93,10 @@ def _config_slice(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
         sliced["data_sha256"] = sha256_path(Path(cfg.data.path).expanduser())
     if "model" in keys and cfg.model.path:
         sliced["model_sha256"] = sha256_artifact(Path(cfg.model.path).expanduser())  # with its external data
+    if "train" in keys:  # data-parallel results differ from one process's (float order, per-shard BatchNorm)
+        from compiler.stages.train_ddp import world_size
+
+        sliced["train_processes"] = world_size(cfg.train) if cfg.framework.value == "torch" else 1
     if "quantize" in keys:
         from compiler.stages.quantize import reduce_range
 

@@ -20,6 +20,7 @@ from compiler.stages.quantize import QuantizeConfig
 from compiler.stages.surgery import SurgeryConfig
 from compiler.stages.train import TrainConfig
 from compiler.stages.verify import VerifyConfig
+from compiler.tracking import TrackingConfig
 
 
 class Framework(Enum):
@@ -47,6 +48,7 @@ class RecipeConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 SCHEMA_GROUP = "schema"

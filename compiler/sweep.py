@@ -135,10 +135,21 @@ def _plot(rows: list[dict], path: Path) -> bool:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: summary.md / summary.csv / pareto.png once every job of a sweep has run."""
+    """Hydra callback: summary.md / summary.csv / pareto.png once every job of a sweep has run; with
+    tracking.mlflow, the sweep's parent MLflow run around its jobs' runs."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.get("tracking", {}).get("mlflow"):
+            from compiler.tracking import start_sweep
+
+            start_sweep(config, Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if sweep_dir.is_dir():
             rows = write_summary(sweep_dir)
             print(f"compiler: sweep summary ({len(rows)} jobs): {sweep_dir / 'summary.md'}")
+        if config.get("tracking", {}).get("mlflow"):
+            from compiler.tracking import end_sweep
+
+            end_sweep(sweep_dir)

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p.stem for p in (REPO / "recipes").glob("*.yaml"))
 # Small enough for CI, real enough to exercise every stage.
 TINY = ["train.epochs=1", "data.limit=240", "verify.latency.iterations=3", "verify.latency.warmup=1",
-        "verify.latency.warmup_seconds=0",
+        "verify.latency.warmup_seconds=0", "verify.latency.quiet_tries=1",
         "verify.max_accuracy_drop=100", "verify.min_accuracy=null"]
 
 
@@ -33,6 +33,13 @@ class Run:
     @property
     def output(self) -> str:
         return self.stdout + self.stderr
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_timing_lock(tmp_path_factory) -> None:
+    """Each pytest-xdist worker (and every compile it starts) times under a lock of its own: tests assert no
+    timings, and a lock shared with the other workers would only make them wait for each other."""
+    os.environ["COMPILER_LOCK_DIR"] = str(tmp_path_factory.mktemp("locks"))
 
 
 @pytest.fixture

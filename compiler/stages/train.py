@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from compiler.stages import StageContext, StageResult
 
@@ -51,6 +52,12 @@ class TrainConfig:
     # re-estimate BatchNorm running statistics over the training set after the last epoch: short
     # trainings (and Keras' 0.99-0.999 momenta) otherwise leave them far from the data's
     recompute_bn_stats: bool = True
+    # data-parallel training (torch, DistributedDataParallel): processes on this node, 1, N or auto (every CUDA
+    # GPU; 1 without one). Each step's batch of batch_size is split across all processes of all nodes.
+    devices: Any = 1
+    nnodes: int = 1                           # machines taking part; start the same recipe on each
+    node_rank: int = 0                        # this machine's index, 0..nnodes-1
+    rdzv_endpoint: str = "127.0.0.1:0"        # host:port of node 0's rendezvous; port 0: a free one (one node)
 
 
 def run(ctx: StageContext) -> StageResult:

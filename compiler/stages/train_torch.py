@@ -72,12 +72,41 @@ def recompute_bn_stats(model: RecipeModule, xs: list[torch.Tensor], batch: int) 
 
 
 def train(ctx: StageContext) -> StageResult:
-    cfg, tcfg = ctx.cfg, ctx.cfg.train
-    io = ctx.io
+    from compiler.stages.train_ddp import world_size
+
+    if world_size(ctx.cfg.train) > 1:
+        from compiler.stages.train_ddp import launch
+
+        info = launch(ctx.cfg, ctx.io, ctx.work_dir)
+        (ctx.work_dir / "train_info.json").unlink()
+        return StageResult("model.pt", info)
+    model, info = fit(ctx.cfg, ctx.io, resolve_device(ctx.cfg.train.device.value), ctx.log)
+    torch.save(model.to("cpu").state_dict(), ctx.work_dir / "model.pt")
+    return StageResult("model.pt", info)
+
+
+def _global_sums(values: list[float], world: int, device: torch.device) -> list[float]:
+    """Sums over every process (one process: the values themselves)."""
+    if world == 1:
+        return values
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def fit(cfg, io: IOSpec, device: torch.device, log, rank: int = 0, world: int = 1) -> tuple[RecipeModule, dict]:
+    """The training loop. With world > 1 (train_ddp), this process takes every world-th sample of each step's
+    batch and DistributedDataParallel averages the gradients: the step sees the same batch as one process."""
+    tcfg = cfg.train
     torch.manual_seed(cfg.seed)
     data = load_dataset(cfg.data, io, cfg.seed)
-    device = resolve_device(tcfg.device.value)
     model = build_torch_model(cfg.model, io).to(device)
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                        find_unused_parameters=len(io.outputs) > 1)
     label = io.output_names.index(label_output(cfg, io))
     optimizer = _optimizer(model.parameters(), tcfg.optimizer)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -89,26 +118,26 @@ def train(ctx: StageContext) -> StageResult:
     x_train, x_test = _tensors(data.x_train, io, device), _tensors(data.x_test, io, device)
     y_train = torch.from_numpy(data.y_train).to(device)
     y_test = torch.from_numpy(data.y_test).to(device)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)  # the same order on every process
     # BatchNorm running stats lag far behind a short training: every epoch's test accuracy is measured as the final
     # model's is, with the stats re-estimated over the training set (batch statistics drive training itself)
     bn = tcfg.recompute_bn_stats and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     history: list[dict] = []
     started = time.perf_counter()
     for epoch in range(1, tcfg.epochs + 1):
-        model.train()
+        net.train()
         order = torch.randperm(len(y_train), generator=generator).to(device)
-        batches = range(0, len(order), tcfg.batch_size)
+        batches = [s for s in range(0, len(order), tcfg.batch_size) if len(order[s:s + tcfg.batch_size]) >= world]
         bar = tqdm(batches, desc=f"epoch {epoch}/{tcfg.epochs}", unit="batch", leave=False,
-                   disable=None if tcfg.progress else True, dynamic_ncols=True)  # None: only on a terminal
+                   disable=None if tcfg.progress and rank == 0 else True, dynamic_ncols=True)  # None: a terminal only
         total_loss, correct, seen = 0.0, 0, 0
         for start in bar:
-            idx = order[start:start + tcfg.batch_size]
+            idx = order[start:start + tcfg.batch_size][rank::world]
             yb = y_train[idx]
             autocast = (torch.autocast(device.type, dtype=_AUTOCAST[precision]) if precision in _AUTOCAST
                         else contextlib.nullcontext())
             with autocast:
-                logits = model(*[x[idx] for x in x_train])[label]
+                logits = net(*[x[idx] for x in x_train])[label]
                 loss = loss_fn(logits.float(), yb)
             if not math.isfinite(loss.item()):
                 raise StageError("train", f"the loss became {loss.item()} at epoch {epoch}, batch {start // tcfg.batch_size}",
@@ -121,24 +150,26 @@ def train(ctx: StageContext) -> StageResult:
             correct += int((logits.argmax(1) == yb).sum())
             seen += len(idx)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+        total_loss, correct, seen = _global_sums([total_loss, correct, seen], world, device)
         if bn:
-            recompute_bn_stats(model, x_train, tcfg.batch_size)
+            recompute_bn_stats(model, x_train, tcfg.batch_size)  # the same on every process: the same stats
         val = accuracy(model, x_test, y_test, label)
         history.append({"epoch": epoch, "loss": total_loss / seen, "accuracy": correct / seen, "val_accuracy": val,
                         "bn_stats": "re-estimated" if bn else "running"})
         bar.close()
-        ctx.log.info("epoch %d/%d  loss %.4f  accuracy %.4f  test accuracy %.4f", epoch, tcfg.epochs,
+        if rank == 0:
+            log.info("epoch %d/%d  loss %.4f  accuracy %.4f  test accuracy %.4f", epoch, tcfg.epochs,
                      total_loss / seen, correct / seen, val)
     seconds = time.perf_counter() - started
-    torch.save(model.to("cpu").state_dict(), ctx.work_dir / "model.pt")
     samples = len(y_train) * tcfg.epochs
-    return StageResult("model.pt", {
-        "history": history, "device": str(device), "precision": precision,
+    return model, {
+        "history": history, "device": str(device) if world == 1 else f"{world} x {device.type} (DDP)",
+        "processes": world, "precision": precision,
         "train_samples": len(y_train), "test_samples": len(y_test), "label_output": io.output_names[label],
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "samples_per_second": samples / seconds if seconds > 0 else None,
         "final_val_accuracy": history[-1]["val_accuracy"] if history else None,
-    })
+    }
 
 
 def load_trained(cfg, io: IOSpec, path) -> RecipeModule:

@@ -15,7 +15,6 @@ import numpy as np
 
 
 QUIET_SHARE = 0.05   # other processes may use at most this share of the machine's CPU time while we time
-QUIET_TRIES = 5
 
 
 def _busy_ticks() -> tuple[int, int]:
@@ -45,7 +44,7 @@ def _timed_calls(runner: Any, feed: dict, iterations: int, max_seconds: float, m
 
 
 def measure(runner: Any, feeds: Mapping[int, dict], iterations: int, warmup: int, max_seconds: float = float("inf"),
-            min_iterations: int = 10, warmup_seconds: float = 0.0) -> dict[str, dict]:
+            min_iterations: int = 10, warmup_seconds: float = 0.0, quiet_tries: int = 5) -> dict[str, dict]:
     """Wall-clock milliseconds per inference call, per batch size: `iterations` calls, or fewer once
     `max_seconds` is spent."""
     result = {}
@@ -58,7 +57,7 @@ def measure(runner: Any, feeds: Mapping[int, dict], iterations: int, warmup: int
         # other processes (a sweep job starting up outside any lock, a user's program) may still run: time again
         # until a window in which they used under QUIET_SHARE of the machine, and keep the quietest try
         tries = []
-        for _ in range(QUIET_TRIES):
+        for _ in range(max(1, quiet_tries)):
             tries.append(_timed_calls(runner, feed, iterations, max_seconds, min_iterations))
             if tries[-1][1] <= QUIET_SHARE:
                 break
@@ -104,7 +103,7 @@ def compare(runners: Mapping[Any, Any], feeds: Mapping[int, dict], v: Any) -> di
         for _ in range(ROUNDS):
             for name, runner in active.items():
                 rounds[name].append(measure(runner, feeds, v.iterations, v.warmup, v.max_seconds,
-                                            warmup_seconds=v.warmup_seconds))
+                                            warmup_seconds=v.warmup_seconds, quiet_tries=v.quiet_tries))
     out = {}
     for name, tries in rounds.items():
         out[name] = {}
@@ -158,7 +157,7 @@ def measure_now(cfg: Any, plan: Any, artifacts: Mapping[str, Path]) -> tuple[dic
                             ("framework", reference)):
             with runner:
                 result[key] = measure(runner, feeds, v.iterations, v.warmup, v.max_seconds,
-                                      warmup_seconds=v.warmup_seconds)
+                                      warmup_seconds=v.warmup_seconds, quiet_tries=v.quiet_tries)
     result = {key: result[key] for key in ("framework", "engine")}
     conditions.update({"measured_at": started.isoformat(timespec="seconds"), "host": platform.node(),
                        "cpus": os.cpu_count(), "backend": plan.backend, "alone": True,
