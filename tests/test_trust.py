@@ -76,6 +76,9 @@ def test_a_parallel_sweep_times_every_engine_alone(compile_cli, tmp_path):
     assert run.code == 0, run.output
     rows = list(csv.DictReader(open(tmp_path / "sweep" / "summary.csv")))
     assert len(rows) == 4 and all(r["latency_measured"] and float(r["latency_b1_ms"]) > 0 for r in rows)
+    # the summary ranks figures of all four engines timed together, in the same rounds, at the sweep's end
+    assert len({r["latency_measured"] for r in rows}) == 1 and rows[0]["latency_measured"].endswith(" together")
+    assert all(float(r["job_latency_b1_ms"]) > 0 for r in rows)  # each job's own figure stays beside it
     windows = []
     for job in (tmp_path / "sweep").iterdir():
         if (job / "report.json").is_file():

@@ -84,7 +84,8 @@ def latency_feeds(io: Any, x_test: Mapping[str, np.ndarray] | None, batches: lis
     return feeds
 
 
-ROUNDS = 3  # comparisons (thread counts, `best` candidates) time each contender this many times, interleaved
+SETTLE_SECONDS = 0.05
+ROUNDS = 5  # comparisons (thread counts, `best` candidates) time each contender this many times, interleaved
 
 
 def thread_counts() -> list[int]:
@@ -94,15 +95,17 @@ def thread_counts() -> list[int]:
     return counts + [cpus]
 
 
-def compare(runners: Mapping[Any, Any], feeds: Mapping[int, dict], v: Any) -> dict[Any, dict[str, dict]]:
-    """Latency of several contenders on the same inputs, in ROUNDS interleaved rounds, so that a drift of the
-    machine (a noisy neighbour, a frequency change) hits every one alike; per batch, the median round."""
+def compare(runners: Mapping[Any, Any], feeds: Mapping[Any, Mapping[int, dict]], v: Any) -> dict[Any, dict[str, dict]]:
+    """Latency of several contenders (each on its own feeds by batch size), in ROUNDS interleaved rounds, so
+    that a drift of the machine (a noisy neighbour, a frequency change) hits every one alike; per batch, the
+    median round."""
     rounds: dict[Any, list[dict]] = {name: [] for name in runners}
     with contextlib.ExitStack() as stack:
         active = {name: stack.enter_context(runner) for name, runner in runners.items()}
         for _ in range(ROUNDS):
             for name, runner in active.items():
-                rounds[name].append(measure(runner, feeds, v.iterations, v.warmup, v.max_seconds,
+                time.sleep(SETTLE_SECONDS)  # the last contender's worker threads spin a while after its last call
+                rounds[name].append(measure(runner, feeds[name], v.iterations, v.warmup, v.max_seconds,
                                             warmup_seconds=v.warmup_seconds, quiet_tries=v.quiet_tries))
     out = {}
     for name, tries in rounds.items():
@@ -118,7 +121,7 @@ def _fastest_threads(plan: Any, engine: Path, feed: dict, v: Any) -> tuple[int, 
     from compiler.verify.runners import engine_runner
 
     counts = thread_counts()
-    timed = compare({t: engine_runner(plan, engine, intra_op_threads=t) for t in counts}, {0: feed}, v)
+    timed = compare({t: engine_runner(plan, engine, intra_op_threads=t) for t in counts}, {t: {0: feed} for t in counts}, v)
     table = [{"intra_op_threads": t, "p50_ms": timed[t]["b0"]["p50"], "rounds": timed[t]["b0"]["rounds"]}
              for t in counts]
     return min(table, key=lambda row: row["p50_ms"])["intra_op_threads"], table
@@ -182,4 +185,4 @@ def time_engines(cfg: Any, engines: Mapping[str, tuple[Any, Path]]) -> dict[str,
         for name, (plan, path) in engines.items():
             threads = _fastest_threads(plan, path, feeds[max(feeds)], v)[0] if _auto_threads(plan) else None
             runners[name] = engine_runner(plan, path, intra_op_threads=threads)
-        return compare(runners, feeds, v)
+        return compare(runners, {name: feeds for name in runners}, v)
