@@ -298,7 +298,7 @@ def plan_problems(cfg: Any) -> list[Problem]:
     if requested in ("tensorrt", "tensorrt_rtx"):
         ok, why = builder_status(requested)
         if not ok:
-            package = "tensorrt-rtx-cu13-libs tensorrt-rtx-cu13-bindings" if requested == "tensorrt_rtx" else \
+            package = "'compiler[tensorrt-rtx]'" if requested == "tensorrt_rtx" else \
                 "'compiler[tensorrt]' --extra-index-url https://pypi.nvidia.com"
             problems.append(Problem("engine.backend", f"{requested} cannot run here: {why}", requested,
                                     "auto, onnxruntime, tensorrt, tensorrt_rtx",
