@@ -71,7 +71,7 @@ def test_a_parallel_sweep_times_every_engine_alone(compile_cli, tmp_path):
     and a timing window in which other processes still used the CPU (a worker starting its next job) is
     timed again. Each job records the share of the machine others used while it timed."""
     run = compile_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "recipe=cnn_torch", *TINY,
-                      "verify.latency.quiet_tries=5", "seed=0,1", "verify.samples=32,33",
+                      "verify.latency.quiet_tries=2", "seed=0,1", "verify.samples=32,33",
                       f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert run.code == 0, run.output
     rows = list(csv.DictReader(open(tmp_path / "sweep" / "summary.csv")))
@@ -85,7 +85,7 @@ def test_a_parallel_sweep_times_every_engine_alone(compile_cli, tmp_path):
             report = json.loads((job / "report.json").read_text())
             for per_batch in report["metrics"]["latency_ms"].values():
                 for figures in per_batch.values():
-                    assert figures["others_cpu_share"] <= 0.05 or figures["tries"] == 5, figures
+                    assert figures["others_cpu_share"] <= 0.05 or figures["tries"] == 2, figures
             windows.append(report["latency_conditions"]["measured_at"])
     assert len(windows) == 4
 
