@@ -72,6 +72,9 @@ class Output:
     name: str
     atol: float | None = None
     rtol: float | None = None
+    rel_l2: float | None = None    # agreement-gate budgets (verify/agreement.py)
+    cosine: float | None = None
+    argmax: float | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,7 @@ class IOSpec:
             dtype = spec.dtype.value if spec.dtype is not None else "float32"
             value_range = tuple(spec.range) if spec.range is not None else ((0, 2) if dtype == "bool" else None)
             inputs.append(Tensor(spec.name, dtype, shape, value_range, last))
-        outputs = tuple(Output(o.name, o.atol, o.rtol) for o in model.outputs)
+        outputs = tuple(Output(o.name, o.atol, o.rtol, o.rel_l2, o.cosine, o.argmax) for o in model.outputs)
         profiles, explicit = _profiles(_plain(model.dims), _plain(model.profiles))
         return cls(tuple(inputs), outputs, profiles, explicit)
 

@@ -127,7 +127,8 @@ def _fill(cfg: DictConfig, model: Any) -> tuple[list[Problem], list[str]]:
     from compiler.model import DType, InputSpec, OutputSpec
 
     cfg.model.inputs = [InputSpec(e["name"], e["shape"], DType(e["dtype"]), e["range"]) for e in inputs]
-    cfg.model.outputs = [OutputSpec(n, given_out[n].atol, given_out[n].rtol) if n in given_out else OutputSpec(n)
+    cfg.model.outputs = [OutputSpec(n, given_out[n].atol, given_out[n].rtol, given_out[n].rel_l2,
+                                    given_out[n].cosine, given_out[n].argmax) if n in given_out else OutputSpec(n)
                          for n in file_outputs]
     cfg.model.dims = dims
     return [], notes

@@ -22,16 +22,26 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from compiler.errors import Problem
 
+if TYPE_CHECKING:
+    from compiler.numerics import MathMode
+
 LATEST_TENSORRT = 11
-PRECISIONS = ("fp32", "fp16", "bf16", "int8", "fp8")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
+# precisions that change no graph: the engine runs the fp32 model in another math mode (numerics.py)
+MATH_MODE_PRECISIONS = ("tf32",)
 # what each tool writes into the graph
 TOOL_CONVERSIONS = {"onnxruntime": ("fp16", "int8"), "modelopt": ("fp16", "bf16", "int8", "fp8")}
-# what each backend runs: the precisions lint accepts, and the ones `precision: best` builds (runs well)
-BACKEND_PRECISIONS = {"onnxruntime": ("fp32", "fp16", "int8"), "tensorrt": PRECISIONS, "tensorrt_rtx": PRECISIONS}
+# what each backend runs: the precisions lint accepts; onnxruntime on a GPU provider also runs tf32 and bf16
+BACKEND_PRECISIONS = {"onnxruntime": ("fp32", "fp16", "int8"), "tensorrt": PRECISIONS,
+                      "tensorrt_rtx": tuple(p for p in PRECISIONS if p != "tf32")}  # RTX has no TF32 flag
+ONNXRUNTIME_GPU_PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
+# TensorRT-RTX's runtime runs these compute capabilities (and any above 12.1); its builder runs on more
+RTX_RUNTIME_CAPABILITIES = ("8.0", "8.6", "8.9", "12.0", "12.1")
+TF32_MIN_CAPABILITY = 8.0   # Ampere: TF32 tensor cores; below it tf32 is fp32
 # TensorRT 11's migration guide: recipe options that map to removed APIs, and what replaces each
 REMOVED_IN_TENSORRT_11 = {
     "engine.tensorrt.strongly_typed": ("weak typing (strongly_typed=false)", "every network is strongly typed; "
@@ -70,7 +80,7 @@ def installed_version(module: str) -> Optional[str]:
 
     if importlib.util.find_spec(module) is None:
         return None
-    for dist in md.packages_distributions().get(module, []):
+    for dist in md.packages_distributions().get(module, []) or md.packages_distributions().get(module + "_bindings", []):
         try:
             return md.version(dist)
         except md.PackageNotFoundError:
@@ -95,9 +105,22 @@ def compute_capability() -> Optional[str]:
     return out[0] if out else None
 
 
+def rtx_module() -> Optional[str]:
+    """The module TensorRT-RTX installs as: `tensorrt_rtx` (the metapackage), or `tensorrt_rtx_bindings` (the
+    tensorrt-rtx-cu13-libs + -bindings wheels, which is what PyPI serves)."""
+    for module in ("tensorrt_rtx", "tensorrt_rtx_bindings"):
+        if importlib.util.find_spec(module) is not None:
+            return module
+    return None
+
+
+def rtx_runs_on(cc: Optional[str]) -> bool:
+    return cc is None or cc in RTX_RUNTIME_CAPABILITIES or float(cc) > 12.1
+
+
 def builder_status(backend: str = "tensorrt") -> tuple[bool, str]:
     """Whether this NVIDIA builder can build here; the reason when it cannot."""
-    module = "tensorrt_rtx" if backend == "tensorrt_rtx" else "tensorrt"
+    module = (rtx_module() or "tensorrt_rtx") if backend == "tensorrt_rtx" else "tensorrt"
     if installed_version(module) is None:
         return False, f"the `{module}` Python package is not installed"
     if not has_cuda_gpu():
@@ -137,6 +160,26 @@ class EnginePlan:
         return self.backend in ("tensorrt", "tensorrt_rtx")
 
     @property
+    def providers(self) -> list[str]:
+        """onnxruntime's execution providers, full names in order (resolved: short names, null = this machine's)."""
+        return list(self.onnxruntime.get("providers") or ["CPUExecutionProvider"])
+
+    @property
+    def gpu(self) -> bool:
+        """The engine runs on a CUDA GPU (TensorRT, or onnxruntime's CUDA/TensorRT provider): the framework
+        reference runs there too, and latency is timed with inputs on the device."""
+        from compiler.backends.providers import uses_gpu
+
+        return self.nvidia or uses_gpu(self.providers)
+
+    @property
+    def math_mode(self) -> "MathMode":
+        """The engine's math mode for fp32 layers: strict fp32, unless precision is tf32."""
+        from compiler.numerics import for_precision
+
+        return for_precision(self.precision)
+
+    @property
     def reference(self) -> str:
         """What the engine's accuracy is judged against: the fp32 model, or the framework model."""
         return "fp32" if self.reduced_at else "framework"
@@ -159,6 +202,7 @@ class EnginePlan:
             key["high_precision"] = self.high_precision
         if self.tool == "onnxruntime":  # its float16 converter and QDQ runs differ by backend only through this
             key["backend"] = self.backend
+            key["gpu"] = self.gpu           # fp16 for the CUDA provider fuses first (stages/fp16.py)
         return key
 
     def build_key(self) -> dict:
@@ -177,7 +221,10 @@ class EnginePlan:
     def summary(self) -> dict:
         """What the report shows of the plan."""
         out = {"backend": self.backend, "reason": self.reason, "precision": self.precision,
-               "conversion": self.conversion, "tool": self.tool, "reference": self.reference}
+               "conversion": self.conversion, "tool": self.tool, "reference": self.reference,
+               "math_mode": self.math_mode.name, "gpu": self.gpu}
+        if self.backend == "onnxruntime":
+            out["providers"] = self.providers
         if self.nvidia:
             out.update(tensorrt_version=self.tensorrt_version, strongly_typed=self.strongly_typed,
                        builder_precisions=list(self.builder_precisions), calibrator=self.calibrator,
@@ -199,6 +246,8 @@ def _tensorrt_major(requested: Optional[int], backend: str) -> int:
 
 
 def choose_backend(requested: str) -> tuple[str, str]:
+    """auto: TensorRT where it can run, else onnxruntime (on the CUDA provider where onnxruntime-gpu and a GPU
+    are present: the providers' default, backends/providers.py)."""
     if requested != "auto":
         return requested, "requested by engine.backend"
     ok, why = tensorrt_status()
@@ -207,40 +256,63 @@ def choose_backend(requested: str) -> tuple[str, str]:
     return "onnxruntime", f"auto: TensorRT cannot run here ({why}); using onnxruntime"
 
 
-def _default_tool(backend: str) -> str:
-    return "onnxruntime" if backend == "onnxruntime" else "modelopt"
+def _onnxruntime_where(providers: list[str], asked: Optional[list]) -> str:
+    """Where an onnxruntime engine runs, and why there."""
+    from compiler.backends.providers import FULL_NAMES, gpu_onnxruntime, onnxruntime_distribution, uses_gpu
+
+    names = ", ".join(FULL_NAMES.get(p, p) for p in providers)
+    if asked is not None:
+        return f"providers {names} (engine.onnxruntime.providers)"
+    if uses_gpu(providers):
+        return f"on the CUDA provider: onnxruntime-gpu and a CUDA GPU are present (providers {names})"
+    why = "no CUDA GPU" if not has_cuda_gpu() else \
+        f"{onnxruntime_distribution() or 'no onnxruntime'} is a CPU build" if not gpu_onnxruntime() else "CPU"
+    return f"on the CPU ({why})"
+
+
+def _default_tool(backend: str, conversion: str) -> str:
+    """onnxruntime's own tools for its backend, except bf16, which only ModelOpt writes."""
+    return "onnxruntime" if backend == "onnxruntime" and conversion in TOOL_CONVERSIONS["onnxruntime"] else "modelopt"
 
 
 def _resolve_precision(p: EnginePlan, tool_choice: str) -> EnginePlan:
     """Conversion, tool, builder flags and the reduced-precision point for p.precision."""
     precision, weak = p.precision, p.nvidia and not p.strongly_typed
-    if precision in ("fp32", "best"):
-        conversion = "none"
+    if precision in ("fp32", "best") or precision in MATH_MODE_PRECISIONS:
+        conversion = "none"                      # tf32: the fp32 graph, run in TF32 (plan.math_mode)
     elif weak and precision in ("fp16", "bf16"):
         conversion = "none"                      # TensorRT 10 weak typing: a builder flag on the fp32 model
     elif weak and precision == "int8" and p.tensorrt.get("calibration_cache"):
         conversion = "none"                      # TensorRT 10's calibrator
     else:
         conversion = precision
-    tool = "none" if conversion == "none" else (_default_tool(p.backend) if tool_choice == "auto" else tool_choice)
-    builder = (precision,) if weak and precision not in ("fp32", "best") else ()
+    tool = "none" if conversion == "none" else (_default_tool(p.backend, conversion) if tool_choice == "auto"
+                                                else tool_choice)
+    builder = (precision,) if weak and precision not in ("fp32", "best", *MATH_MODE_PRECISIONS) else ()
+    reduced = "conversion" if conversion != "none" else \
+        ("engine" if builder or precision in MATH_MODE_PRECISIONS else None)
     ort = {**p.onnxruntime, "disabled_optimizers": _disabled_optimizers(p.disabled_asked, conversion)}
     return dataclasses.replace(
         p, conversion=conversion, tool=tool, builder_precisions=builder, onnxruntime=ort,
         calibrator=weak and precision == "int8" and conversion == "none",
         high_precision="fp16" if p.nvidia else "fp32",
-        reduced_at="conversion" if conversion != "none" else ("engine" if builder else None), tool_choice=tool_choice)
+        reduced_at=reduced, tool_choice=tool_choice)
 
 
-def _search_space(backend: str, onnxruntime: dict) -> tuple[str, ...]:
-    if backend == "onnxruntime":  # CPU fp16 runs through casts; it pays only on a GPU provider
-        gpu = any(p != "CPUExecutionProvider" for p in onnxruntime.get("providers", []))
-        return ("fp32", "fp16", "int8") if gpu else ("fp32", "int8")
+def _search_space(backend: str, providers: list[str]) -> tuple[str, ...]:
+    """What `precision: best` builds: fp32 and int8 everywhere; on a GPU also fp16, and tf32 and bf16 from compute
+    capability 8.0 (bf16 on onnxruntime only through ModelOpt); fp8 with TensorRT from 8.9."""
+    from compiler.backends.providers import uses_gpu
+
+    if backend == "onnxruntime" and not uses_gpu(providers):  # CPU fp16 runs through casts: it never pays
+        return ("fp32", "int8")
     cc = compute_capability()
-    space = ["fp32", "fp16", "int8"]
-    if cc and float(cc) >= 8.0:
-        space.insert(2, "bf16")
-    if cc and float(cc) >= 8.9:
+    ampere = cc is not None and float(cc) >= TF32_MIN_CAPABILITY
+    space = ["fp32"] + (["tf32"] if ampere and backend != "tensorrt_rtx" else []) + ["fp16"]
+    if ampere and (backend != "onnxruntime" or installed_version("modelopt")):
+        space.append("bf16")
+    space.append("int8")
+    if backend != "onnxruntime" and cc and float(cc) >= 8.9:
         space.append("fp8")
     return tuple(space)
 
@@ -252,8 +324,13 @@ def resolve(cfg: Any) -> EnginePlan:
     from compiler.cache import cache_root
 
     engine = OmegaConf.to_container(cfg.engine, resolve=True, enum_to_str=True)
+    from compiler.backends.providers import resolve as resolve_providers
+
     backend, reason = choose_backend(engine["backend"])
     ort = dict(engine["onnxruntime"])
+    ort["providers"] = resolve_providers(ort["providers"], has_cuda_gpu())
+    if backend == "onnxruntime":
+        reason += "; " + _onnxruntime_where(ort["providers"], engine["onnxruntime"]["providers"])
     trt = dict(engine["tensorrt"])
     major = _tensorrt_major(trt["version"], backend)
     strongly_typed = True if major >= 11 or trt["strongly_typed"] is None else bool(trt["strongly_typed"])
@@ -271,7 +348,7 @@ def resolve(cfg: Any) -> EnginePlan:
                       timing_cache=timing if backend != "onnxruntime" else None)
     plan = _resolve_precision(plan, cfg.quantize.tool.value)
     if plan.precision == "best":
-        plan = dataclasses.replace(plan, search=_search_space(backend, ort))
+        plan = dataclasses.replace(plan, search=_search_space(backend, ort["providers"]))
     return plan
 
 
@@ -291,33 +368,44 @@ def _disabled_optimizers(chosen: Optional[tuple], conversion: str) -> list[str]:
 
 def plan_problems(cfg: Any) -> list[Problem]:
     """Every engine problem of a typed recipe, per backend and TensorRT version, with the fix."""
+    from compiler.backends.providers import provider_problems
     from compiler.backends.tensorrt_plan import tensorrt_problems
 
     engine, problems = cfg.engine, []
     requested = engine.backend.value
     if requested in ("tensorrt", "tensorrt_rtx"):
-        ok, why = builder_status(requested)
-        if not ok:
-            package = "'compiler[tensorrt-rtx]'" if requested == "tensorrt_rtx" else \
-                "'compiler[tensorrt]' --extra-index-url https://pypi.nvidia.com"
-            problems.append(Problem("engine.backend", f"{requested} cannot run here: {why}", requested,
-                                    "auto, onnxruntime, tensorrt, tensorrt_rtx",
-                                    fix=f"install it on a CUDA machine (pip install {package}), "
-                                        "or use engine.backend=auto"))
+        problems += _builder_problems(requested)
+    asked_providers = engine.onnxruntime.providers
+    if asked_providers is not None:
+        problems += provider_problems(list(asked_providers), has_cuda_gpu())
+        if problems:
+            return problems  # the plan below resolves the names
     plan = resolve(cfg)
-    allowed = BACKEND_PRECISIONS[plan.backend] + ("best",)
+    allowed = allowed_precisions(plan) + ("best",)
     if plan.precision not in allowed:
-        problems.append(Problem("engine.precision", f"the {plan.backend} backend does not build {plan.precision} engines",
-                                plan.precision, ", ".join(allowed),
+        where = " on the CPU" if plan.backend == "onnxruntime" and not plan.gpu else ""
+        problems.append(Problem("engine.precision", f"the {plan.backend} backend does not build {plan.precision} "
+                                f"engines{where}", plan.precision, ", ".join(allowed),
                                 fix=f"use engine.precision={' or '.join(allowed)}"))
     elif plan.tool != "none" and plan.conversion not in TOOL_CONVERSIONS[plan.tool]:
         problems.append(Problem("quantize.tool", f"{plan.tool} does not convert a graph to {plan.conversion}",
                                 plan.tool, ", ".join(t for t, c in TOOL_CONVERSIONS.items() if plan.conversion in c),
                                 fix="use quantize.tool=modelopt (or auto)"))
-    if (plan.conversion != "none" or plan.search) and cfg.data.source.value == "none":
-        problems.append(Problem("engine.precision", f"{plan.precision} needs calibration data and labels for its "
-                                "accuracy budget", plan.precision,
-                                fix="give data (data.source=npz data.path=...) or use engine.precision=fp32"))
+    elif plan.precision == "tf32":
+        problems += _tf32_problems(plan)
+    if engine.tensorrt.tf32 is not None and bool(engine.tensorrt.tf32) != (plan.precision == "tf32") \
+            and plan.precision != "best":
+        problems.append(Problem("engine.tensorrt.tf32", "TF32 is a reduced precision: it follows engine.precision "
+                                "(on for tf32 only; fp32 means strict fp32)", engine.tensorrt.tf32,
+                                fix="remove engine.tensorrt.tf32, and use engine.precision=tf32 to ask for TF32"))
+    if "use_tf32" in engine.onnxruntime.cuda_options:
+        problems.append(Problem("engine.onnxruntime.cuda_options.use_tf32", "TF32 follows engine.precision",
+                                engine.onnxruntime.cuda_options.use_tf32,
+                                fix="remove it, and use engine.precision=tf32 to ask for TF32"))
+    if plan.tool == "modelopt" and installed_version("modelopt") is None:
+        problems.append(Problem("engine.precision", f"{plan.precision} is converted by ModelOpt here, which is not "
+                                "installed", plan.precision,
+                                fix='pip install -e ".[modelopt]" (from a checkout), or use quantize.tool=onnxruntime'))
     if cfg.data.calibration_size < 1:
         problems.append(Problem("data.calibration_size", "must be positive", cfg.data.calibration_size))
     threads = plan.intra_op_threads
@@ -331,6 +419,45 @@ def plan_problems(cfg: Any) -> list[Problem]:
         problems += _removed_option_problems(engine.tensorrt, plan.tensorrt_version, engine.precision.value)
         problems += tensorrt_problems(engine.tensorrt, plan)
     return problems
+
+
+def _builder_problems(requested: str) -> list[Problem]:
+    """An NVIDIA builder asked for by name that cannot run here: not installed, no GPU, or (TensorRT-RTX) a GPU
+    its runtime refuses."""
+    problems = []
+    cc = compute_capability()
+    if requested == "tensorrt_rtx" and not rtx_runs_on(cc):
+        problems.append(Problem("engine.backend", f"TensorRT-RTX's runtime does not run on this GPU (compute capability "
+                                f"{cc}); it runs compute capabilities {', '.join(RTX_RUNTIME_CAPABILITIES)} and above "
+                                "12.1 (RTX and Ampere GPUs, not Hopper or Volta)", requested,
+                                "auto, onnxruntime, tensorrt, tensorrt_rtx",
+                                fix="use engine.backend=auto (TensorRT, else onnxruntime on the CUDA provider)"))
+        return problems
+    ok, why = builder_status(requested)
+    if not ok:
+        package = '-e ".[tensorrt-rtx]"' if requested == "tensorrt_rtx" else \
+            '-e ".[tensorrt]" --extra-index-url https://pypi.nvidia.com'
+        problems.append(Problem("engine.backend", f"{requested} cannot run here: {why}", requested,
+                                "auto, onnxruntime, tensorrt, tensorrt_rtx",
+                                fix=f"on a CUDA machine, from a checkout: pip install {package} (installed: "
+                                    f"'compiler[{requested.replace('_', '-')}]'); or use engine.backend=auto"))
+    return problems
+
+
+def allowed_precisions(plan: EnginePlan) -> tuple[str, ...]:
+    """The precisions this plan's backend builds where it runs (onnxruntime: more on a GPU provider)."""
+    if plan.backend == "onnxruntime" and plan.gpu:
+        return ONNXRUNTIME_GPU_PRECISIONS
+    return BACKEND_PRECISIONS[plan.backend]
+
+
+def _tf32_problems(plan: EnginePlan) -> list[Problem]:
+    """tf32 exists only on a GPU with TF32 tensor cores."""
+    cc = compute_capability()
+    if cc is not None and float(cc) < TF32_MIN_CAPABILITY:
+        return [Problem("engine.precision", f"tf32 needs compute capability {TF32_MIN_CAPABILITY} or more; this GPU "
+                        f"has {cc}", "tf32", fix="use engine.precision=fp32 or fp16")]
+    return []
 
 
 def _removed_option_problems(t: Any, major: int, precision: str) -> list[Problem]:

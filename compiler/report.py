@@ -34,6 +34,7 @@ def build_report(cfg: DictConfig, recipe: str, result: CompileResult, status: st
         "engine": _engine(cfg, result, infos.get("build", {})),
         "search": result.search,
         "gates": verify.get("gates", []), "ledger": verify.get("ledger", []),
+        "agreement": verify.get("agreement", []), "math_modes": verify.get("math_modes", {}),
         "training": infos.get("train", {}), "surgery": infos.get("surgery", {}).get("passes", []),
         "quantize": infos.get("quantize"),
         "io": infos.get("export", {}).get("io"),
@@ -44,6 +45,11 @@ def build_report(cfg: DictConfig, recipe: str, result: CompileResult, status: st
         "latency_conditions": result.latency_conditions,
         "recipe_config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
     }
+
+
+def _modes(row: dict) -> str:
+    modes = row.get("math_mode") or {}
+    return f"{modes.get('reference', '?')} -> {modes.get('candidate', '?')}" if modes else "-"
 
 
 def _engine(cfg: DictConfig, result: CompileResult, build: dict) -> dict[str, Any]:
@@ -184,9 +190,14 @@ def render_markdown(report: dict[str, Any], plot: str | None) -> str:
             ["model", "accuracy"], [[k, v] for k, v in m["accuracy"].items()]) + [""]
     if report["ledger"]:
         lines += ["## Error ledger", ""] + _table(
-            ["reference", "candidate", "output", "max abs error", "max rel error", "passed"],
-            [[r["reference"], r["candidate"], r["output"], r["max_abs_error"], r["max_rel_error"], r["passed"]]
+            ["reference", "candidate", "math mode", "output", "max abs error", "max rel error", "passed"],
+            [[r["reference"], r["candidate"], _modes(r), r["output"], r["max_abs_error"], r["max_rel_error"], r["passed"]]
              for r in report["ledger"]]) + [""]
+    if report.get("agreement"):
+        lines += ["## Agreement with strict fp32 (no labels)", ""] + _table(
+            ["output", "rel L2", "cosine", "argmax agreement", "budgets", "passed"],
+            [[a["output"], a["rel_l2"], a["cosine"], "-" if a["argmax"] is None else a["argmax"],
+              ", ".join(f"{k} {v:g}" for k, v in a["budget"].items()), a["passed"]] for a in report["agreement"]]) + [""]
     if m["latency_ms"]:
         rows = [[who, b, v["p50"], v["p99"], v["iterations"]] for who, per in m["latency_ms"].items() for b, v in per.items()]
         c = report.get("latency_conditions") or {}
@@ -215,15 +226,30 @@ def render_markdown(report: dict[str, Any], plot: str | None) -> str:
         if q.get("kept_fp32_shallow"):
             lines += [f"Kept fp32 for speed (reduction depth below {q['min_reduction_depth']}): "
                       f"{', '.join(q['kept_fp32_shallow'])}.", ""]
+        if q.get("fused_for_gpu"):
+            lines += ["Fused for the CUDA provider before the conversion (onnxruntime's transformer fusions): " +
+                      ", ".join(f"{op} x{n}" for op, n in q["fused_for_gpu"].items()) + ".", ""]
         if q.get("kept_fp32_overflow"):
             lines += [f"Kept fp32 for range (tensors beyond fp16 on calibration data): "
                       f"{', '.join(q['kept_fp32_overflow'])}.", ""]
-        reduced = q.get(f"{precision}_accuracy")
-        lines += [f"Converted by {q.get('tool', 'onnxruntime')}. Top-1 of the fp32 model {q['fp32_accuracy']:.4f}, of the "
-                  f"{precision} model " + (f"{reduced:.4f}." if reduced is not None else f"not measured: {q['not_measured']}."),
-                  ""]
+        if q.get("calibration"):
+            lines += [f"Calibration inputs: {q['calibration']}.", ""]
+        if q.get("judged_by") == "agreement":
+            reached = q.get("agreement_score")
+            lines += [f"Converted by {q.get('tool', 'onnxruntime')}. No labels: judged by agreement with the fp32 model "
+                      "(verify/agreement.py); " + (f"worst output's relative L2 at {-reached:.2f} of its budget."
+                                                   if reached is not None and reached >= -1 else
+                                                   "a budget is exceeded." if reached is not None
+                                                   else f"not measured: {q['not_measured']}."), ""]
+        else:
+            reduced = q.get(f"{precision}_accuracy")
+            lines += [f"Converted by {q.get('tool', 'onnxruntime')}. Top-1 of the fp32 model {q['fp32_accuracy']:.4f}, "
+                      f"of the {precision} model " + (f"{reduced:.4f}." if reduced is not None
+                                                      else f"not measured: {q['not_measured']}."), ""]
         if q["snippet"]:
-            lines += ["Nodes kept in fp32 to meet the accuracy budget; paste this into the recipe to skip the search:",
+            lines += ["Nodes kept in fp32 to meet the " + ("accuracy budget" if q.get("judged_by") != "agreement"
+                                                          else "agreement budgets") +
+                      "; paste this into the recipe to skip the search:",
                       "", "```yaml", q["snippet"].rstrip(), "```", ""]
     if report["surgery"]:
         lines += ["## Graph surgery", ""] + _table(

@@ -11,7 +11,7 @@ BAD_INPUTS = [
     # (overrides, key path, words in the message)
     (["train.epoch=3"], "train.epoch", "did you mean 'epochs'"),
     (["train.epochs=abc"], "train.epochs", "expected int"),
-    (["engine.precision=fp33"], "engine.precision", "allowed: fp32, fp16, bf16, int8, fp8, best"),
+    (["engine.precision=fp33"], "engine.precision", "allowed: fp32, tf32, fp16, bf16, int8, fp8, best"),
     (["engine.backend=tensorrtt"], "engine.backend", "did you mean 'tensorrt'"),
     (["model.inputs=[{name: input}]"], "model.inputs[0].shape", "missing required value"),
     (["train.epochs=0"], "train.epochs", "must be positive"),

@@ -36,19 +36,21 @@ def _artifact(p) -> str:
 
 # (backend, version, strongly_typed, precision) -> (conversion, tool, builder flags, calibrator)
 def _expected(backend, version, typed, precision):
-    if backend == "onnxruntime":
-        return ("none", "none") if precision == "fp32" else (precision, "onnxruntime"), (), False
-    weak = version == 10 and typed is False
-    if precision == "fp32":
+    if precision in ("fp32", "tf32"):  # tf32: the fp32 graph in another math mode
         return ("none", "none"), (), False
+    if backend == "onnxruntime":
+        return (precision, "onnxruntime"), (), False
+    weak = version == 10 and typed is False
     if weak and precision in ("fp16", "bf16"):
         return ("none", "none"), (precision,), False
     return (precision, "modelopt"), ((precision,) if weak else ()), False
 
 
 MATRIX = [(b, v, t, p) for b, v, t, p in itertools.product(
-    ("tensorrt", "tensorrt_rtx", "onnxruntime"), (10, 11), (None, True, False), ("fp32", "fp16", "bf16", "int8", "fp8"))
+    ("tensorrt", "tensorrt_rtx", "onnxruntime"), (10, 11), (None, True, False),
+    ("fp32", "tf32", "fp16", "bf16", "int8", "fp8"))
     if not (b == "onnxruntime" and (p in ("bf16", "fp8") or v == 11 or t is not None))  # onnxruntime: once each
+    and not (b == "tensorrt_rtx" and p == "tf32")                       # TensorRT-RTX has no TF32 flag
     and not (b == "tensorrt_rtx" and (v == 10 or t is False))           # TensorRT-RTX: strongly typed only
     and not (v == 11 and t is False)]                                   # lint refuses it (test below)
 
@@ -64,15 +66,21 @@ def test_every_combination_gives_its_plan_artifact_and_reproducers(backend, vers
     assert (p.backend, p.conversion, p.tool, p.builder_precisions, p.calibrator) == \
         (backend, conversion, tool, builder, calibrator)
     assert p.strongly_typed is (typed is not False or version >= 11)
-    assert p.reduced_at == ("conversion" if conversion != "none" else "engine" if builder else None)
+    assert p.reduced_at == ("conversion" if conversion != "none" else "engine" if builder or precision == "tf32"
+                            else None)
+    assert p.math_mode.name == ("tf32" if precision == "tf32" else "strict fp32")
     lines = reproducers(p, [{"input": ([1, 1, 28, 28], [32, 1, 28, 28], [64, 1, 28, 28])}], _artifact(p), 1e-4, 1e-3)
     trtexec = lines["trtexec"].split()
     expected = ["tensorrt_rtx" if backend == "tensorrt_rtx" else "trtexec", f"--onnx={_artifact(p)}",
                 "--saveEngine=model.engine"]
     if version == 10 and typed is not False:  # onnxruntime too: its reproducers are the same model on TensorRT
         expected.append("--stronglyTyped")
-    expected += [f"--{f}" for f in builder] + SHAPES
+    expected += [f"--{f}" for f in builder]
+    if backend != "tensorrt_rtx" and precision != "tf32":  # fp32 is strict fp32: TensorRT's TF32 default turned off
+        expected.append("--noTF32")
+    expected += SHAPES
     assert trtexec == expected
+    assert ("--tf32" in lines["polygraphy_convert"].split()) == (precision == "tf32")
     assert lines["polygraphy_convert"].endswith("--trt-max-shapes 'input:[64,1,28,28]'")
     assert ("POLYGRAPHY_USE_TENSORRT_RTX=1" in lines["polygraphy_run"]) == (backend == "tensorrt_rtx")
     if p.tensorrt_version >= 11:
@@ -119,12 +127,12 @@ def test_best_searches_what_the_backend_runs_well():
 
 # (overrides, expected CreateConfig/NetworkFromOnnxPath kwargs, trtexec flags, polygraphy flags): one field each
 CASES = [
-    ([], {"tf32": True}, [], ["--tf32"]),
+    ([], {"tf32": False}, ["--noTF32"], []),
+    (["engine.precision=tf32"], {"tf32": True}, [], ["--tf32"]),
     ([*WEAK10, "engine.precision=fp16"], {"fp16": True}, ["--fp16"], ["--fp16"]),
     ([*WEAK10, "engine.precision=bf16"], {"bf16": True}, ["--bf16"], ["--bf16"]),
     ([*WEAK10, "engine.precision=fp8"], {"fp8": True}, ["--fp8"], ["--fp8"]),
     (["engine.tensorrt.version=10"], {"network.strongly_typed": True}, ["--stronglyTyped"], ["--strongly-typed"]),
-    (["engine.tensorrt.tf32=false"], {"tf32": False}, ["--noTF32"], []),
     (["engine.tensorrt.workspace_mib=1024"], {"memory_pool_limits": {TrtEnum("MemoryPoolType", "WORKSPACE"): 1 << 30}},
      ["--memPoolSize=workspace:1024M"], ["--pool-limit", "workspace:1024M"]),
     (["engine.tensorrt.builder_optimization_level=5"], {"builder_optimization_level": 5},
@@ -155,7 +163,7 @@ CASES = [
     (["engine.tensorrt.refittable=true"], {"refittable": True}, ["--refit"], ["--refittable"]),
     ([*WEAK10, "engine.tensorrt.calibration_cache=/tmp/c.cache", "engine.precision=int8"],
      {"calibration_cache": "/tmp/c.cache", "int8": True}, ["--int8", "--calib=/tmp/c.cache"],
-     ["--int8", "--tf32"]),
+     ["--int8"]),
 ]
 
 
@@ -188,15 +196,16 @@ def test_default_plan_exact_commands_for_tensorrt_11_and_10():
     b, p = _args()
     assert p.tensorrt_version == 11 or p.tensorrt_version == 10  # the installed one, else 11
     b, p = _args("cnn_torch", "engine.tensorrt.version=11")
-    assert trtexec_command(b, p) == ["trtexec", "--onnx=model.clean.onnx", "--saveEngine=model.engine", *SHAPES]
+    assert trtexec_command(b, p) == ["trtexec", "--onnx=model.clean.onnx", "--saveEngine=model.engine", "--noTF32",
+                                     *SHAPES]
     assert polygraphy_convert_command(b, p) == [
-        "polygraphy", "convert", "model.clean.onnx", "-o", "model.engine", "--tf32",
+        "polygraphy", "convert", "model.clean.onnx", "-o", "model.engine",
         "--trt-min-shapes", "input:[1,1,28,28]", "--trt-opt-shapes", "input:[32,1,28,28]",
         "--trt-max-shapes", "input:[64,1,28,28]"]
     assert polygraphy_run_command(b, p, 1e-4, 1e-3)[-4:] == ["--atol", "0.0001", "--rtol", "0.001"]
     b, p = _args("cnn_torch", "engine.tensorrt.version=10")
     assert trtexec_command(b, p) == ["trtexec", "--onnx=model.clean.onnx", "--saveEngine=model.engine",
-                                     "--stronglyTyped", *SHAPES]
+                                     "--stronglyTyped", "--noTF32", *SHAPES]
 
 
 def test_profiles_are_derived_from_the_io_spec_and_its_dims():
@@ -275,7 +284,7 @@ def test_plan_feeds_polygraphy_create_config():
     profiles = [Profile().add(n, *s) for prof in b.profiles for n, s in prof.items()]
     config = CreateConfig(profiles=profiles, **b.config)
     assert (config.fp16, config.tf32, config.builder_optimization_level, config.precision_constraints,
-            config.refittable) == (True, True, 4, "prefer", True)
+            config.refittable) == (True, False, 4, "prefer", True)
 
 
 def test_engine_inspection_reads_both_json_layouts():

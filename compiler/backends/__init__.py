@@ -19,7 +19,8 @@ class Backend(Enum):
 
 
 class Precision(Enum):
-    fp32 = "fp32"
+    fp32 = "fp32"   # strict fp32: TF32 off in the reference and the engine (numerics.py)
+    tf32 = "tf32"   # fp32 layers in TF32 on GPUs of compute capability 8.0+ (TensorRT's flag, onnxruntime CUDA's option)
     fp16 = "fp16"
     bf16 = "bf16"
     int8 = "int8"
@@ -45,7 +46,12 @@ class OnnxRuntimeConfig:
     optimization_level: OptimizationLevel = OptimizationLevel.all
     intra_op_threads: Any = 0          # 0: onnxruntime's default (one per physical core); auto: measured, fastest kept
     inter_op_threads: int = 0
-    providers: List[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    # execution providers in order, short (cpu, cuda, tensorrt) or full names; null: cuda, cpu where
+    # onnxruntime-gpu and a CUDA GPU are present, else cpu (backends/providers.py)
+    providers: Optional[List[str]] = None
+    # extra CUDA provider options (prefer_nhwc, enable_cuda_graph, cudnn_conv_algo_search, ...); TF32 is not one:
+    # it follows engine.precision
+    cuda_options: Dict[str, Any] = field(default_factory=dict)
     # graph transformers to skip at build and load; null = auto: int8 skips QDQPropagationTransformer (below)
     disabled_optimizers: Optional[List[str]] = None
     custom_op_libraries: List[str] = field(default_factory=list)   # shared libraries of custom ops to register
@@ -83,7 +89,7 @@ class TensorRTConfig:
 
     version: Optional[int] = None             # TensorRT major version to plan for; null: the installed one, else 11
     strongly_typed: Optional[bool] = None     # null: true. Types come from the ONNX graph; false (weak typing) is 10 only
-    tf32: bool = True                         # TensorRT's own default; false = --noTF32
+    tf32: Optional[bool] = None               # null: follows engine.precision (on for tf32 only); see numerics.py
     workspace_mib: Optional[int] = None       # workspace memory pool limit
     builder_optimization_level: Optional[int] = None   # 0..5; TensorRT's default is 3
     timing_cache: Optional[str] = "auto"      # auto: <cache dir>/tensorrt/timing-<version>-sm<cc>.cache, shared; null: off

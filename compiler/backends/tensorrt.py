@@ -31,6 +31,13 @@ def select_builder(backend: str) -> Any:
         raise RuntimeError(f"Polygraphy's TensorRT backend was already loaded for "
                            f"{'TensorRT-RTX' if config.USE_TENSORRT_RTX else 'TensorRT'} in this process")
     config.USE_TENSORRT_RTX = rtx
+    if rtx and "tensorrt_rtx" not in sys.modules:
+        from compiler.plan import rtx_module
+
+        if rtx_module() == "tensorrt_rtx_bindings":  # PyPI's libs + bindings wheels: Polygraphy imports tensorrt_rtx
+            import importlib
+
+            sys.modules["tensorrt_rtx"] = importlib.import_module("tensorrt_rtx_bindings")
     from polygraphy.mod.trt_importer import lazy_import_trt
 
     return lazy_import_trt()

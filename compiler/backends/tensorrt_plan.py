@@ -63,7 +63,7 @@ def build_args(plan: Any, profiles: list, onnx_path: str | Path, engine_path: st
     for precision in plan.builder_precisions:               # 10, weak typing only
         b.config[precision] = True
     if plan.backend != "tensorrt_rtx":  # TensorRT-RTX picks its own math modes: it has no TF32 flag
-        b.config["tf32"] = bool(t["tf32"])
+        b.config["tf32"] = plan.math_mode.tensorrt_tf32()   # strict fp32 unless precision is tf32
     if t["workspace_mib"] is not None:
         b.config["memory_pool_limits"] = {TrtEnum("MemoryPoolType", "WORKSPACE"): int(t["workspace_mib"]) << 20}
     if t["builder_optimization_level"] is not None:

@@ -35,6 +35,10 @@ class OutputSpec:
     name: str = "logits"
     atol: Optional[float] = None   # this output's tolerance in the ledger; null: verify.atol
     rtol: Optional[float] = None
+    # this output's budgets in the agreement gate (reduced precision without labels); null: verify.agreement
+    rel_l2: Optional[float] = None
+    cosine: Optional[float] = None
+    argmax: Optional[float] = None
 
 
 @dataclass

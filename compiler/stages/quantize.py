@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from math import prod
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 from compiler.stages import StageContext, StageResult
 
@@ -158,43 +158,102 @@ def score(path: Path, x: dict, y, metric, batch: int) -> float:
     return evaluate(lambda feed: dict(zip(names, session.run(None, feed))), x, y, metric, batch)
 
 
-def budget_search(attempt: Callable[[list[str]], Optional[float]], candidates: list[str], keep: list[str],
-                  fp32: float, cfg, log) -> tuple[list[str], Optional[float], list[dict]]:
-    """Keep nodes in fp32, the most accuracy-sensitive first, until the drop is within the budget.
-    An accuracy of None (the model cannot run here) ends the search: the engine's accuracy is the gate."""
-    accuracy = attempt(keep)
-    budget = cfg.verify.max_accuracy_drop
-    trail = [{"kept_fp32": list(keep), "accuracy": accuracy}]
-    if accuracy is None or cfg.quantize.fallback.value != "auto" or (fp32 - accuracy) * 100 <= budget:
-        return keep, accuracy, trail
-    sensitivity = {node: attempt(keep + [node]) for node in candidates}  # accuracy regained by this one node in fp32
+def budget_search(attempt: Callable[[list[str]], Optional[float]], ok: Callable[[float], bool],
+                  candidates: list[str], keep: list[str], cfg, log) -> tuple[list[str], Optional[float], list[dict]]:
+    """Keep nodes in fp32, the most sensitive first, until `ok(score)`: the accuracy budget with labels, the
+    agreement gate without. A score of None (the model cannot run here) ends the search: verify's gate judges."""
+    score = attempt(keep)
+    trail = [{"kept_fp32": list(keep), "score": score}]
+    if score is None or cfg.quantize.fallback.value != "auto" or ok(score):
+        return keep, score, trail
+    sensitivity = {node: attempt(keep + [node]) for node in candidates}  # score regained by this one node in fp32
     for node in sorted(candidates, key=lambda n: -sensitivity[n])[: cfg.quantize.max_fallback_nodes]:
         keep = keep + [node]
-        accuracy = attempt(keep)
-        trail.append({"kept_fp32": list(keep), "accuracy": accuracy})
-        log.info("fallback: keeping %s in fp32 -> accuracy %.4f (fp32 %.4f)", node, accuracy, fp32)
-        if (fp32 - accuracy) * 100 <= budget:
+        score = attempt(keep)
+        trail.append({"kept_fp32": list(keep), "score": score})
+        log.info("fallback: keeping %s in fp32 -> score %.4f", node, score)
+        if ok(score):
             break
-    return keep, accuracy, trail
+    return keep, score, trail
+
+
+@dataclass
+class Judge:
+    """How a converted model is scored in the fallback search: top-1 against labels, or agreement with the fp32
+    model on inputs without labels (verify/agreement.py). Higher scores are better."""
+
+    score: Callable[[Path], Optional[float]]
+    ok: Callable[[float], bool]
+    reference: Optional[float]   # the fp32 model's score
+    kind: str                    # "accuracy" | "agreement"
+
+
+def _judge(cfg, io, plan, src: Path, x_eval: dict, y_eval) -> Judge:
+    from compiler.verify.metric import metric_of
+
+    if y_eval is not None:
+        metric, batch = metric_of(cfg, io), io.fixed_batch or min(256, io.batch_range()[2])
+        fp32 = score(src, x_eval, y_eval, metric, batch)
+        return Judge(lambda path: runnable(lambda: score(path, x_eval, y_eval, metric, batch)),
+                     lambda s: (fp32 - s) * 100 <= cfg.verify.max_accuracy_drop, fp32, "accuracy")
+    from compiler.verify import agreement
+
+    reference = _outputs(src, x_eval)
+    limits = agreement.budgets(plan.precision, cfg.verify.agreement, io.outputs)
+
+    def agree(path: Path) -> Optional[float]:
+        rows = runnable(lambda: agreement.compare([reference], [_outputs(path, x_eval)], limits))
+        if rows is None:
+            return None
+        return agreement.score(rows) if all(r["passed"] for r in rows) else agreement.score(rows) - 1.0
+
+    return Judge(agree, lambda s: s >= -1.0, 0.0, "agreement")
+
+
+def _outputs(path: Path, feed: dict) -> dict:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, feed)))
+
+
+def calibration_inputs(cfg, io) -> tuple[dict, dict, Any, str]:
+    """(calibration inputs, evaluation inputs, their labels or None, where they came from), in the engine's layout.
+    The recipe's data where it has some; else (data.source=none) generated inputs at the opt shapes, which are
+    valid but not representative, and the report says so."""
+    import numpy as np
+
+    if cfg.data.source.value != "none":
+        from compiler.data.sources import load_dataset
+
+        data = load_dataset(cfg.data, io, cfg.seed)
+        return (io.to_engine(data.calibration(cfg.data.calibration_size)), io.to_engine(data.x_test), data.y_test,
+                f"{cfg.data.source.value} data")
+    rng = np.random.default_rng(cfg.seed)
+    count = io.fixed_batch or min(cfg.data.calibration_size, GENERATED_CALIBRATION)
+    calibration = io.random_feed(rng, io.shapes(0, "opt", batch=count))
+    evaluation = io.random_feed(rng, io.shapes(0, "opt", batch=io.fixed_batch or GENERATED_EVALUATION))
+    return calibration, evaluation, None, (f"generated: {count} random valid inputs at the opt shapes; not "
+                                           "representative of real data (give data.source=npz data.path=... for a "
+                                           "calibration that is)")
+
+
+GENERATED_CALIBRATION = 64   # samples, without data: random inputs calibrate int8 ranges only roughly anyway
+GENERATED_EVALUATION = 16
 
 
 def run(ctx: StageContext) -> StageResult:
     import onnx
 
-    from compiler.data.sources import load_dataset
-    from compiler.verify.metric import metric_of
-
     cfg, io, plan = ctx.cfg, ctx.io, ctx.plan
     precision, tool = plan.conversion, plan.tool
-    data = load_dataset(cfg.data, io, cfg.seed)
-    calibration = io.to_engine(data.calibration(cfg.data.calibration_size))
-    x_test = io.to_engine(data.x_test)
-    metric, batch = metric_of(cfg, io), io.fixed_batch or min(256, io.batch_range()[2])
+    calibration, x_eval, y_eval, source = calibration_inputs(cfg, io)
     src, out = ctx.inputs["surgery"], ctx.work_dir / f"model.{precision}.onnx"
     graph = onnx.load(str(src))
-    fp32 = score(src, x_test, data.y_test, metric, batch)
+    judge = _judge(cfg, io, plan, src, x_eval, y_eval)
     keep = list(cfg.quantize.keep_fp32)
-    info: dict = {"tool": tool}
+    info: dict = {"tool": tool, "calibration": source, "judged_by": judge.kind}
     if tool == "modelopt":
         from compiler.stages.modelopt_convert import convert as modelopt_convert
 
@@ -203,8 +262,12 @@ def run(ctx: StageContext) -> StageResult:
         def write(kept: list[str]) -> None:
             modelopt_convert(src, out, precision, kept, calibration, cfg.quantize, plan.high_precision, ctx.work_dir)
     elif precision == "fp16":
-        from compiler.stages.fp16 import convert, overflow_nodes
+        from compiler.stages.fp16 import convert, fuse_for_gpu, overflow_nodes
 
+        if plan.gpu:  # onnxruntime's fused kernels first: where fp16 pays on the CUDA provider
+            fused = ctx.work_dir / "model.fused.onnx"
+            info["fused_for_gpu"] = fuse_for_gpu(src, fused)
+            src, graph = fused, onnx.load(str(fused))
         forced = [n for n in overflow_nodes(graph, calibration) if n not in keep] \
             if cfg.quantize.fallback.value == "auto" else []
         info["kept_fp32_overflow"] = forced
@@ -223,27 +286,29 @@ def run(ctx: StageContext) -> StageResult:
 
     def attempt(kept: list[str]) -> float | None:
         write(kept)
-        return runnable_score(out, x_test, data.y_test, metric, batch)
+        return judge.score(out)
 
     candidates = [n.name for n in graph.graph.node if n.op_type in QUANTIZABLE and n.name not in keep + forced]
-    keep, accuracy, trail = budget_search(attempt, candidates, keep, fp32, cfg, ctx.log)
+    keep, reached, trail = budget_search(attempt, judge.ok, candidates, keep, cfg, ctx.log)
     converted = onnx.load(str(out), load_external_data=False)
     info["calibration_samples"] = int(next(iter(calibration.values())).shape[0])
     info["quantize_linear_nodes"] = sum(n.op_type == "QuantizeLinear" for n in converted.graph.node)
     if tool == "onnxruntime" and precision == "int8":
         info["fp32_nodes"] = fp32_islands(graph, forced + keep)
-    if accuracy is None:
+    if reached is None:
         info["not_measured"] = f"onnxruntime's CPU provider cannot run this {precision} model; " \
-                               "the engine's accuracy, measured in verify, is the gate"
+                               "the engine's gate, measured in verify, judges it"
+    scores = {"fp32_accuracy": judge.reference, f"{precision}_accuracy": reached} if judge.kind == "accuracy" else \
+        {"agreement_score": reached}
     snippet = "quantize:\n  keep_fp32: [" + ", ".join(keep) + "]\n" if keep else ""
-    return StageResult(out.name, {"precision": precision, "fp32_accuracy": fp32, f"{precision}_accuracy": accuracy,
-                                  "kept_fp32": keep, "search": trail, "snippet": snippet, **info})
+    return StageResult(out.name, {"precision": precision, **scores, "kept_fp32": keep, "search": trail,
+                                  "snippet": snippet, **info})
 
 
-def runnable_score(path: Path, x: dict, y, metric, batch: int) -> float | None:
-    """The metric of a converted model, or None when onnxruntime has no kernel for its types (bf16 on CPU)."""
+def runnable(compute: Callable[[], Any]) -> Any:
+    """compute(), or None when onnxruntime has no kernel for the converted model's types (bf16 on CPU)."""
     try:
-        return score(path, x, y, metric, batch)
+        return compute()
     except Exception as exc:  # onnxruntime's NOT_IMPLEMENTED: no bf16 Conv on the CPU provider, say
         if "NOT_IMPLEMENTED" in str(exc) or "Could not find an implementation" in str(exc):
             return None

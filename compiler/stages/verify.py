@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, List, Optional
 
 from compiler.stages import StageContext, StageResult
+from compiler.verify.agreement import AgreementConfig
 
 
 @dataclass
@@ -34,6 +35,8 @@ class VerifyConfig:
     # null: top-1 of model.label_output
     metric: Optional[Any] = None
     latency: LatencyConfig = field(default_factory=LatencyConfig)
+    # reduced precision without labels: agreement with the strict-fp32 engine (verify/agreement.py)
+    agreement: AgreementConfig = field(default_factory=AgreementConfig)
 
 
 if TYPE_CHECKING:
@@ -67,7 +70,7 @@ def _runners(ctx: StageContext):
     runners.append(engine_runner(plan, ctx.inputs["build"]))
     names = [name for name, _ in artifacts] + ["engine"]
     if cfg.framework.value != "onnx":  # else the original file is the reference
-        framework = CallableRunner(cfg.framework.value, framework_predictor(cfg, ctx.io, ctx.inputs["train"]), ctx.io)
+        framework = CallableRunner(cfg.framework.value, framework_predictor(cfg, ctx.io, ctx.inputs["train"], plan), ctx.io)
         runners, names = [framework, *runners], [framework.name, *names]
     chain = [(i, i + 1) for i in range(len(runners) - 1)]
     return runners, names, chain + [(0, len(runners) - 1)]
@@ -125,9 +128,17 @@ def run(ctx: StageContext) -> StageResult:
                 accuracy[key] = evaluate(_infer(runner), x_test, y_test, metric, eval_batch)
     if plan.nvidia:
         rows += _profile_shape_checks(cfg, io, plan, ctx.inputs["surgery"], ctx.inputs["build"], atol, rtol)
+    modes = math_modes(names, plan)
+    for row in rows:
+        row["math_mode"] = {"reference": modes.get(row["reference"], modes["engine"]),
+                            "candidate": modes.get(row["candidate"], modes["engine"])}
     end_to_end = [r for r in rows if r["reference"] == names[0] and r["candidate"] == "engine"]
-    gates = _gates(vcfg, rows, accuracy, y_test is not None)
-    info = {"ledger": rows, "accuracy": accuracy, "gates": gates, "reference": names[0],
+    agreement = []
+    if reduced and y_test is None:  # no labels: the engine against the strict-fp32 model, per output
+        agreement = _agreement(cfg, io, plan, runners[names.index("model.clean.onnx")], runners[-1], feeds)
+    gates = _gates(vcfg, rows, accuracy, y_test is not None, agreement)
+    info = {"ledger": rows, "accuracy": accuracy, "gates": gates, "reference": names[0], "math_modes": modes,
+            "agreement": agreement,
             "max_abs_error": {"engine": max(r["max_abs_error"] for r in end_to_end)},
             "max_rel_error": {"engine": max(r["max_rel_error"] for r in end_to_end)},
             "passed": all(g["passed"] for g in gates), "backend": plan.backend,
@@ -137,6 +148,30 @@ def run(ctx: StageContext) -> StageResult:
             else str(cfg.verify.metric.get("_target_"))}
     (ctx.work_dir / "verify.json").write_text(json.dumps(info, indent=2))
     return StageResult("verify.json", info)
+
+
+def math_modes(names: list[str], plan) -> dict[str, str]:
+    """The math mode each ledger row's model ran in: references in strict fp32, a converted model in its
+    conversion's precision, the engine in the plan's."""
+    modes = {name: "strict fp32" for name in names}
+    for name in names:
+        if name not in ("model.onnx", "model.clean.onnx", "engine") and name.startswith("model."):
+            modes[name] = plan.conversion
+    modes["engine"] = plan.conversion if plan.conversion != "none" else \
+        (plan.precision if plan.builder_precisions else plan.math_mode.name)
+    return modes
+
+
+def _agreement(cfg, io, plan, reference, engine, feeds) -> list[dict]:
+    """The agreement gate's rows: the strict-fp32 cleaned model and the engine on the ledger's generated inputs
+    (and the user's, with data.source=npz)."""
+    from compiler.verify.agreement import budgets, compare
+
+    outputs = []
+    for runner in (reference, engine):
+        with runner:
+            outputs.append([dict(runner.infer(feed, check_inputs=False)) for _, feed in feeds])
+    return compare(outputs[0], outputs[1], budgets(plan.precision, cfg.verify.agreement, io.outputs))
 
 
 def _infer(runner):
@@ -162,7 +197,7 @@ def _profile_shape_checks(cfg, io, plan, clean_onnx, engine, atol, rtol) -> list
     return rows
 
 
-def _gates(vcfg, rows: list[dict], accuracy: dict, labelled: bool) -> list[dict]:
+def _gates(vcfg, rows: list[dict], accuracy: dict, labelled: bool, agreement: list[dict] = ()) -> list[dict]:
     gates = [{"name": f"{r['reference']} -> {r['candidate']} [{r['output']}]", "passed": r["passed"],
               "detail": f"max abs {r['max_abs_error']:.3g}, max rel {r['max_rel_error']:.3g} at {r['worst_feed']} "
                         f"(atol {r['atol']:g}, rtol {r['rtol']:g}{', exact' if r['exact'] else ''})"}
@@ -173,10 +208,17 @@ def _gates(vcfg, rows: list[dict], accuracy: dict, labelled: bool) -> list[dict]
         gates.append({"name": "reduced-precision outputs (informational)", "passed": True, "informational": True,
                       "detail": f"not gated by atol/rtol: reduced precision changes outputs by design (max abs "
                                 f"{worst['max_abs_error']:.3g} at {worst['reference']} -> {worst['candidate']} "
-                                f"[{worst['output']}]); the accuracy budget against the fp32 model is the gate"})
+                                f"[{worst['output']}]); " + ("the accuracy budget against the fp32 model is the gate"
+                                                              if labelled else "agreement with strict fp32 is the gate")})
+    from compiler.verify.agreement import describe
+
+    gates += [{"name": f"agreement with strict fp32 [{a['output']}]", "passed": a["passed"], "detail": describe(a)}
+              for a in agreement]
     if not labelled:
         gates.append({"name": "accuracy", "passed": True,
-                      "detail": "not checked: no labelled data (data.source=none); the ledger is the whole check"})
+                      "detail": "not checked: no labelled data (data.source=none); " +
+                                ("agreement with the strict-fp32 model is the gate" if agreement
+                                 else "the ledger is the whole check")})
         return gates
     reference = "fp32" if "fp32" in accuracy else "framework"  # int8: against the fp32 model
     drop = (accuracy[reference] - accuracy["engine"]) * 100

@@ -118,17 +118,70 @@ def compare(runners: Mapping[Any, Any], feeds: Mapping[Any, Mapping[int, dict]],
 
 def _fastest_threads(plan: Any, engine: Path, feed: dict, v: Any) -> tuple[int, list[dict]]:
     """Time the engine at each thread count on the largest batch; the fastest count, and the whole table."""
-    from compiler.verify.runners import engine_runner
-
     counts = thread_counts()
-    timed = compare({t: engine_runner(plan, engine, intra_op_threads=t) for t in counts}, {t: {0: feed} for t in counts}, v)
+    timed = compare({t: timing_engine_runner(plan, engine, intra_op_threads=t) for t in counts},
+                    {t: {0: feed} for t in counts}, v)
     table = [{"intra_op_threads": t, "p50_ms": timed[t]["b0"]["p50"], "rounds": timed[t]["b0"]["rounds"]}
              for t in counts]
     return min(table, key=lambda row: row["p50_ms"])["intra_op_threads"], table
 
 
 def _auto_threads(plan: Any) -> bool:
-    return plan.backend == "onnxruntime" and plan.intra_op_threads == "auto"
+    return plan.backend == "onnxruntime" and plan.intra_op_threads == "auto" and not plan.gpu
+
+
+def timing_engine_runner(plan: Any, engine: Path, intra_op_threads: int | None = None) -> Any:
+    """The engine as latency times it: on the GPU with inputs and outputs on the device (onnxruntime's I/O
+    binding), else Polygraphy's runner from numpy arrays."""
+    from compiler.verify.runners import engine_runner
+
+    if plan.gpu and plan.backend == "onnxruntime":
+        from compiler.backends.onnxruntime import load_session
+        from compiler.verify.device_runners import OrtDeviceRunner
+
+        return OrtDeviceRunner(lambda: load_session(engine, plan, intra_op_threads=intra_op_threads), "engine")
+    return engine_runner(plan, engine, intra_op_threads=intra_op_threads)
+
+
+def timing_reference_runner(cfg: Any, io: Any, plan: Any, artifacts: Mapping[str, Path]) -> Any:
+    """The reference model as latency times it, in strict fp32: the framework model (eager; on the GPU with
+    device tensors when the engine runs there), or for ONNX recipes the original file."""
+    from compiler.numerics import STRICT_FP32
+    from compiler.verify.runners import CallableRunner, framework_predictor, onnx_runner
+
+    if cfg.framework.value == "onnx":
+        if plan.gpu:
+            from compiler.backends.onnxruntime import load_session
+            from compiler.verify.device_runners import OrtDeviceRunner
+
+            return OrtDeviceRunner(lambda: load_session(artifacts["export"], plan, optimization_level="disable",
+                                                        mode=STRICT_FP32), "model.onnx")
+        return onnx_runner("model.onnx", artifacts["export"], plan)
+    if cfg.framework.value == "torch" and plan.gpu:
+        from compiler.stages import train_torch
+
+        device = train_torch.reference_device(True)
+        if device.type == "cuda":
+            from compiler.verify.device_runners import TorchDeviceRunner
+
+            module = train_torch.load_trained(cfg, io, artifacts["train"], device=device)
+            return TorchDeviceRunner(module, cfg.framework.value, STRICT_FP32)
+    return CallableRunner(cfg.framework.value, framework_predictor(cfg, io, artifacts["train"], plan), io)
+
+
+def latency_batches(io: Any, plan: Any, wanted: list[int]) -> list[int]:
+    """The recipe's batch sizes; on a GPU also the batch dim's largest value, where throughput is read."""
+    return io.latency_batches(list(wanted) + ([io.batch_range()[2]] if plan.gpu else []))
+
+
+def _with_throughput(per_batch: dict, runner: Any, feeds: Mapping[int, dict]) -> dict:
+    """Samples per second at each batch's p50, and the host<->device copies (a device runner), on their own."""
+    for batch, feed in feeds.items():
+        entry = per_batch[f"b{batch}"]
+        entry["throughput_per_s"] = batch * 1e3 / entry["p50"] if entry["p50"] else None
+        if hasattr(runner, "copy_times"):
+            entry.update(runner.copy_times(feed))
+    return per_batch
 
 
 def measure_now(cfg: Any, plan: Any, artifacts: Mapping[str, Path]) -> tuple[dict, dict]:
@@ -137,17 +190,13 @@ def measure_now(cfg: Any, plan: Any, artifacts: Mapping[str, Path]) -> tuple[dic
     With `intra_op_threads: auto` the engine is first timed at every thread count; the fastest is kept."""
     from compiler.iospec import IOSpec
     from compiler.stages.verify import samples
-    from compiler.verify.runners import CallableRunner, engine_runner, framework_predictor, onnx_runner
     from compiler.verify.timing import timing, working
 
     io, v = IOSpec.from_cfg(cfg), cfg.verify.latency
     with working():  # loading data and the framework model is work too
         x_test, _ = samples(cfg, io)
-        if cfg.framework.value == "onnx":
-            reference = onnx_runner("model.onnx", artifacts["export"], plan)
-        else:
-            reference = CallableRunner(cfg.framework.value, framework_predictor(cfg, io, artifacts["train"]), io)
-        feeds = latency_feeds(io, x_test, io.latency_batches(v.batch_sizes), cfg.seed)
+        reference = timing_reference_runner(cfg, io, plan, artifacts)
+        feeds = latency_feeds(io, x_test, latency_batches(io, plan, v.batch_sizes), cfg.seed)
     result, conditions = {}, {}
     with timing():
         started = datetime.now(timezone.utc)
@@ -156,15 +205,21 @@ def measure_now(cfg: Any, plan: Any, artifacts: Mapping[str, Path]) -> tuple[dic
             threads, table = _fastest_threads(plan, artifacts["build"], feeds[max(feeds)], v)
             conditions["intra_op_threads"] = {"chosen": threads, "batch": max(feeds), "table": table}
         # the engine first: a framework's thread pool (torch's OpenMP) keeps spinning for a while after it ran
-        for key, runner in (("engine", engine_runner(plan, artifacts["build"], intra_op_threads=threads)),
+        for key, runner in (("engine", timing_engine_runner(plan, artifacts["build"], intra_op_threads=threads)),
                             ("framework", reference)):
             with runner:
-                result[key] = measure(runner, feeds, v.iterations, v.warmup, v.max_seconds,
-                                      warmup_seconds=v.warmup_seconds, quiet_tries=v.quiet_tries)
+                result[key] = _with_throughput(measure(runner, feeds, v.iterations, v.warmup, v.max_seconds,
+                                                       warmup_seconds=v.warmup_seconds, quiet_tries=v.quiet_tries),
+                                               runner, feeds)
     result = {key: result[key] for key in ("framework", "engine")}
     conditions.update({"measured_at": started.isoformat(timespec="seconds"), "host": platform.node(),
                        "cpus": os.cpu_count(), "backend": plan.backend, "alone": True,
-                       "batches": [f"b{b}" for b in feeds]})
+                       "batches": [f"b{b}" for b in feeds], "math_mode": {"framework": "strict fp32",
+                                                                          "engine": plan.math_mode.name}})
+    if plan.gpu:
+        from compiler.verify.device_runners import gpu_conditions
+
+        conditions.update(gpu=gpu_conditions(), inputs="on the device (I/O binding); copies timed apart")
     return result, conditions
 
 
@@ -173,16 +228,16 @@ def time_engines(cfg: Any, engines: Mapping[str, tuple[Any, Path]]) -> dict[str,
     candidates of `precision: best`, compared in the same run."""
     from compiler.iospec import IOSpec
     from compiler.stages.verify import samples
-    from compiler.verify.runners import engine_runner
     from compiler.verify.timing import timing, working
 
     io, v = IOSpec.from_cfg(cfg), cfg.verify.latency
+    plans = [plan for plan, _ in engines.values()]
     with working():
         x_test, _ = samples(cfg, io)
-        feeds = latency_feeds(io, x_test, io.latency_batches(v.batch_sizes), cfg.seed)
+        feeds = latency_feeds(io, x_test, latency_batches(io, plans[0], v.batch_sizes) if plans else [1], cfg.seed)
     with timing():
         runners = {}
         for name, (plan, path) in engines.items():
             threads = _fastest_threads(plan, path, feeds[max(feeds)], v)[0] if _auto_threads(plan) else None
-            runners[name] = engine_runner(plan, path, intra_op_threads=threads)
+            runners[name] = timing_engine_runner(plan, path, intra_op_threads=threads)
         return compare(runners, {name: feeds for name in runners}, v)

@@ -44,17 +44,29 @@ class CallableRunner(BaseRunner):
         pass
 
 
-def framework_predictor(cfg: Any, io: Any, artifact: Path) -> Predict:
-    """The trained framework model as a feed dict -> outputs dict function (inference mode)."""
+def framework_predictor(cfg: Any, io: Any, artifact: Path, plan: Any = None) -> Predict:
+    """The trained framework model as a feed dict -> outputs dict function (inference mode), in strict fp32
+    (numerics.py), on the GPU when the engine runs on one (plan.gpu) and the framework sees it."""
+    from compiler.numerics import STRICT_FP32
+
+    gpu = plan is not None and plan.gpu
     if cfg.framework.value == "torch":
         from compiler.stages import train_torch
 
-        module = train_torch.load_trained(cfg, io, artifact)
-        return lambda feed: train_torch.predict(module, feed)
+        module = train_torch.load_trained(cfg, io, artifact, device=train_torch.reference_device(gpu))
+
+        def predict(feed: dict) -> dict:
+            with STRICT_FP32.framework():
+                return train_torch.predict(module, feed)
+        return predict
     from compiler.stages import train_keras
 
     keras_model = train_keras.load_trained(artifact)
-    return lambda feed: train_keras.predict(keras_model, feed, io)
+
+    def predict_keras(feed: dict) -> dict:
+        with STRICT_FP32.framework():
+            return train_keras.predict(keras_model, feed, io)
+    return predict_keras
 
 
 def _tensor_runner(session_loader: Callable, name: str) -> BaseRunner:
@@ -73,8 +85,9 @@ def _tensor_runner(session_loader: Callable, name: str) -> BaseRunner:
 def onnx_runner(name: str, path: Path, plan: Any) -> BaseRunner:
     """An onnxruntime runner over an ONNX file with graph optimisation off, to see the file as written."""
     from compiler.backends.onnxruntime import load_session
+    from compiler.numerics import STRICT_FP32
 
-    return _tensor_runner(lambda: load_session(path, plan, optimization_level="disable"), name)
+    return _tensor_runner(lambda: load_session(path, plan, optimization_level="disable", mode=STRICT_FP32), name)
 
 
 def engine_runner(plan: Any, path: Path, intra_op_threads: int | None = None) -> BaseRunner:

@@ -1,0 +1,87 @@
+"""The one numerics policy: fp32 means strict fp32.
+
+TF32 is a reduced precision, like fp16: it rounds fp32 matmul and convolution inputs to a 10-bit mantissa
+on Ampere and newer GPUs, which torch's cuDNN convolutions, onnxruntime's CUDA provider and TensorRT's
+builder all do by default. So the framework reference, every reference run in verification and every
+fp32 engine run with it off, and `engine.precision: tf32` asks for it explicitly (and is gated like fp16).
+
+`MathMode` is the one object that says so. It enters as a context manager that sets and restores the
+framework's globals (torch's TF32 and cuDNN flags, TensorFlow's TF32 switch) and names the onnxruntime
+CUDA provider option and TensorRT flag for the same mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import dataclass
+from typing import Iterator
+
+# the math mode each engine precision runs in (what the report names per ledger row)
+MATH_MODES = {"fp32": "strict fp32", "tf32": "tf32", "fp16": "fp16", "bf16": "bf16", "int8": "int8",
+              "fp8": "fp8", "best": "strict fp32"}
+
+
+@dataclass(frozen=True)
+class MathMode:
+    tf32: bool = False
+
+    @property
+    def name(self) -> str:
+        return "tf32" if self.tf32 else "strict fp32"
+
+    def onnxruntime_cuda_options(self) -> dict[str, str]:
+        """The CUDA provider's options for this mode (its own default is TF32 on)."""
+        return {"use_tf32": "1" if self.tf32 else "0"}
+
+    def tensorrt_tf32(self) -> bool:
+        """TensorRT's TF32 builder flag (on by TensorRT's own default)."""
+        return self.tf32
+
+    @contextlib.contextmanager
+    def framework(self) -> Iterator[None]:
+        """Set the loaded frameworks' TF32 globals for the block, and restore them after it.
+
+        Only frameworks already imported are touched: this never imports torch or TensorFlow."""
+        with contextlib.ExitStack() as stack:
+            if "torch" in sys.modules:
+                stack.enter_context(_torch_mode(self.tf32))
+            if "tensorflow" in sys.modules:
+                stack.enter_context(_tensorflow_mode(self.tf32))
+            yield
+
+
+STRICT_FP32 = MathMode(tf32=False)
+
+
+def for_precision(precision: str) -> MathMode:
+    """The math mode of an engine precision: only `tf32` lets fp32 layers round to TF32."""
+    return MathMode(tf32=precision == "tf32")
+
+
+@contextlib.contextmanager
+def _torch_mode(tf32: bool) -> Iterator[None]:
+    import torch
+
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    precision = torch.get_float32_matmul_precision()
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+        torch.set_float32_matmul_precision(precision)
+
+
+@contextlib.contextmanager
+def _tensorflow_mode(tf32: bool) -> Iterator[None]:
+    import tensorflow as tf
+
+    before = tf.config.experimental.tensor_float_32_execution_enabled()
+    tf.config.experimental.enable_tensor_float_32_execution(tf32)
+    try:
+        yield
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(before)

@@ -1,0 +1,150 @@
+"""The GPU path's mapping, table-tested on the CPU: which backend, providers, provider options and math mode each
+precision gets on each kind of machine, what `best` searches, and what lint refuses. No GPU needed: the machine is
+described to the plan (a CUDA GPU of a compute capability, onnxruntime-gpu installed, TensorRT importable or not).
+Tests that need a real GPU are in test_gpu.py (marked `gpu`)."""
+
+import pytest
+
+from compiler import plan as plan_module
+from compiler.backends import providers as providers_module
+from compiler.numerics import STRICT_FP32, MathMode, for_precision
+from tests.conftest import recipe_cfg
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """machine(gpu=..., cc=..., ort_gpu=..., tensorrt=...): what the plan sees of this machine."""
+    def describe(gpu: bool = True, cc: str | None = "9.0", ort_gpu: bool = True, tensorrt: bool = False):
+        monkeypatch.setattr(plan_module, "has_cuda_gpu", lambda: gpu)
+        monkeypatch.setattr(plan_module, "compute_capability", lambda: cc if gpu else None)
+        monkeypatch.setattr(providers_module, "gpu_onnxruntime", lambda: ort_gpu)
+        monkeypatch.setattr(plan_module, "tensorrt_status", lambda: (True, "tensorrt 11.4.0 is importable and a CUDA "
+                                                                     "GPU is present") if tensorrt else (False, "absent"))
+        monkeypatch.setattr(plan_module, "builder_status", lambda backend="tensorrt": (tensorrt, "absent"))
+    return describe
+
+
+CPU = dict(gpu=False, ort_gpu=False)
+ORT_GPU = dict(gpu=True, ort_gpu=True)
+TRT = dict(gpu=True, ort_gpu=True, tensorrt=True)
+CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+# (machine, overrides) -> (backend, providers, engine math mode, CUDA provider's use_tf32, reduced_at)
+CASES = [
+    (CPU, [], ("onnxruntime", ["CPUExecutionProvider"], "strict fp32", None, None)),
+    (dict(gpu=True, ort_gpu=False), [], ("onnxruntime", ["CPUExecutionProvider"], "strict fp32", None, None)),
+    (ORT_GPU, [], ("onnxruntime", CUDA, "strict fp32", "0", None)),
+    (ORT_GPU, ["engine.precision=tf32"], ("onnxruntime", CUDA, "tf32", "1", "engine")),
+    (ORT_GPU, ["engine.precision=fp16"], ("onnxruntime", CUDA, "strict fp32", "0", "conversion")),
+    (ORT_GPU, ["engine.onnxruntime.providers=[cpu]"], ("onnxruntime", ["CPUExecutionProvider"], "strict fp32", None,
+                                                        None)),
+    (ORT_GPU, ["engine.onnxruntime.providers=[cuda,cpu]"], ("onnxruntime", CUDA, "strict fp32", "0", None)),
+    (TRT, [], ("tensorrt", CUDA, "strict fp32", "0", None)),
+    (TRT, ["engine.precision=tf32"], ("tensorrt", CUDA, "tf32", "1", "engine")),
+]
+
+
+@pytest.mark.parametrize("where, overrides, expected", CASES, ids=lambda c: str(c)[:50])
+def test_each_machine_and_precision_gets_its_backend_providers_and_math_mode(machine, where, overrides, expected):
+    machine(**where)
+    p = plan_module.resolve(recipe_cfg("cnn_torch", *overrides))
+    backend, providers, mode, use_tf32, reduced = expected
+    assert (p.backend, p.providers, p.math_mode.name, p.reduced_at) == (backend, providers, mode, reduced)
+    entries = providers_module.with_options(p.providers, p.onnxruntime["cuda_options"], p.math_mode)
+    cuda = [options for entry in entries if isinstance(entry, tuple) for name, options in [entry]]
+    assert (cuda[0]["use_tf32"] if cuda else None) == use_tf32
+    assert p.gpu == (backend == "tensorrt" or "CUDAExecutionProvider" in providers)
+    if backend == "onnxruntime":  # the plan says where and why
+        asked = any("providers" in o for o in overrides)
+        assert ("on the CUDA provider" in p.reason) == ("CUDAExecutionProvider" in providers and not asked)
+        assert ("(engine.onnxruntime.providers)" in p.reason) == asked
+
+
+def test_references_run_in_strict_fp32_whatever_the_engine_precision(machine):
+    machine(**ORT_GPU)
+    for precision in ("fp32", "tf32", "fp16", "int8"):
+        p = plan_module.resolve(recipe_cfg("cnn_torch", f"engine.precision={precision}"))
+        reference = providers_module.with_options(p.providers, {}, STRICT_FP32)
+        assert reference[0] == ("CUDAExecutionProvider", {"use_tf32": "0"})
+    assert for_precision("tf32") == MathMode(tf32=True) and for_precision("fp16") == STRICT_FP32
+
+
+def test_tensorrt_tf32_flag_follows_the_precision(machine):
+    from compiler.backends.tensorrt_plan import build_args, trtexec_command
+
+    machine(**TRT)
+    for precision, flag in (("fp32", False), ("tf32", True), ("fp16", False)):
+        p = plan_module.resolve(recipe_cfg("cnn_torch", f"engine.precision={precision}", "engine.tensorrt.timing_cache=null"))
+        b = build_args(p, [], "m.onnx", "m.engine")
+        assert b.config["tf32"] is flag
+        assert ("--noTF32" in trtexec_command(b, p)) is not flag
+
+
+@pytest.mark.parametrize("where, cc, overrides, space", [
+    (CPU, None, [], ("fp32", "int8")),
+    (ORT_GPU, "9.0", [], ("fp32", "tf32", "fp16", "bf16", "int8")),
+    (ORT_GPU, "7.5", [], ("fp32", "fp16", "int8")),
+    (ORT_GPU, "9.0", ["engine.onnxruntime.providers=[cpu]"], ("fp32", "int8")),
+    (TRT, "9.0", [], ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")),
+    (TRT, "8.6", [], ("fp32", "tf32", "fp16", "bf16", "int8")),
+])
+def test_best_searches_what_runs_on_this_machine(machine, where, cc, overrides, space):
+    machine(**{**where, "cc": cc})
+    p = plan_module.resolve(recipe_cfg("resnet_torch", "engine.precision=best", *overrides))
+    assert p.search == space
+    assert p.with_precision("bf16").tool == "modelopt"   # bf16: only ModelOpt writes it
+    assert p.with_precision("tf32").conversion == "none" and p.with_precision("tf32").math_mode.tf32
+
+
+@pytest.mark.parametrize("where, overrides, key, words", [
+    (CPU, ["engine.onnxruntime.providers=[CudaExecutionProvidr]"], "engine.onnxruntime.providers[0]",
+     "did you mean 'cuda'?"),
+    (CPU, ["engine.onnxruntime.providers=[cuda]"], "engine.onnxruntime.providers[0]", "needs onnxruntime-gpu"),
+    (dict(gpu=False, ort_gpu=True), ["engine.onnxruntime.providers=[cuda,cpu]"], "engine.onnxruntime.providers[0]",
+     "needs a CUDA GPU"),
+    (CPU, ["engine.precision=tf32"], "engine.precision", "does not build tf32 engines on the CPU"),
+    (dict(ORT_GPU, cc="7.5"), ["engine.precision=tf32"], "engine.precision", "compute capability 8.0 or more"),
+    (ORT_GPU, ["engine.backend=tensorrt_rtx"], "engine.backend", "compute capability 9.0); it runs compute "
+     "capabilities 8.0, 8.6, 8.9, 12.0, 12.1 and above 12.1"),
+    (TRT, ["engine.tensorrt.tf32=true"], "engine.tensorrt.tf32", "TF32 is a reduced precision"),
+    (ORT_GPU, ["+engine.onnxruntime.cuda_options.use_tf32=1"], "engine.onnxruntime.cuda_options.use_tf32",
+     "TF32 follows engine.precision"),
+    (ORT_GPU, ["engine.onnxruntime.providers=[cuda,CUDAExecutionProvider]"], "engine.onnxruntime.providers",
+     "listed twice"),
+])
+def test_lint_refuses_what_cannot_run_here(machine, where, overrides, key, words):
+    from compiler.lint import lint
+
+    machine(**where)
+    problems = lint(recipe_cfg("cnn_torch", *overrides))
+    assert any(p.path == key and words in str(p) for p in problems), [str(p) for p in problems]
+
+
+def test_rtx_on_a_gpu_its_runtime_runs_is_not_refused_for_the_gpu(machine):
+    from compiler.lint import lint
+
+    machine(**{**ORT_GPU, "cc": "8.9"})
+    problems = [str(p) for p in lint(recipe_cfg("cnn_torch", "engine.backend=tensorrt_rtx"))]
+    assert problems and not any("compute capability" in p for p in problems), problems  # not installed, though
+    assert plan_module.rtx_runs_on("12.0") and plan_module.rtx_runs_on("13.0") and not plan_module.rtx_runs_on("9.0")
+
+
+@pytest.mark.parametrize("where", [CPU, ORT_GPU])
+@pytest.mark.parametrize("precision", ["fp16", "int8", "best"])
+def test_reduced_precision_without_labels_lints(machine, where, precision, tmp_path):
+    """No labels (onnx_file, data.source=none): the agreement gate judges; lint no longer asks for data."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from compiler.lint import lint
+    from compiler.onnx_io import resolve_onnx_io
+
+    machine(**where)
+    path = tmp_path / "m.onnx"
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), path)
+    cfg = recipe_cfg("onnx_file", f"model.path={path}", f"engine.precision={precision}")
+    assert resolve_onnx_io(cfg)[0] == []
+    assert lint(cfg) == []
