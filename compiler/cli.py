@@ -51,6 +51,22 @@ _SESSION = _Session()
 
 def recipe_problems(cfg: DictConfig) -> list:
     """Every problem of a composed recipe (an ONNX recipe first reads its IO spec from its file)."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from compiler.errors import Problem
+    from compiler.lint import structure_problems
+
+    problems = structure_problems(cfg)
+    if problems:
+        return problems
+    try:
+        return _problems(cfg)
+    except OmegaConfBaseException as exc:  # a value no check anticipated: still the recipe's fault, with its key
+        key = getattr(exc, "full_key", None) or "<recipe>"
+        return [Problem(str(key), str(exc).splitlines()[0], fix="correct or remove this key")]
+
+
+def _problems(cfg: DictConfig) -> list:
     from compiler.lint import lint
 
     if cfg.framework.value == "onnx":
@@ -163,48 +179,24 @@ def _hydra_task(cfg: DictConfig) -> int:
     return code
 
 
-def _forced(override: str) -> str:
-    """`key=value` -> `++key=value`, so the untyped composition accepts keys the schema lacks."""
-    if override.startswith(("+", "~")) or override.split("=", 1)[0] == "recipe":
-        return override
-    return f"++{override}"
+def _invalid_command_line(exc: BaseException, overrides: list[str]) -> int:
+    from compiler.composition import composition_problems
 
-
-def _explain_composition_failure(argv: list[str]) -> None:
-    """Hydra stops at the first schema error; compose again untyped and list every problem."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    from compiler.lint import schema_problems
-
-    overrides = [_forced(a) for a in argv if not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-            raw = compose("config", overrides=overrides + [f"~{schema.SCHEMA_GROUP}"])
-    except Exception:
-        return  # not a schema problem (a bad recipe name, a sweep): Hydra's message stands
-    problems = schema_problems(OmegaConf.to_container(raw, resolve=False), schema.RecipeConfig)
-    if problems:
-        print(f"compiler: {RecipeError(problems).render()}", file=sys.stderr)
-
-
-def _compose(overrides: list[str]) -> DictConfig:
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
-        return compose("config", overrides=overrides)
+    problems = composition_problems(exc, overrides, more=recipe_problems)
+    print(f"compiler: {RecipeError(problems).render()}", file=sys.stderr)
+    return EXIT_INVALID_RECIPE
 
 
 def _sweep_problems(job: list[str]) -> str:
     """The lint verdict on one job of a sweep, as text ('' when it may run)."""
     from hydra.errors import HydraException
 
+    from compiler.composition import compose, composition_problems
+
     try:
-        cfg = _compose(job)
+        cfg = compose(job)
     except HydraException as exc:
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return RecipeError(composition_problems(exc, job)).render()
     problems = recipe_problems(cfg)
     return RecipeError(problems).render() if problems else ""
 
@@ -216,9 +208,8 @@ def _prelint_sweep(argv: list[str]) -> int:
     overrides = [a for a in argv if not a.startswith("-")]
     try:
         failures = prelint(overrides, _sweep_problems)
-    except Exception as exc:  # an override Hydra cannot parse: let Hydra itself say so
-        log.debug("sweep pre-lint skipped: %s", exc)
-        return EXIT_OK
+    except Exception as exc:  # an override Hydra cannot parse, a sweep it cannot expand
+        return _invalid_command_line(exc, overrides)
     for job, message in failures:
         print(f"compiler: sweep job [{' '.join(job)}]: {message}", file=sys.stderr)
     if failures:
@@ -247,17 +238,30 @@ def _lint_only(overrides: list[str]) -> int:
     """`mode=lint` without a sweep: one composition through Hydra's compose API, no run dir, no logging."""
     from hydra.errors import HydraException
 
+    from compiler.composition import compose
+
     try:
-        cfg = _compose(overrides)
+        cfg = compose(overrides)
     except HydraException as exc:
-        print(f"compiler: {exc}", file=sys.stderr)
-        _explain_composition_failure(overrides)
-        return EXIT_INVALID_RECIPE
+        return _invalid_command_line(exc, overrides)
     recipe = next((o.split("=", 1)[1] for o in overrides if o.startswith("recipe=")), "?")
     return run_job(cfg, recipe, Path("."))
 
 
 _HYDRA_FLAGS_NEEDING_APP = ("-m", "--multirun", "--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "--shell-completion")
+
+
+def _discovery(argv: list[str]) -> str | None:
+    """The compiler's own help, version and list pages (no recipe needed), or None."""
+    from compiler import discovery
+
+    if any(a in ("--help", "-h") for a in argv):
+        return discovery.help_text()
+    if "--version" in argv or "-V" in argv:
+        return discovery.version_text()
+    if "list" in argv or "mode=list" in argv:
+        return discovery.list_text()
+    return None
 
 
 def main() -> None:
@@ -269,22 +273,38 @@ def main() -> None:
 
         os.environ[DEBUG_VAR] = "1"
     argv = sys.argv[1:]
+    page = _discovery(argv)
+    if page is not None:
+        print(page)
+        sys.exit(EXIT_OK)
+    from compiler.composition import with_dict_keys
+
+    argv = sys.argv[1:] = with_dict_keys(argv)
     if "mode=lint" in argv and not any(a.split("=")[0] in _HYDRA_FLAGS_NEEDING_APP for a in argv):
         sys.exit(_lint_only(argv))
     problem = _unwritable_output(argv) if not any(a.startswith("--") and a != "--multirun" for a in argv) else ""
     if problem:
         print(f"compiler: {problem}", file=sys.stderr)
         sys.exit(EXIT_INVALID_RECIPE)
-    if ("-m" in argv or "--multirun" in argv) and _prelint_sweep(argv) != EXIT_OK:
+    multirun = "-m" in argv or "--multirun" in argv
+    if multirun and _prelint_sweep(argv) != EXIT_OK:
         sys.exit(EXIT_INVALID_RECIPE)
+    if not multirun and not any(a.startswith("-") for a in argv):  # compose once first: Hydra's errors are ours
+        from hydra.errors import HydraException
+
+        from compiler.composition import compose
+
+        overrides = [a for a in argv if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+        try:
+            compose(overrides)
+        except HydraException as exc:
+            sys.exit(_invalid_command_line(exc, overrides))
     entry = hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_hydra_task)
     try:
         entry()
     except SystemExit as exc:
         if exc.code not in (0, None):
-            multirun = "-m" in argv or "--multirun" in argv
             if _SESSION.jobs == 0 and not multirun:  # Hydra failed before the job: the command line is invalid
-                _explain_composition_failure(sys.argv[1:])
                 sys.exit(EXIT_INVALID_RECIPE)
             # a sweep was linted whole before it started: a failure now (a launcher's worker killed, say) is a
             # failed run, even though its jobs ran in other processes

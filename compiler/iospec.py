@@ -269,9 +269,9 @@ def io_problems(cfg: Any, from_file: bool = False) -> list[Problem]:
     names = [i.name for i in model.inputs]
     if not model.inputs and not from_file:
         c.add("model.inputs", "a trained model needs at least one input",
-              fix="e.g. model.inputs=[{name: input, shape: [batch, 1, 28, 28]}]")
+              fix="e.g. 'model.inputs=[{name: input, shape: [batch,1,28,28]}]'")
     if not model.outputs and not from_file:
-        c.add("model.outputs", "list the model's outputs", fix="e.g. model.outputs=[{name: logits}]")
+        c.add("model.outputs", "list the model's outputs", fix="e.g. 'model.outputs=[{name: logits}]'")
     for dup in sorted({n for n in names if names.count(n) > 1}):
         c.add("model.inputs", "input names must be unique", dup)
     out_names = [o.name for o in model.outputs]
@@ -297,7 +297,7 @@ def io_problems(cfg: Any, from_file: bool = False) -> list[Problem]:
         dtype = spec.dtype.value if spec.dtype is not None else "float32"
         if dtype in INT_DTYPES and dtype != "bool" and spec.range is None:
             c.add(f"{base}.range", f"integer input '{spec.name}' needs a value range", None, "[low, high)",
-                  fix=f"e.g. model.inputs[{i}].range=[0, 1000] (token ids below the vocabulary size)")
+                  fix=f"e.g. model.inputs.{i}.range=[0,1000] (token ids below the vocabulary size)")
         if spec.range is not None:
             r = list(spec.range)
             if len(r) != 2 or not r[0] < r[1]:

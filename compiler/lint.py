@@ -19,6 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 from compiler.errors import Problem
 
 MIN_OPSET, MAX_OPSET = 11, 21
+# words users type for an allowed value that difflib would not find (`gpu` is closest to `cpu`)
+SYNONYMS = {"gpu": "cuda", "cuda:0": "cuda", "float32": "fp32", "float16": "fp16", "half": "fp16", "bfloat16": "bf16",
+            "ort": "onnxruntime", "trt": "tensorrt", "tf": "tensorflow", "keras": "tensorflow", "pytorch": "torch"}
 
 
 # --- schema walk (raw recipes) -------------------------------------------------------------
@@ -32,6 +35,11 @@ def schema_problems(raw: Any, schema: type, path: str = "") -> list[Problem]:
     problems = []
     for key, value in raw.items():
         sub = f"{path}.{key}" if path else str(key)
+        if not path and key == "recipe" and isinstance(value, Mapping):
+            problems.append(Problem("recipe", "the recipe file's keys landed under `recipe:`: its first line is not "
+                                    "`# @package _global_`", fix="make `# @package _global_` the recipe file's first "
+                                    "line (every built-in recipe starts so)"))
+            continue
         if key not in hints:
             close = difflib.get_close_matches(str(key), names, n=1)
             problems.append(Problem(sub, "unknown key", allowed=", ".join(names),
@@ -55,15 +63,16 @@ def _value_problems(value: Any, hint: Any, path: str) -> list[Problem]:
         allowed = [m.name for m in hint]
         if value in allowed:
             return []
-        close = difflib.get_close_matches(str(value), allowed, n=1)
+        synonym = SYNONYMS.get(str(value).lower())
+        close = [synonym] if synonym in allowed else difflib.get_close_matches(str(value), allowed, n=1)
         return [Problem(path, "not an allowed value", value, ", ".join(allowed),
                         fix=f"did you mean '{close[0]}'?" if close else "")]
     if origin in (list, typing.List):
         if not isinstance(value, list):
             return [Problem(path, "expected a list", value)]
         item = args[0] if args else Any
-        return [p for i, v in enumerate(value) for p in _value_problems(v, item, f"{path}[{i}]")] \
-            if is_dataclass(item) else []
+        checked = is_dataclass(item) or (isinstance(item, type) and issubclass(item, Enum))
+        return [p for i, v in enumerate(value) for p in _value_problems(v, item, f"{path}[{i}]")] if checked else []
     if origin in (dict, typing.Dict):
         return [] if isinstance(value, Mapping) else [Problem(path, "expected a mapping", value)]
     checks = {int: _is_int, float: _is_float, bool: lambda v: isinstance(v, bool) or str(v).lower() in ("true", "false"),
@@ -89,6 +98,66 @@ def _is_float(v: Any) -> bool:
         return not isinstance(v, bool)
     except ValueError:
         return False
+
+
+# --- what must hold before anything reads the recipe: sections present, interpolations resolvable -----------
+
+def structure_problems(cfg: DictConfig) -> list[Problem]:
+    """Sections deleted from the command line (`~model`) and interpolations that do not resolve
+    (`${oc.env:NOPE}`, `${nope.key}`, `${train.batch_size}x` into an int), all of them, with their key paths.
+    Every other check reads the recipe, so these come first."""
+    from compiler.schema import RecipeConfig
+
+    return _deleted_sections(cfg, RecipeConfig, "") + _interpolation_problems(cfg, "")
+
+
+def _deleted_sections(cfg: Any, schema: type, path: str) -> list[Problem]:
+    problems = []
+    for f in fields(schema):
+        sub = f"{path}.{f.name}" if path else f.name
+        if f.name not in cfg:
+            problems.append(Problem(sub, "deleted (`~" + sub + "`), but every recipe has it", fix=f"remove `~{sub}` "
+                                    "from the command line; to change it, set the keys inside it instead"))
+            continue
+        hint = typing.get_type_hints(schema).get(f.name)
+        if is_dataclass(hint) and OmegaConf.is_dict(cfg._get_node(f.name)):
+            problems += _deleted_sections(cfg._get_node(f.name), hint, sub)
+    return problems
+
+
+def _interpolation_problems(node: Any, path: str) -> list[Problem]:
+    from omegaconf.errors import OmegaConfBaseException
+
+    problems = []
+    keys = list(node.keys()) if OmegaConf.is_dict(node) else range(len(node)) if OmegaConf.is_list(node) else []
+    for key in keys:
+        sub = f"{path}.{key}" if path else str(key)
+        child = node._get_node(key)
+        if OmegaConf.is_interpolation(node, key):
+            try:
+                child._dereference_node()
+                node[key]  # resolves and converts to the key's type
+            except OmegaConfBaseException as exc:
+                problems.append(_interpolation_problem(sub, child._value(), exc))
+        elif OmegaConf.is_config(child):
+            problems += _interpolation_problems(child, sub)
+    return problems
+
+
+def _interpolation_problem(path: str, raw: Any, exc: Exception) -> Problem:
+    import re
+
+    text = str(exc).splitlines()[0]
+    env = re.search(r"oc\.env:\s*([^,}\s]+)", str(raw))
+    if env and "not found" in text:
+        return Problem(path, f"the environment variable '{env.group(1)}' is not set", raw,
+                       fix=f"set it (export {env.group(1)}=...), or give a default: ${{oc.env:{env.group(1)},VALUE}}")
+    missing = re.search(r"Interpolation key '([^']+)' not found", text)
+    if missing:
+        return Problem(path, f"the interpolation names '{missing.group(1)}', which is no key of the recipe", raw,
+                       fix="name an existing key (e.g. ${train.batch_size}), or give a plain value")
+    return Problem(path, f"the interpolation does not resolve to a valid value ({text.split(': ', 1)[-1]})", raw,
+                   fix="give a plain value of the key's type")
 
 
 # --- cross-field rules (typed recipes) ------------------------------------------------------
@@ -147,6 +216,9 @@ def _model(cfg: DictConfig) -> list[Problem]:
                 problems.append(Problem(path, "target is not on the allow-list", target, ", ".join(allowed_prefixes()),
                                         fix="add its prefix to COMPILER_ALLOWED_TARGETS in the environment "
                                             "(a recipe cannot widen the allow-list)"))
+            elif isinstance(target, str) and (missing := missing_package_of(target)):
+                problems.append(Problem(path, f"its package '{missing}' is not installed", target,
+                                        fix=install_line(missing)))
         return problems
     if not layers:
         return problems + [Problem("model.layers", "the model has no layers and no factory",
@@ -162,6 +234,31 @@ def _model(cfg: DictConfig) -> list[Problem]:
         problems.append(Problem(f"{specs[-1].path}", f"the model outputs {list(specs[-1].out_shape)} but the "
                                 f"data has {classes} classes", fix=f"end with `- dense: {{units: {classes}}}`"))
     return problems
+
+
+# how to install what a recipe's path imports: the checkout form first, then the installed-package form
+INSTALL = {"tensorflow": '-e ".[tensorflow]"', "tf2onnx": '-e ".[tensorflow]"', "keras": '-e ".[tensorflow]"',
+           "transformers": '-e ".[transformers]"', "modelopt": '-e ".[modelopt]"', "mlflow": '-e ".[tracking]"',
+           "tensorboard": '-e ".[tracking]"', "onnxscript": '-e .', "torchvision": "torchvision (a build matching "
+           "your torch)", "timm": "timm"}
+
+
+def install_line(package: str) -> str:
+    how = INSTALL.get(package, package)
+    extra = how.split("[", 1)[1].split("]", 1)[0] if "[" in how else None
+    installed = f" (an installed compiler: pip install 'compiler[{extra}]')" if extra else ""
+    return f"pip install {how}{installed}"
+
+
+def missing_package_of(target: str) -> str | None:
+    """The top-level package of a `_target_` when it is not importable here."""
+    import importlib.util
+
+    top = target.split(".", 1)[0]
+    try:
+        return None if importlib.util.find_spec(top) is not None else top
+    except (ImportError, ValueError):
+        return top
 
 
 def layer_input_shape(cfg: DictConfig) -> tuple[list[int], list[Problem]]:
@@ -203,6 +300,8 @@ def _data(cfg: DictConfig) -> list[Problem]:
             problems.append(Problem("data.path", "file not found", d.path, fix="give an existing .npz file"))
         else:
             problems += _npz_problems(Path(d.path).expanduser(), d.x_key, d.y_key, [i.name for i in cfg.model.inputs])
+            if not problems:
+                problems += npz_shape_problems(Path(d.path).expanduser(), cfg)
     if d.source.value == "image_folder":
         problems += _image_folder_problems(d.path)
     if d.path and d.source.value not in ("npz", "image_folder"):
@@ -272,6 +371,62 @@ def _npz_problems(path: Path, x_key: str, y_key: str, inputs: list[str]) -> list
     return problems
 
 
+def npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """Array name -> (shape, dtype) of an .npz archive, read from the headers alone (no array is loaded)."""
+    import zipfile
+
+    import numpy as np
+
+    out = {}
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if not name.endswith(".npy"):
+                continue
+            with archive.open(name) as f:
+                version = np.lib.format.read_magic(f)
+                reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _, dtype = reader(f)
+            out[name[:-4]] = (tuple(shape), dtype)
+    return out
+
+
+def npz_shape_problems(path: Path, cfg: DictConfig) -> list[Problem]:
+    """Each input's array against the IO spec: rank, fixed sizes, named dims within their [min, max], dtype kind."""
+    headers, problems = npz_headers(path), []
+    inputs = list(cfg.model.inputs)
+    dims = OmegaConf.to_container(cfg.model.dims, resolve=True) if cfg.model.dims else {}
+    for i, t in enumerate(inputs):
+        key = t.name if t.name in headers or len(inputs) > 1 else cfg.data.x_key
+        if key not in headers or t.shape is None:
+            continue
+        shape, dtype = headers[key]
+        want = list(t.shape)
+        where = f"data.path ('{key}' for input '{t.name}')"
+        if len(shape) != len(want):
+            problems.append(Problem(where, f"has shape {list(shape)}, rank {len(shape)}; the input is {want}, rank "
+                                    f"{len(want)} (samples first)", str(path),
+                                    fix=f"save '{key}' with shape [samples, {', '.join(map(str, want[1:]))}]"))
+            continue
+        for axis, (size, declared) in enumerate(zip(shape[1:], want[1:]), start=1):
+            if isinstance(declared, int) and size != declared:
+                problems.append(Problem(where, f"axis {axis} has {size}, the input fixes it at {declared}", str(path),
+                                        fix=f"save '{key}' with axis {axis} of size {declared}"))
+            elif isinstance(declared, str) and isinstance(dims.get(declared), list) and len(dims[declared]) == 3 \
+                    and all(isinstance(v, int) for v in dims[declared]) \
+                    and not dims[declared][0] <= size <= dims[declared][2]:
+                low, _, high = dims[declared]
+                problems.append(Problem(where, f"axis {axis} ('{declared}') has {size}, outside model.dims.{declared} "
+                                        f"= [{low}, {dims[declared][1]}, {high}]", str(path),
+                                        fix=f"widen it: model.dims.{declared}=[{min(low, size)},{dims[declared][1]},"
+                                            f"{max(high, size)}]"))
+        declared_dtype = t.dtype.value if t.dtype is not None else "float32"
+        integer = declared_dtype in ("int64", "int32", "int8", "uint8", "bool")
+        if integer != (dtype.kind in "biu"):
+            problems.append(Problem(where, f"holds {dtype} values, the input takes {declared_dtype}", str(path),
+                                    fix=f"save '{key}' as {declared_dtype} (numpy: array.astype('{declared_dtype}'))"))
+    return problems
+
+
 def _positive(cfg: DictConfig, keys: list[str]) -> list[Problem]:
     problems = []
     for key in keys:
@@ -281,8 +436,36 @@ def _positive(cfg: DictConfig, keys: list[str]) -> list[Problem]:
     return problems
 
 
+def _train_device(cfg: DictConfig) -> list[Problem]:
+    """The device exists, and the training precision runs on it with this framework (what train would refuse)."""
+    from compiler.plan import has_cuda_gpu
+
+    t, problems = cfg.train, []
+    if cfg.framework.value == "onnx":
+        return []
+    gpu = has_cuda_gpu()
+    if t.device.value == "cuda" and not gpu:
+        problems.append(Problem("train.device", "no CUDA GPU was found on this machine (no /dev/nvidia0, no "
+                                "nvidia-smi)", "cuda", "auto, cpu, cuda", fix="use train.device=auto (or cpu)"))
+    on_cuda = t.device.value == "cuda" or (t.device.value == "auto" and gpu)
+    precision = t.precision.value
+    if cfg.framework.value == "tensorflow" and precision != "fp32":
+        problems.append(Problem("train.precision", "Keras recipes train in fp32 only", precision, "fp32",
+                                fix="use train.precision=fp32 (reduced precision belongs to the engine: engine.precision)"))
+    elif precision == "fp16" and not on_cuda:
+        problems.append(Problem("train.precision", "fp16 autocast with loss scaling needs a CUDA device, and training "
+                                f"runs on the CPU here (train.device={t.device.value})", "fp16", "fp32, bf16",
+                                fix="use train.precision=bf16 (or fp32) on the CPU"))
+    if cfg.framework.value == "tensorflow":
+        problems += [Problem("framework", f"TensorFlow recipes need {package}, which is not installed", "tensorflow",
+                             fix=install_line(package)) for package in ("tensorflow", "tf2onnx")
+                     if missing_package_of(package)]
+    return problems
+
+
 def _train(cfg: DictConfig) -> list[Problem]:
-    t, problems = cfg.train, _positive(cfg, ["train.epochs", "train.batch_size", "train.optimizer.lr"])
+    t, problems = cfg.train, _positive(cfg, ["train.epochs", "train.batch_size", "train.optimizer.lr"]) + \
+        _train_device(cfg)
     devices = t.devices
     if not (devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1)):
         return problems + [Problem("train.devices", "a process count or auto", devices, "1, 2, ..., auto")]
@@ -305,6 +488,9 @@ def _export(cfg: DictConfig) -> list[Problem]:
     problems = []
     if not MIN_OPSET <= opset <= MAX_OPSET:
         problems.append(Problem("export.opset", "unsupported opset", opset, f"{MIN_OPSET}..{MAX_OPSET}"))
+    if cfg.framework.value == "torch" and cfg.export.exporter.value == "dynamo" and missing_package_of("onnxscript"):
+        problems.append(Problem("export.exporter", "the dynamo exporter needs onnxscript, which is not installed",
+                                "dynamo", fix=install_line("onnxscript") + ", or use export.exporter=torchscript"))
     if cfg.framework.value == "torch" and cfg.export.input_layout.value != "nchw":
         problems.append(Problem("export.input_layout", "torch models take channels-first input", "nhwc", "nchw",
                                 fix="remove export.input_layout (nhwc is for TensorFlow recipes)"))
@@ -324,10 +510,19 @@ def _engine(cfg: DictConfig) -> list[Problem]:
 
 
 def _tracking(cfg: DictConfig) -> list[Problem]:
+    import os
+
     from compiler.tracking import missing_packages
 
-    return [Problem(key, f"{package} is not installed", True, fix='pip install -e ".[tracking]", or set it to false')
-            for key, package in missing_packages(cfg)]
+    problems = [Problem(key, f"{package} is not installed", True, fix=install_line(package) + ", or set it to false")
+                for key, package in missing_packages(cfg)]
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if cfg.tracking.mlflow and (uri.startswith("file:") or (uri and "://" not in uri)):
+        problems.append(Problem("tracking.mlflow", f"MLFLOW_TRACKING_URI is a file store ({uri}), which MLflow 3 keeps "
+                                "in maintenance mode and refuses for new stores", True,
+                                fix="unset MLFLOW_TRACKING_URI (the default is outputs/mlflow.db, SQLite), or set it "
+                                    "to sqlite:///path/mlflow.db or a server's http:// address"))
+    return problems
 
 
 def _verify(cfg: DictConfig) -> list[Problem]:

@@ -94,7 +94,7 @@ def _fill(cfg: DictConfig, model: Any) -> tuple[list[Problem], list[str]]:
             shape = list(given.shape)
         elif not tensor.HasField("shape"):
             problems.append(Problem("model.inputs", f"input '{value.name}' has no shape in the file", value.name,
-                                    fix=f"give it: model.inputs=[{{name: {value.name}, shape: [batch, ...]}}]"))
+                                    fix=f"give it, with its real sizes: 'model.inputs=[{{name: {value.name}, shape: [batch,3,224,224]}}]'"))
             continue
         else:
             shape = []
@@ -116,7 +116,7 @@ def _fill(cfg: DictConfig, model: Any) -> tuple[list[Problem], list[str]]:
             entry["range"] = [0, limit] if limit else list(DEFAULT_INT_RANGE)
             if not limit:
                 notes.append(f"input '{value.name}' ({dtype}) has no value range: using {DEFAULT_INT_RANGE}; set "
-                             f"model.inputs=[{{name: {value.name}, range: [low, high]}}] to choose")
+                             f"'model.inputs=[{{name: {value.name}, range: [0,1000]}}]' (its real [low,high)) to choose")
         inputs.append(entry)
     if problems:
         return problems, []

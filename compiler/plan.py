@@ -47,10 +47,10 @@ REMOVED_IN_TENSORRT_11 = {
     "engine.tensorrt.strongly_typed": ("weak typing (strongly_typed=false)", "every network is strongly typed; "
                                        "reduced precision goes into the graph: engine.precision=fp16|bf16|int8|fp8"),
     "engine.tensorrt.precision_constraints": ("BuilderFlag.OBEY/PREFER_PRECISION_CONSTRAINTS",
-                                              "keep nodes in fp32 in the graph: quantize.keep_fp32=[node, ...] "
+                                              "keep nodes in fp32 in the graph: quantize.keep_fp32=[NODE_A,NODE_B] "
                                               "(AutoCast's and PTQ's excluded nodes)"),
     "engine.tensorrt.layer_precisions": ("per-layer precision hints (ILayer.precision)",
-                                         "quantize.keep_fp32=[node, ...] (AutoCast's and PTQ's excluded nodes)"),
+                                         "quantize.keep_fp32=[NODE_A,NODE_B] (AutoCast's and PTQ's excluded nodes)"),
     "engine.tensorrt.calibration_cache": ("the INT8 calibrator API (IBuilderConfig.int8_calibrator)",
                                           "Q/DQ from ModelOpt PTQ, calibrated on data.*: engine.precision=int8 "
                                           "quantize.tool=modelopt"),

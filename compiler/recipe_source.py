@@ -39,6 +39,17 @@ def available_recipes() -> list[str]:
     return sorted({p.stem for d in recipe_dirs() if d.is_dir() for p in d.glob("*.yaml")})
 
 
+YAML_ERROR = "YAML syntax error in recipe file"
+
+
+def yaml_error(file: Path, exc: Exception) -> str:
+    """One line: the file, the line and column, and what the YAML parser expected there."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    what = " ".join(x for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x) or str(exc)
+    return f"{YAML_ERROR} {file}:{where}: {what}"
+
+
 class RecipeFolderSource(ConfigSource):
     """A folder of NAME.yaml files, seen by Hydra as `recipe/NAME`."""
 
@@ -69,7 +80,11 @@ class RecipeFolderSource(ConfigSource):
         if file is None or not file.is_file():
             raise ConfigLoadError(f"Recipe not found: {config_path} in {self.folder}")
         text = file.read_text(encoding="utf-8")
-        return ConfigResult(config=OmegaConf.create(text) if text.strip() else OmegaConf.create({}),
+        try:
+            config = OmegaConf.create(text) if text.strip() else OmegaConf.create({})
+        except Exception as exc:  # YAML syntax: name the file and the line, not "<unicode string>"
+            raise ConfigLoadError(yaml_error(file, exc)) from None
+        return ConfigResult(config=config,
                             path=f"{SCHEME}://{self.folder}", provider=self.provider,
                             header=ConfigSource._get_header_dict(text[:512]))
 

@@ -32,6 +32,7 @@ class Framework(Enum):
 class Mode(Enum):
     compile = "compile"   # lint, then every stage
     lint = "lint"         # lint only: no heavy import, nothing written
+    list = "list"         # list recipes, passes, precisions, backends, providers (cli.py, discovery.py)
 
 
 @dataclass

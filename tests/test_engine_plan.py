@@ -41,7 +41,7 @@ def test_tensorrt_11_mocked_lints_fp16_and_names_removed_options(compile_cli, tm
     assert bad.code == 2, bad.output
     assert "engine.tensorrt.precision_constraints: removed in TensorRT 11: BuilderFlag.OBEY/PREFER_PRECISION_" \
            "CONSTRAINTS" in bad.stderr
-    assert "replace it: keep nodes in fp32 in the graph: quantize.keep_fp32=[node, ...]" in bad.stderr
+    assert "replace it: keep nodes in fp32 in the graph: quantize.keep_fp32=[NODE_A,NODE_B]" in bad.stderr
     # the same option is valid on TensorRT 10 with weak typing
     env10 = fake_tensorrt(tmp_path / "trt10", "10.16.1")
     weak = compile_cli("recipe=cnn_torch", "engine.backend=tensorrt", "engine.precision=fp16",

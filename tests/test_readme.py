@@ -72,3 +72,30 @@ def test_every_registered_pass_is_documented():
 def test_recipe_catalogue_lists_every_recipe():
     for path in (REPO / "recipes").glob("*.yaml"):
         assert f"| `{path.stem}` |" in README, path.stem
+
+
+def test_the_allow_list_is_the_codes():
+    from compiler.security import DEFAULT_ALLOWED
+
+    sentence = re.search(r"limited to an allow-list of prefixes \((.*?)\)\.", README, flags=re.S).group(1)
+    assert re.findall(r"`([^`]+)`", sentence) == list(DEFAULT_ALLOWED)
+
+
+def test_the_pass_counts_are_the_codes():
+    from compiler.passes import REGISTRY
+    from compiler.stages.surgery import DEFAULT_PASSES
+
+    assert f"the default list of {len(DEFAULT_PASSES)} surgery passes" in README
+    counted = re.findall(r"(\d+) (?:registered )?passes are registered", README)
+    assert all(int(n) == len(REGISTRY) for n in counted)
+
+
+def test_the_anatomy_example_is_its_recipe():
+    """README's 'Recipe anatomy' block composes to exactly recipes/cnn_torch.yaml."""
+    from compiler.schema import RecipeConfig
+
+    block = re.search(r"## Recipe anatomy\n.*?```yaml\n(.*?)```", README, flags=re.S).group(1)
+    assert "recipe=cnn_torch" in block
+    anatomy = OmegaConf.merge(OmegaConf.structured(RecipeConfig), OmegaConf.create(block))
+    recipe = OmegaConf.merge(OmegaConf.structured(RecipeConfig), OmegaConf.load(REPO / "recipes" / "cnn_torch.yaml"))
+    assert OmegaConf.to_container(anatomy) == OmegaConf.to_container(recipe)

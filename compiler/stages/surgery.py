@@ -37,23 +37,34 @@ def apply_passes(model, passes_cfg, log=None) -> tuple[Any, list[dict]]:
     calls, problems = parse_pass_list(raw)
     assert not problems, problems  # lint has reported these already
     records = []
-    for call in calls:
-        before = Counter(n.op_type for n in model.graph.node)
-        started = time.perf_counter()
-        try:
-            model = call.load()(model, **call.args)
-            gc.collect()  # graphsurgeon graphs are reference cycles: without this, each pass's copy of the weights stays
-        except Exception as exc:
-            raise StageError("surgery", f"pass surgery.passes[{call.index}] '{call.name}' failed: {exc}",
-                             fix="remove or move this pass, or change its arguments") from exc
-        after = Counter(n.op_type for n in model.graph.node)
-        record = {"index": call.index, "pass": call.name, "nodes_before": sum(before.values()),
-                  "nodes_after": sum(after.values()), "op_delta": _histogram_delta(before, after),
-                  "seconds": time.perf_counter() - started}
-        records.append(record)
-        if log:
-            log.info("pass %-20s nodes %d -> %d", call.name, record["nodes_before"], record["nodes_after"])
+    gc.freeze()  # everything alive now (torch, TensorFlow, ...) is left out of the per-pass collections below
+    try:
+        for call in calls:
+            model, record = _apply_one(call, model)
+            records.append(record)
+            if log:
+                log.info("pass %-20s nodes %d -> %d", call.name, record["nodes_before"], record["nodes_after"])
+    finally:
+        gc.unfreeze()
     return model, records
+
+
+def _apply_one(call, model) -> tuple[Any, dict]:
+    """One pass: the new model and its record."""
+    before = Counter(n.op_type for n in model.graph.node)
+    started = time.perf_counter()
+    try:
+        model = call.load()(model, **call.args)
+        # graphsurgeon graphs are reference cycles: without this, each pass's copy of the weights stays. Only
+        # objects made since the freeze are scanned, so this costs milliseconds even beside a loaded torch
+        gc.collect()
+    except Exception as exc:
+        raise StageError("surgery", f"pass surgery.passes[{call.index}] '{call.name}' failed: {exc}",
+                         fix="remove or move this pass, or change its arguments") from exc
+    after = Counter(n.op_type for n in model.graph.node)
+    return model, {"index": call.index, "pass": call.name, "nodes_before": sum(before.values()),
+                   "nodes_after": sum(after.values()), "op_delta": _histogram_delta(before, after),
+                   "seconds": time.perf_counter() - started}
 
 
 def run(ctx: StageContext) -> StageResult:

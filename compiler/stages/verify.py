@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, List, Optional
 
 from compiler.stages import StageContext, StageResult
-from compiler.verify.agreement import AgreementConfig
 
 
 @dataclass
@@ -22,6 +21,16 @@ class LatencyConfig:
     # timing windows in which other processes used > 5 % of the CPU are timed again, up to this many tries
     # (the quietest kept); 1 on a machine that is never quiet (a CI runner with parallel tests)
     quiet_tries: int = 5
+
+
+@dataclass
+class AgreementConfig:
+    """Budgets of the agreement gate (reduced precision without labels) for every output; null: the precision's
+    default (verify/agreement.py)."""
+
+    rel_l2: Optional[float] = None
+    cosine: Optional[float] = None
+    argmax: Optional[float] = None
 
 
 @dataclass

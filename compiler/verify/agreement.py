@@ -11,10 +11,12 @@ Budgets default by precision (DEFAULT_BUDGETS); `verify.agreement.*` overrides t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from compiler.stages.verify import AgreementConfig  # noqa: F401  (the recipe's verify.agreement)
 
 METRICS = ("rel_l2", "cosine", "argmax")
 # what each reduced precision keeps of an fp32 model's outputs, on outputs of O(1) magnitude: tf32 and fp16 round
@@ -26,15 +28,6 @@ DEFAULT_BUDGETS = {
     "int8": {"rel_l2": 0.2, "cosine": 0.98, "argmax": 0.8},
     "fp8": {"rel_l2": 0.2, "cosine": 0.98, "argmax": 0.8},
 }
-
-
-@dataclass
-class AgreementConfig:
-    """Budgets of the agreement gate for every output; null: the precision's default (verify/agreement.py)."""
-
-    rel_l2: Optional[float] = None
-    cosine: Optional[float] = None
-    argmax: Optional[float] = None
 
 
 def budgets(precision: str, agreement_cfg: Any, outputs: Sequence[Any]) -> dict[str, dict[str, float]]:
