@@ -107,7 +107,9 @@ def run_job(cfg: DictConfig, recipe: str, run_dir: Path) -> int:
         status, code = "passed", EXIT_OK
     with working():  # plotting and writing are work: not while another job times
         report = build_report(cfg, recipe, result, status)
-        write_report(report, run_dir)
+        from compiler.cache import cache_root
+
+        write_report(report, run_dir, cache_root(cfg.cache) if cfg.cache.enabled else None)
         _track(cfg, report, run_dir)
     _print_summary(report, run_dir)
     return code

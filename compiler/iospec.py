@@ -46,8 +46,9 @@ class Tensor:
     name: str
     dtype: str
     shape: tuple[int | str, ...]
-    range: tuple[float, float] | None = None
+    range: tuple[float | str, float | str] | None = None   # a bound may name a dim (an index input: [0, batch])
     channels_last: bool = False   # the engine takes NHWC; data and the recipe's shape are NCHW
+    values: tuple | None = None   # the only values it takes (enum-like inputs)
 
     @property
     def is_int(self) -> bool:
@@ -99,8 +100,10 @@ class IOSpec:
             if last:
                 shape = channels_last(shape)
             dtype = spec.dtype.value if spec.dtype is not None else "float32"
-            value_range = tuple(spec.range) if spec.range is not None else ((0, 2) if dtype == "bool" else None)
-            inputs.append(Tensor(spec.name, dtype, shape, value_range, last))
+            value_range = tuple(_dim(v) if isinstance(v, str) else v for v in spec.range) if spec.range is not None \
+                else ((0, 2) if dtype == "bool" else None)
+            values = tuple(input_values(spec)) if input_values(spec) is not None else None
+            inputs.append(Tensor(spec.name, dtype, shape, value_range, last, values))
         outputs = tuple(Output(o.name, o.atol, o.rtol, o.rel_l2, o.cosine, o.argmax) for o in model.outputs)
         profiles, explicit = _profiles(_plain(model.dims), _plain(model.profiles))
         return cls(tuple(inputs), outputs, profiles, explicit)
@@ -196,23 +199,46 @@ class IOSpec:
     # --- data -------------------------------------------------------------------------------
 
     def random_feed(self, rng: "np.random.Generator", shapes: Mapping[str, Sequence[int]]) -> dict[str, "np.ndarray"]:
-        """Valid random inputs: integers within each input's range, floats standard normal (or in range)."""
-        return {t.name: random_array(rng, t, shapes[t.name]) for t in self.inputs}
+        """Valid random inputs: integers within each input's range (a bound naming a dim takes its size in these
+        shapes), one of its `values` where it has them, floats standard normal (or in range)."""
+        sizes = self.dim_sizes(shapes)
+        return {t.name: random_array(rng, t, shapes[t.name], sizes) for t in self.inputs}
+
+    def dim_sizes(self, shapes: Mapping[str, Sequence[int]]) -> dict[str, int]:
+        """Each named dim's size in these concrete shapes (read off the inputs that use it)."""
+        sizes: dict[str, int] = {}
+        for t in self.inputs:
+            for axis, d in enumerate(t.shape):
+                if isinstance(d, str) and axis < len(shapes[t.name]):
+                    sizes.setdefault(d, int(shapes[t.name][axis]))
+        return sizes
 
     def to_engine(self, samples: Mapping[str, "np.ndarray"]) -> dict[str, "np.ndarray"]:
         return {t.name: t.to_engine(samples[t.name]) for t in self.inputs}
 
 
-def random_array(rng: "np.random.Generator", t: Tensor, shape: Sequence[int]) -> "np.ndarray":
+def random_array(rng: "np.random.Generator", t: Tensor, shape: Sequence[int],
+                 sizes: Mapping[str, int] | None = None) -> "np.ndarray":
     import numpy as np
 
     dtype = np.dtype(t.dtype) if t.dtype != "bfloat16" else np.dtype("float32")
+    if t.values is not None:
+        return rng.choice(np.asarray(t.values, dtype=dtype), size=tuple(shape))
+    low, high = ((_bound(v, sizes) for v in t.range) if t.range is not None else (0, 2))
     if t.is_int:
-        low, high = t.range or (0, 2)
-        return rng.integers(int(low), int(high), size=tuple(shape)).astype(dtype)
+        return rng.integers(int(low), max(int(high), int(low) + 1), size=tuple(shape)).astype(dtype)
     if t.range is not None:
-        return rng.uniform(t.range[0], t.range[1], size=tuple(shape)).astype(dtype)
+        return rng.uniform(low, high, size=tuple(shape)).astype(dtype)
     return rng.standard_normal(tuple(shape)).astype(dtype)
+
+
+def _bound(value: Any, sizes: Mapping[str, int] | None) -> float:
+    """A range bound: a number, or the size of the dim it names in the current shapes."""
+    if isinstance(value, str):
+        if not sizes or value not in sizes:
+            raise ValueError(f"range bound '{value}' names a dim that no input shape uses")
+        return sizes[value]
+    return value
 
 
 def slice_batch(feed: Mapping[str, "np.ndarray"], start: int, stop: int) -> dict[str, "np.ndarray"]:
@@ -239,12 +265,14 @@ def _plain(node: Any) -> Any:
 
 
 def _profiles(dims: Mapping[str, Any], profiles: Sequence[Mapping[str, Any]]):
-    base = {name: tuple(int(v) for v in r) for name, r in dims.items()}
+    """Per profile, every dim's (min, opt, max), expressions evaluated after the profile's own ranges (dims.py)."""
+    from compiler.dims import resolve
+
     if not profiles:
-        return (base,), ({},)
+        return (resolve(dims),), ({},)
     ranges, explicit = [], []
     for p in profiles:
-        ranges.append({**base, **{k: tuple(int(v) for v in r) for k, r in p.items() if not isinstance(r, Mapping)}})
+        ranges.append(resolve({**dims, **{k: r for k, r in p.items() if not isinstance(r, Mapping)}}))
         explicit.append({k: tuple(list(r[pos]) for pos in POSITIONS) for k, r in p.items() if isinstance(r, Mapping)})
     return tuple(ranges), tuple(explicit)
 
@@ -263,9 +291,11 @@ def io_problems(cfg: Any, from_file: bool = False) -> list[Problem]:
     """Every cross-reference of the IO spec: dim names, ranges, profiles, dtypes, output names."""
     c = _Checker()
     model = cfg.model
+    from compiler import dims as dim_rules
+
     dims = _plain(model.dims) or {}
-    for name, r in dims.items():
-        _check_range(c, f"model.dims.{name}", r)
+    firsts = {_dim(i.shape[0]) for i in model.inputs if i.shape}
+    c.problems += dim_rules.problems(dims, {d for d in firsts if isinstance(d, str)} or {"batch"})
     names = [i.name for i in model.inputs]
     if not model.inputs and not from_file:
         c.add("model.inputs", "a trained model needs at least one input",
@@ -299,18 +329,64 @@ def io_problems(cfg: Any, from_file: bool = False) -> list[Problem]:
             c.add(f"{base}.range", f"integer input '{spec.name}' needs a value range", None, "[low, high)",
                   fix=f"e.g. model.inputs.{i}.range=[0,1000] (token ids below the vocabulary size)")
         if spec.range is not None:
-            r = list(spec.range)
-            if len(r) != 2 or not r[0] < r[1]:
-                c.add(f"{base}.range", "needs [low, high) with low < high", r)
+            _check_value_range(c, f"{base}.range", list(spec.range), dims)
+        if input_values(spec) is not None:
+            _check_values(c, f"{base}.values", list(input_values(spec)), dtype)
     _check_profiles(c, model, dims, names)
     return c.problems
 
 
+def _check_value_range(c: _Checker, path: str, r: list, dims: Mapping[str, Any]) -> None:
+    """[low, high) of numbers, a bound possibly naming a declared dim ([0, batch] for an index input)."""
+    named = [v for v in r if isinstance(v, str) and not _is_number(v)]
+    for name in named:
+        if name not in dims:
+            c.add(path, f"the bound '{name}' names no dim of model.dims", r, ", ".join(sorted(dims)),
+                  fix=f"declare it (model.dims.{name}=[min,opt,max]) or give a number")
+    numbers = [float(v) for v in r if not (isinstance(v, str) and not _is_number(v))]
+    if len(r) != 2 or (len(numbers) == 2 and not numbers[0] < numbers[1]):
+        c.add(path, "needs [low, high) with low < high", r)
+
+
+def input_values(spec: Any) -> Any:
+    """An input's `values` (item access: on a DictConfig, `.values` is the mapping method)."""
+    from omegaconf import OmegaConf
+
+    return spec["values"] if OmegaConf.is_config(spec) else getattr(spec, "values", None)
+
+
+def _is_number(v: Any) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+DTYPE_LIMITS = {"int8": (-128, 127), "uint8": (0, 255), "int32": (-2 ** 31, 2 ** 31 - 1),
+                "int64": (-2 ** 63, 2 ** 63 - 1), "bool": (0, 1)}
+
+
+def _check_values(c: _Checker, path: str, values: list, dtype: str) -> None:
+    """An enum-like input's values: a non-empty list that the input's dtype can hold."""
+    if not values:
+        c.add(path, "needs at least one value", values)
+        return
+    limits = DTYPE_LIMITS.get(dtype)
+    for v in values:
+        if not _is_number(v):
+            c.add(path, "values must be numbers", v)
+        elif limits and (float(v) != int(float(v)) or not limits[0] <= int(float(v)) <= limits[1]):
+            c.add(path, f"{v} does not fit the input's {dtype}", v, f"integers in [{limits[0]}, {limits[1]}]",
+                  fix="give values the dtype can hold, or change model.inputs.N.dtype")
+        elif dtype == "float16" and abs(float(v)) > 65504:
+            c.add(path, f"{v} does not fit float16", v, "|v| <= 65504")
+
+
 def _check_range(c: _Checker, path: str, r: Any) -> None:
-    if not isinstance(r, (list, tuple)) or len(r) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) for v in r):
-        c.add(path, "needs [min, opt, max] integers", r)
-    elif not 1 <= r[0] <= r[1] <= r[2]:
-        c.add(path, "needs 1 <= min <= opt <= max", list(r))
+    from compiler.dims import range_problems
+
+    c.problems += range_problems(path, r, allow_zero=True)
 
 
 def _check_profiles(c: _Checker, model: Any, dims: Mapping[str, Any], names: list[str]) -> None:

@@ -60,7 +60,7 @@ def save_model(model: Any, path: Path, external: bool | None = None) -> None:
     if data.exists():
         data.unlink()  # a stale file would be appended to
     if external is None:
-        external = _byte_size(model) >= PROTOBUF_LIMIT - (64 << 20)
+        external = byte_size(model) >= PROTOBUF_LIMIT - (64 << 20)
     if external:
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=data.name, size_threshold=EXTERNAL_THRESHOLD)
@@ -72,7 +72,7 @@ def has_external_data(path: Path) -> bool:
     return len(artifact_files(path)) > 1
 
 
-def _byte_size(model: Any) -> int:
+def byte_size(model: Any) -> int:
     """Serialized size, counted per initializer so it works past protobuf's 2 GiB limit."""
     from onnx.external_data_helper import _get_all_tensors
 

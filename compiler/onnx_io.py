@@ -109,6 +109,8 @@ def _fill(cfg: DictConfig, model: Any) -> tuple[list[Problem], list[str]]:
                     notes.append(f"input '{value.name}' dim {axis} ('{name}') has no range: using {dims[name]}; "
                                  f"set ++model.dims.{name}=[min,opt,max] to choose")
         entry: dict[str, Any] = {"name": value.name, "shape": shape, "dtype": dtype, "range": None}
+        if given is not None and given["values"] is not None:
+            entry["values"] = list(given["values"])
         if given is not None and given.range is not None:
             entry["range"] = list(given.range)
         elif dtype in ("int64", "int32", "int8", "uint8"):
@@ -121,12 +123,14 @@ def _fill(cfg: DictConfig, model: Any) -> tuple[list[Problem], list[str]]:
     if problems:
         return problems, []
     for value in model.graph.output:
-        if not value.type.HasField("tensor_type"):
-            notes.append(f"output '{value.name}' is a {value.type.WhichOneof('value').removesuffix('_type')}, not a "
+        kind = value.type.WhichOneof("value")
+        if kind is not None and kind != "tensor_type":
+            notes.append(f"output '{value.name}' is a {kind.removesuffix('_type')}, not a "
                          "tensor: the engine keeps it, the ledger does not compare it")
     from compiler.model import DType, InputSpec, OutputSpec
 
-    cfg.model.inputs = [InputSpec(e["name"], e["shape"], DType(e["dtype"]), e["range"]) for e in inputs]
+    cfg.model.inputs = [InputSpec(e["name"], e["shape"], DType(e["dtype"]), e["range"], e.get("values"))
+                        for e in inputs]
     cfg.model.outputs = [OutputSpec(n, given_out[n].atol, given_out[n].rtol, given_out[n].rel_l2,
                                     given_out[n].cosine, given_out[n].argmax) if n in given_out else OutputSpec(n)
                          for n in file_outputs]

@@ -76,8 +76,10 @@ def _io_spec(cfg: DictConfig) -> dict[str, Any]:
     return {k: model[k] for k in ("inputs", "outputs", "dims", "profiles", "label_output")}
 
 
-def write_report(report: dict[str, Any], run_dir: Path) -> None:
-    plot = _training_plot(report["training"].get("history", []), run_dir / "plots")
+def write_report(report: dict[str, Any], run_dir: Path, cache_dir: Path | None = None) -> None:
+    """report.md (with the training plot) and report.json, last. The plot of a training history drawn before is
+    copied from `<cache dir>/plots/`: matplotlib costs a second, and a cached training has the same curves."""
+    plot = _cached_plot(report["training"].get("history", []), run_dir / "plots", cache_dir)
     _atomic_write(run_dir / "report.md", render_markdown(report, plot))
     _atomic_write(run_dir / "report.json", json.dumps(report, indent=2, default=str))  # the manifest: last
 
@@ -86,6 +88,26 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _cached_plot(history: list[dict], plots_dir: Path, cache_dir: Path | None) -> str | None:
+    if not history or cache_dir is None:
+        return _training_plot(history, plots_dir)
+    import hashlib
+    import shutil
+
+    digest = hashlib.sha256(json.dumps(history, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    cached = cache_dir / "plots" / f"{digest}.png"
+    if not cached.is_file():
+        plot = _training_plot(history, plots_dir)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.tmp-{os.getpid()}")
+        shutil.copyfile(plots_dir / "training.png", tmp)
+        os.replace(tmp, cached)
+        return plot
+    plots_dir.mkdir(exist_ok=True)
+    shutil.copyfile(cached, plots_dir / "training.png")
+    return "plots/training.png"
 
 
 def _training_plot(history: list[dict], plots_dir: Path) -> str | None:
@@ -255,7 +277,7 @@ def render_markdown(report: dict[str, Any], plot: str | None) -> str:
         lines += ["## Graph surgery", ""] + _table(
             ["#", "pass", "nodes before", "nodes after", "op delta", "seconds"],
             [[p["index"], p["pass"], p["nodes_before"], p["nodes_after"],
-              ", ".join(f"{k} {v:+d}" for k, v in p["op_delta"].items()) or "-", p["seconds"]]
+              ", ".join(f"{k} {v:+d}" for k, v in p["op_delta"].items()) or p.get("skipped", "-"), p["seconds"]]
              for p in report["surgery"]]) + [""]
     history = report["training"].get("history", [])
     if history:

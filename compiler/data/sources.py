@@ -159,7 +159,7 @@ def _synthetic(data_cfg: Any, io: Any, seed: int) -> tuple[dict[str, np.ndarray]
     for t in io.inputs:
         shape = t.data_shape(shapes[t.name])
         if t.is_int:
-            x[t.name] = random_array(rng, t, shape)
+            x[t.name] = random_array(rng, t, shape, io.dim_sizes(shapes))
             continue
         prototypes = rng.standard_normal((classes, *shape[1:])).astype(np.float32)
         x[t.name] = (prototypes[y] + rng.standard_normal(shape).astype(np.float32)).astype(t.dtype)

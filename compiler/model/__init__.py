@@ -27,7 +27,9 @@ class InputSpec:
     # null only for framework onnx, where the file gives the shape
     shape: Optional[List[Any]] = None
     dtype: Optional[DType] = None        # null: float32 (framework onnx: the file's)
-    range: Optional[List[float]] = None  # [low, high): values of integer/bool inputs (and uniform floats)
+    # [low, high): values of integer/bool inputs (and uniform floats); a bound may name a dim: [0, batch]
+    range: Optional[List[Any]] = None
+    values: Optional[List[Any]] = None   # the only values it takes (an enum-like input: [8000, 16000])
 
 
 @dataclass

@@ -5,6 +5,9 @@
   lists them as inputs.
 - Stale or conflicting value_info is dropped and shapes are inferred again.
 - Weights beside the model (external data) are read and written beside the copy.
+- What onnx's checker alone objects to, and onnxruntime accepts, is repaired: an unnamed graph gets a name,
+  graph outputs typed without a shape (or without a type) get the inferred one, or the rank onnxruntime
+  produces with unnamed dims.
 """
 
 from __future__ import annotations
@@ -56,5 +59,73 @@ def import_file(src: Path, out: Path, io: IOSpec, plan: Any) -> list[str]:
     if len(model.graph.value_info):
         fixes.append(f"{len(model.graph.value_info)} value_info entries dropped and shapes inferred again")
         del model.graph.value_info[:]
+    if not model.graph.name:
+        model.graph.name = src.stem or "main_graph"
+        fixes.append(f"the unnamed graph is named '{model.graph.name}'")
+    fixes += _typed_outputs(model, src, io)
     save_model(model, out, external=True if has_external_data(src) else None)
     return fixes
+
+
+def _typed_outputs(model: Any, src: Path, io: IOSpec) -> list[str]:
+    """Give every graph output a type and a shape: the inferred ones, else the element type and rank that
+    onnxruntime produces on valid inputs (its dims unnamed). The checker requires both; onnxruntime does not."""
+    from compiler.passes._gs import inferred_graph
+
+    bare = [o for o in model.graph.output if not o.type.HasField("tensor_type") and not _other_type(o)
+            or (o.type.HasField("tensor_type") and (not o.type.tensor_type.HasField("shape")
+                                                   or not o.type.tensor_type.elem_type))]
+    if not bare:
+        return []
+    try:
+        inferred = {v.name: v for v in inferred_graph(model).output}
+    except Exception:
+        inferred = {}
+    fixes, unknown = [], []
+    for output in bare:
+        found = inferred.get(output.name)
+        tensor = found.type.tensor_type if found is not None and found.type.HasField("tensor_type") else None
+        if tensor is not None and tensor.elem_type and tensor.HasField("shape"):
+            missing = _missing(output)
+            output.type.CopyFrom(found.type)
+            fixes.append(f"output '{output.name}' had no {missing}: inferred")
+        else:
+            unknown.append(output)
+    if unknown:
+        ran = _run_once(src, io)
+        for output in unknown:
+            value = ran.get(output.name)
+            if value is None:
+                continue
+            import onnx
+            from onnx import helper
+
+            elem, missing = helper.np_dtype_to_tensor_dtype(value.dtype), _missing(output)
+            output.type.CopyFrom(onnx.helper.make_tensor_type_proto(elem, [f"{output.name}_dim{i}" for i in
+                                                                          range(value.ndim)]))
+            fixes.append(f"output '{output.name}' had no {missing} and none can be inferred: rank "
+                         f"{value.ndim}, {value.dtype} from one onnxruntime run, dims unnamed")
+    return fixes
+
+
+def _other_type(value: Any) -> bool:
+    return any(value.type.HasField(k) for k in ("sequence_type", "map_type", "optional_type", "sparse_tensor_type"))
+
+
+def _missing(value: Any) -> str:
+    t = value.type.tensor_type
+    return "type" if not value.type.HasField("tensor_type") or not t.elem_type else "shape"
+
+
+def _run_once(src: Path, io: IOSpec) -> dict:
+    """Outputs by name of one onnxruntime run on valid random inputs at the opt shapes (empty if it fails)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+        feed = io.random_feed(np.random.default_rng(0), io.shapes(0, "opt"))
+        names = [o.name for o in session.get_outputs()]
+        return {n: np.asarray(v) for n, v in zip(names, session.run(None, feed)) if isinstance(v, np.ndarray)}
+    except Exception:
+        return {}

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, List
 
 from compiler.errors import StageError
+from compiler.onnx_files import byte_size
 from compiler.stages import StageContext, StageResult
 
 # The best general-purpose cleaning we have, in the order that lets each pass feed the next.
@@ -37,16 +38,57 @@ def apply_passes(model, passes_cfg, log=None) -> tuple[Any, list[dict]]:
     calls, problems = parse_pass_list(raw)
     assert not problems, problems  # lint has reported these already
     records = []
+    guard = ControlFlowGuard(model)
     gc.freeze()  # everything alive now (torch, TensorFlow, ...) is left out of the per-pass collections below
     try:
         for call in calls:
-            model, record = _apply_one(call, model)
+            result, record = _apply_one(call, model)
+            broken = guard.broken(result)
+            if broken:  # the pass broke a valid control-flow model: its result is dropped, the model kept as it was
+                record.update(skipped=f"kept the model as it was: the result broke its control flow ({broken})",
+                              nodes_after=record["nodes_before"], op_delta={})
+            else:
+                model = result
             records.append(record)
             if log:
                 log.info("pass %-20s nodes %d -> %d", call.name, record["nodes_before"], record["nodes_after"])
     finally:
         gc.unfreeze()
     return model, records
+
+
+CONTROL_FLOW = ("If", "Loop", "Scan")
+GUARD_MAX_BYTES = 512 << 20   # above this, a model is not reloaded after every pass
+
+
+class ControlFlowGuard:
+    """Every pass either handles If/Loop/Scan bodies or leaves them alone; this checks that it did. For a model
+    with control flow that onnxruntime loads, each pass's result must load too (onnxruntime type-checks every
+    branch and body with the outer scope), or it is dropped and the report says so."""
+
+    def __init__(self, model: Any):
+        self.active = _has_control_flow(model) and byte_size(model) < GUARD_MAX_BYTES and _load_error(model) is None
+
+    def broken(self, model: Any) -> str | None:
+        return _load_error(model) if self.active else None
+
+
+def _has_control_flow(model: Any) -> bool:
+    return any(n.op_type in CONTROL_FLOW for n in model.graph.node)
+
+
+def _load_error(model: Any) -> str | None:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 4
+    try:
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        text = " ".join(str(exc).split())
+        return text[:300]
+    return None
 
 
 def _apply_one(call, model) -> tuple[Any, dict]:
@@ -80,6 +122,8 @@ def run(ctx: StageContext) -> StageResult:
     save_model(model, out)  # with external data when over 2 GB
     try:  # the compiler's own exports pass strict shape inference; a foreign file need only keep what it had
         info = checked_model_info(out, strict=ctx.cfg.framework.value != "onnx")
+        if info["checker"] != "passed" and ctx.results.get("export", {}).get("checker", "passed") == "passed":
+            raise ValueError(info["checker"].split(": ", 1)[-1])  # surgery made the checker object: a broken graph
     except Exception as exc:
         raise StageError("surgery", f"the cleaned model is not valid ONNX: {exc}",
                          fix="check the custom passes in surgery.passes") from exc

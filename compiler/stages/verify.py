@@ -16,8 +16,9 @@ class LatencyConfig:
     batch_sizes: List[int] = field(default_factory=lambda: [1, 32])
     iterations: int = 50      # at most this many timed calls per model and batch size...
     warmup: int = 5
-    warmup_seconds: float = 0.2   # ...and at least this long: thread pools and caches settle in ~0.1-0.2 s
-    max_seconds: float = 0.5  # ...stopping early once this much time is spent (at least 10 calls)
+    warmup_seconds: float = 0.1   # ...and at least this long: thread pools and caches settle in ~0.1 s
+    # ...stopping early once this much time is spent (at least 10 calls): 4 figures of cnn_torch cost under 1.5 s
+    max_seconds: float = 0.25
     # timing windows in which other processes used > 5 % of the CPU are timed again, up to this many tries
     # (the quietest kept); 1 on a machine that is never quiet (a CI runner with parallel tests)
     quiet_tries: int = 5
@@ -98,6 +99,26 @@ def _feeds(cfg, io: "IOSpec", x_test, max_batch: int, profiles: "list[int] | Non
     rng = np.random.default_rng(cfg.seed)
     for label, shapes in io.check_shapes(profiles):
         feeds.append((label, io.random_feed(rng, shapes)))
+    feeds += _branch_feeds(io, rng)
+    return feeds
+
+
+MAX_CHOICE_FEEDS = 8
+
+
+def _branch_feeds(io: "IOSpec", rng) -> list[tuple[str, dict]]:
+    """Inputs that choose between branches take each of their values once, at the opt shapes: a bool input (an
+    If's condition, a flag) False and True, an enum-like input each of its `values`. Random feeds alone may
+    never take one side of an If."""
+    import numpy as np
+
+    feeds = []
+    for t in io.inputs:
+        choices = [False, True] if t.dtype == "bool" else list(t.values or [])
+        for value in choices[:MAX_CHOICE_FEEDS]:
+            feed = io.random_feed(rng, io.shapes(0, "opt"))
+            feed[t.name] = np.full(feed[t.name].shape, value, dtype=feed[t.name].dtype)
+            feeds.append((f"opt, {t.name}={value}", feed))
     return feeds
 
 
