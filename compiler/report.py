@@ -78,7 +78,7 @@ def _io_spec(cfg: DictConfig) -> dict[str, Any]:
 
 def write_report(report: dict[str, Any], run_dir: Path, cache_dir: Path | None = None) -> None:
     """report.md (with the training plot) and report.json, last. The plot of a training history drawn before is
-    copied from `<cache dir>/plots/`: matplotlib costs a second, and a cached training has the same curves."""
+    copied from `<cache dir>/.plots/`: matplotlib costs a second, and a cached training has the same curves."""
     plot = _cached_plot(report["training"].get("history", []), run_dir / "plots", cache_dir)
     _atomic_write(run_dir / "report.md", render_markdown(report, plot))
     _atomic_write(run_dir / "report.json", json.dumps(report, indent=2, default=str))  # the manifest: last
@@ -97,7 +97,7 @@ def _cached_plot(history: list[dict], plots_dir: Path, cache_dir: Path | None) -
     import shutil
 
     digest = hashlib.sha256(json.dumps(history, sort_keys=True, default=str).encode()).hexdigest()[:32]
-    cached = cache_dir / "plots" / f"{digest}.png"
+    cached = cache_dir / ".plots" / f"{digest}.png"   # beside the stage folders, not one of them
     if not cached.is_file():
         plot = _training_plot(history, plots_dir)
         cached.parent.mkdir(parents=True, exist_ok=True)

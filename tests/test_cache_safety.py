@@ -30,8 +30,8 @@ def _hashes(run_dir: Path) -> dict:
 def _cache_is_sound(cache: Path) -> None:
     """Every committed entry is complete: result.json and an artifact with the recorded hash."""
     for entry in cache.glob("*/*"):
-        if entry.name.startswith(".tmp-"):
-            continue  # an interrupted build's workspace: never looked up
+        if entry.name.startswith(".tmp-") or entry.parent.name.startswith("."):
+            continue  # an interrupted build's workspace: never looked up; .plots holds drawings, not entries
         result = json.loads((entry / RESULT_FILE).read_text())
         assert sha256_file(entry / result["artifact"]) == result["sha256"], entry
 

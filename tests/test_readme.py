@@ -35,7 +35,10 @@ def test_readme_command_runs(compile_cli, args):
     """Each documented command, verbatim (the test only moves its outputs and cache into a temp dir)."""
     run = compile_cli(*args)
     assert run.code == 0, run.output
-    assert "PASSED" in run.stdout or "is valid" in run.stdout
+    if args[0] in ("--help", "list", "--version"):
+        assert run.stdout.startswith(("compiler", "Recipes:")), run.stdout[:200]
+    else:
+        assert "PASSED" in run.stdout or "is valid" in run.stdout
 
 
 def _leaf_keys(node, prefix=""):

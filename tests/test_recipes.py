@@ -46,7 +46,7 @@ def test_onnx_file_recipe_checks_the_original_and_reads_its_io(compile_cli, tmp_
     assert run.code == 0, run.output
     report = run.report
     assert report["recipe_config"]["model"]["inputs"] == [
-        {"name": "pixels", "shape": ["n", 1, 8, 8], "dtype": "float32", "range": None}]
+        {"name": "pixels", "shape": ["n", 1, 8, 8], "dtype": "float32", "range": None, "values": None}]
     assert report["recipe_config"]["model"]["dims"]["n"] == [1, 4, 8]  # a default, printed as a note
     assert "input 'pixels' dim 0 ('n') has no range: using [1, 4, 8]; set ++model.dims.n=[min,opt,max]" in run.stderr
     assert "train" not in report["stages"]
