@@ -100,7 +100,10 @@ def run_job(cfg: DictConfig, recipe: str, run_dir: Path) -> int:
     result = compile_recipe(cfg, run_dir, log, resolve(cfg))
     verify = result.by_name.get("verify")
     if result.error:
-        status, code = "failed", EXIT_STAGE_FAILED
+        from compiler.errors import InputDomainError
+
+        status = "failed"
+        code = EXIT_INVALID_RECIPE if isinstance(result.error, InputDomainError) else EXIT_STAGE_FAILED
     elif not verify.info.get("passed"):
         status, code = "failed", EXIT_VERIFY_FAILED
     else:

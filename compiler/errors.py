@@ -61,6 +61,11 @@ class StageError(Exception):
         super().__init__(f"{text}\n  Fix: {fix}" if fix else text)
 
 
+class InputDomainError(StageError):
+    """The generated inputs are outside what the model takes (a dim relation, an index bound, an enum value the
+    recipe did not declare): the recipe must say the domain, so this exits 2 like any recipe problem."""
+
+
 DEBUG_VAR = "COMPILER_DEBUG"
 _HINTS = (", set env var HYDRA_FULL_ERROR=1 to see chained exception.", "Set the environment variable HYDRA_FULL_ERROR=1")
 

@@ -299,7 +299,8 @@ def _data(cfg: DictConfig) -> list[Problem]:
         elif not Path(d.path).expanduser().is_file():
             problems.append(Problem("data.path", "file not found", d.path, fix="give an existing .npz file"))
         else:
-            problems += _npz_problems(Path(d.path).expanduser(), d.x_key, d.y_key, [i.name for i in cfg.model.inputs])
+            problems += _npz_problems(Path(d.path).expanduser(), d.x_key, d.y_key, [i.name for i in cfg.model.inputs],
+                                      labels_needed=cfg.framework.value != "onnx")
             if not problems:
                 problems += npz_shape_problems(Path(d.path).expanduser(), cfg)
     if d.source.value == "image_folder":
@@ -349,7 +350,7 @@ def _image_folder_problems(path: str | None) -> list[Problem]:
     return []
 
 
-def _npz_problems(path: Path, x_key: str, y_key: str, inputs: list[str]) -> list[Problem]:
+def _npz_problems(path: Path, x_key: str, y_key: str, inputs: list[str], labels_needed: bool = True) -> list[Problem]:
     """Check the archive and its keys without loading any array: one array per input (by its name; a single
     input may use x_key instead) and the labels."""
     import zipfile
@@ -361,7 +362,8 @@ def _npz_problems(path: Path, x_key: str, y_key: str, inputs: list[str]) -> list
         return [Problem("data.path", f"not a readable .npz archive ({exc})", str(path),
                         fix="write it with numpy.savez(path, x=..., y=...)")]
     allowed = ", ".join(sorted(names)) or "none"
-    problems = [Problem("data.y_key", "no such array in the .npz file", y_key, allowed)] if y_key not in names else []
+    problems = [Problem("data.y_key", "no such array in the .npz file (training needs labels)", y_key, allowed)] \
+        if y_key not in names and labels_needed else []
     if len(inputs) == 1 and inputs[0] not in names and x_key not in names:
         problems.append(Problem("data.x_key", "no such array in the .npz file", x_key, allowed,
                                 fix=f"name the samples' array '{x_key}' or '{inputs[0]}'"))

@@ -65,3 +65,19 @@ def test_the_agreement_gate_fails_what_breaks_its_budget(compile_cli, tmp_path):
     assert run.code == 3, run.output
     failed = [g for g in run.report["gates"] if not g["passed"]]
     assert [g["name"] for g in failed] == ["agreement with strict fp32 [y]"] and "(<= 1e-09)" in failed[0]["detail"]
+
+
+def test_an_unlabelled_npz_drives_verification_and_calibration_of_a_foreign_file(compile_cli, tmp_path):
+    """data.source=npz with arrays by input name and no labels: the user's inputs are verified and calibrate
+    int8, judged by agreement."""
+    path = tmp_path / "overflow.onnx"
+    _overflowing_model(path)
+    data = tmp_path / "x.npz"
+    np.savez(data, x=np.random.default_rng(1).standard_normal((40, 16)).astype(np.float32))
+    run = compile_cli("recipe=onnx_file", f"model.path={path}", "data.source=npz", f"data.path={data}",
+                      "engine.precision=int8", "surgery.passes=[cleanup]", *TINY[2:6])
+    assert run.code == 0, run.output
+    r = run.report
+    assert r["verified_shapes"]["your inputs"]["x"][0] == 8   # the npz's own rows, up to the batch dim's max
+    assert r["quantize"]["calibration"] == "npz data (unlabelled: your inputs)"
+    assert r["quantize"]["calibration_samples"] == 32 and r["quantize"]["judged_by"] == "agreement"

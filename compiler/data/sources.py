@@ -11,12 +11,13 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train/test inputs by name, in the recipe's channels-first layout, and int64 labels."""
+    """Train/test inputs by name, in the recipe's channels-first layout, and int64 labels (None: an unlabelled
+    npz of an ONNX recipe, whose inputs drive verification, latency and calibration only)."""
 
     x_train: dict[str, np.ndarray]
-    y_train: np.ndarray
+    y_train: np.ndarray | None
     x_test: dict[str, np.ndarray]
-    y_test: np.ndarray
+    y_test: np.ndarray | None
     num_classes: int
 
     def calibration(self, size: int) -> dict[str, np.ndarray]:
@@ -42,7 +43,8 @@ def load_dataset(data_cfg: Any, io: Any, seed: int) -> Dataset:
         else:
             raise ValueError(f"unknown data source {source!r}")
         x = {image.name: arrays.astype(image.dtype) if image.dtype == "float16" else arrays}
-    num_classes = data_cfg.num_classes if source in ("synthetic", "tokens") else int(y.max()) + 1
+    num_classes = data_cfg.num_classes if source in ("synthetic", "tokens") else (int(y.max()) + 1 if y is not None
+                                                                                  else 0)
     return _split(x, y, data_cfg, seed, num_classes)
 
 
@@ -113,7 +115,7 @@ def _npz(data_cfg: Any, io: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
             if value.ndim != len(expected) + 1 or fixed:
                 raise ValueError(f"{path}: '{key}' has sample shape {list(value.shape[1:])}, but input '{t.name}' "
                                  f"takes {list(t.data_shape(t.shape)[1:])}")
-        y = arrays[data_cfg.y_key].astype(np.int64)
+        y = arrays[data_cfg.y_key].astype(np.int64) if data_cfg.y_key in arrays.files else None  # inputs only
     return x, y
 
 
@@ -204,12 +206,12 @@ def _tokens(data_cfg: Any, io: Any, seed: int) -> tuple[dict[str, np.ndarray], n
     return x, y
 
 
-def _split(x: dict[str, np.ndarray], y: np.ndarray, data_cfg: Any, seed: int, num_classes: int) -> Dataset:
+def _split(x: dict[str, np.ndarray], y: np.ndarray | None, data_cfg: Any, seed: int, num_classes: int) -> Dataset:
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(y))
+    order = rng.permutation(len(y) if y is not None else len(next(iter(x.values()))))
     if data_cfg.limit:
         order = order[: data_cfg.limit]
     n_test = max(1, int(round(len(order) * data_cfg.test_fraction)))
     test, train = order[:n_test], order[n_test:]
-    return Dataset({k: v[train] for k, v in x.items()}, y[train], {k: v[test] for k, v in x.items()}, y[test],
-                   num_classes)
+    return Dataset({k: v[train] for k, v in x.items()}, None if y is None else y[train],
+                   {k: v[test] for k, v in x.items()}, None if y is None else y[test], num_classes)

@@ -229,7 +229,7 @@ def calibration_inputs(cfg, io) -> tuple[dict, dict, Any, str]:
 
         data = load_dataset(cfg.data, io, cfg.seed)
         return (io.to_engine(data.calibration(cfg.data.calibration_size)), io.to_engine(data.x_test), data.y_test,
-                f"{cfg.data.source.value} data")
+                f"{cfg.data.source.value} data" + (" (unlabelled: your inputs)" if data.y_test is None else ""))
     rng = np.random.default_rng(cfg.seed)
     count = io.fixed_batch or min(cfg.data.calibration_size, GENERATED_CALIBRATION)
     calibration = io.random_feed(rng, io.shapes(0, "opt", batch=count))

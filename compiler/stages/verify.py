@@ -61,10 +61,10 @@ def samples(cfg, io: "IOSpec"):
 
     data = load_dataset(cfg.data, io, cfg.seed)
     x, y = io.to_engine(data.x_test), data.y_test
-    fixed = io.fixed_batch
-    if fixed and len(y) % fixed:  # a fixed-batch model takes whole batches only
-        keep = len(y) - len(y) % fixed
-        x, y = {k: v[:keep] for k, v in x.items()}, y[:keep]
+    fixed, count = io.fixed_batch, len(next(iter(x.values())))
+    if fixed and count % fixed:  # a fixed-batch model takes whole batches only
+        keep = count - count % fixed
+        x, y = {k: v[:keep] for k, v in x.items()}, (None if y is None else y[:keep])
     return x, y
 
 
@@ -86,7 +86,8 @@ def _runners(ctx: StageContext):
     return runners, names, chain + [(0, len(runners) - 1)]
 
 
-def _feeds(cfg, io: "IOSpec", x_test, max_batch: int, profiles: "list[int] | None" = None) -> list[tuple[str, dict]]:
+def _feeds(cfg, io: "IOSpec", x_test, max_batch: int, profiles: "list[int] | None" = None,
+           labelled: bool = True) -> list[tuple[str, dict]]:
     """The ledger's inputs: real test samples, then random valid inputs at the min/opt/max of every profile."""
     import numpy as np
 
@@ -95,7 +96,7 @@ def _feeds(cfg, io: "IOSpec", x_test, max_batch: int, profiles: "list[int] | Non
     feeds = []
     if x_test is not None:
         count = io.fixed_batch or min(cfg.verify.samples, max_batch)
-        feeds.append(("test split", slice_batch(x_test, 0, count)))
+        feeds.append(("test split" if labelled else "your inputs", slice_batch(x_test, 0, count)))
     rng = np.random.default_rng(cfg.seed)
     for label, shapes in io.check_shapes(profiles):
         feeds.append((label, io.random_feed(rng, shapes)))
@@ -131,9 +132,13 @@ def run(ctx: StageContext) -> StageResult:
     plan = ctx.plan
     runners, names, boundaries = _runners(ctx)
     max_batch = io.batch_range(0)[2]
-    feeds = _feeds(cfg, io, x_test, max_batch, [0] if plan.nvidia else None)
+    feeds = _feeds(cfg, io, x_test, max_batch, [0] if plan.nvidia else None, labelled=y_test is not None)
     atol, rtol = tolerances(io, vcfg.atol, vcfg.rtol)
-    rows = error_ledger(runners, feeds, boundaries, atol, rtol)
+    try:
+        rows = error_ledger(runners, feeds, boundaries, atol, rtol)
+    except Exception as exc:
+        _raise_domain_error(ctx, feeds, exc)
+        raise
     by_runner = {r.name: n for r, n in zip(runners, names)}  # Polygraphy suffixes runner names
     for row in rows:
         row["reference"], row["candidate"] = by_runner[row["reference"]], by_runner[row["candidate"]]
@@ -178,6 +183,30 @@ def run(ctx: StageContext) -> StageResult:
             else str(cfg.verify.metric.get("_target_"))}
     (ctx.work_dir / "verify.json").write_text(json.dumps(info, indent=2))
     return StageResult("verify.json", info)
+
+
+def _raise_domain_error(ctx: StageContext, feeds: list, exc: Exception) -> None:
+    """When onnxruntime refuses a generated feed that the original model refuses too, the inputs are outside
+    the model's domain: exit 2 naming the feed, onnxruntime's words and the keys that declare the domain."""
+    from compiler.errors import InputDomainError
+    from compiler.verify.runners import onnx_runner
+
+    reference = onnx_runner("model.onnx", ctx.inputs["export"], ctx.plan)
+    with reference:
+        for label, feed in feeds:
+            if label in ("test split", "your inputs"):
+                continue
+            try:
+                reference.infer(feed, check_inputs=False)
+            except Exception as refused:
+                words = " ".join(str(refused).split())[:300]
+                shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feed.items())
+                raise InputDomainError(
+                    "verify", f"onnxruntime refuses the generated inputs at '{label}' ({shapes}): {words}",
+                    fix="declare the inputs' domain: the sizes each dim takes (model.dims.NAME=[min,opt,max], a "
+                        "relation model.dims.total='past + seq'), integer values ('model.inputs=[{name: X, "
+                        "range: [0,N]}]', a bound naming a dim, or values: [A,B]), or give real inputs "
+                        "(data.source=npz data.path=...)") from exc
 
 
 def math_modes(names: list[str], plan) -> dict[str, str]:
@@ -246,7 +275,7 @@ def _gates(vcfg, rows: list[dict], accuracy: dict, labelled: bool, agreement: li
               for a in agreement]
     if not labelled:
         gates.append({"name": "accuracy", "passed": True,
-                      "detail": "not checked: no labelled data (data.source=none); " +
+                      "detail": "not checked: no labelled data; " +
                                 ("agreement with the strict-fp32 model is the gate" if agreement
                                  else "the ledger is the whole check")})
         return gates
