@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 import typing
-from dataclasses import fields, is_dataclass
+from dataclasses import is_dataclass
 from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig

@@ -172,7 +172,7 @@ def lint(cfg: DictConfig) -> list[Problem]:
 
     # keys added on the command line (`+train.epocs=3`) pass Hydra's composition: check them like the rest
     problems += schema_problems(OmegaConf.to_container(cfg, resolve=False, enum_to_str=True), RecipeConfig)
-    for check in (_model, _data, _train, _export, _surgery, _engine, _verify, _cache, _tracking):
+    for check in (_framework_packages, _model, _data, _train, _export, _surgery, _engine, _verify, _cache, _tracking):
         problems += check(cfg)
     return problems
 
@@ -458,11 +458,15 @@ def _train_device(cfg: DictConfig) -> list[Problem]:
         problems.append(Problem("train.precision", "fp16 autocast with loss scaling needs a CUDA device, and training "
                                 f"runs on the CPU here (train.device={t.device.value})", "fp16", "fp32, bf16",
                                 fix="use train.precision=bf16 (or fp32) on the CPU"))
-    if cfg.framework.value == "tensorflow":
-        problems += [Problem("framework", f"TensorFlow recipes need {package}, which is not installed", "tensorflow",
-                             fix=install_line(package)) for package in ("tensorflow", "tf2onnx")
-                     if missing_package_of(package)]
     return problems
+
+
+def _framework_packages(cfg: DictConfig) -> list[Problem]:
+    """The framework's own packages, which a torch-only install lacks."""
+    if cfg.framework.value != "tensorflow":
+        return []
+    return [Problem("framework", f"TensorFlow recipes need {package}, which is not installed", "tensorflow",
+                    fix=install_line(package)) for package in ("tensorflow", "tf2onnx") if missing_package_of(package)]
 
 
 def _train(cfg: DictConfig) -> list[Problem]:

@@ -80,7 +80,8 @@ def installed_version(module: str) -> Optional[str]:
 
     if importlib.util.find_spec(module) is None:
         return None
-    for dist in md.packages_distributions().get(module, []) or md.packages_distributions().get(module + "_bindings", []):
+    owners = md.packages_distributions()
+    for dist in owners.get(module, []) or owners.get(module + "_bindings", []):
         try:
             return md.version(dist)
         except md.PackageNotFoundError:
