@@ -85,6 +85,7 @@ class IOSpec:
     # one dict per profile: dim name -> (min, opt, max); explicit per-input shapes override per profile
     profiles: tuple[dict[str, Range], ...] = ({},)
     explicit: tuple[dict[str, tuple[list[int], list[int], list[int]]], ...] = ({},)
+    relations: dict[str, str] = field(default_factory=dict)   # dim name -> expression of others (dims.py)
 
     # --- construction ----------------------------------------------------------------------
 
@@ -105,8 +106,12 @@ class IOSpec:
             values = tuple(input_values(spec)) if input_values(spec) is not None else None
             inputs.append(Tensor(spec.name, dtype, shape, value_range, last, values))
         outputs = tuple(Output(o.name, o.atol, o.rtol, o.rel_l2, o.cosine, o.argmax) for o in model.outputs)
-        profiles, explicit = _profiles(_plain(model.dims), _plain(model.profiles))
-        return cls(tuple(inputs), outputs, profiles, explicit)
+        from compiler.dims import is_expression
+
+        dims = _plain(model.dims)
+        profiles, explicit = _profiles(dims, _plain(model.profiles))
+        relations = {k: str(v) for k, v in dims.items() if is_expression(v)}
+        return cls(tuple(inputs), outputs, profiles, explicit, relations)
 
     @classmethod
     def single(cls, sample_shape: Sequence[int], name: str = "input", output: str = "logits") -> "IOSpec":
@@ -166,6 +171,17 @@ class IOSpec:
                 shape[0] = batch
             result[t.name] = tuple(shape)
         return result
+
+    def shapes_at(self, sizes: Mapping[str, int], profile: int = 0) -> dict[str, tuple[int, ...]]:
+        """Every input's shape with the given dims at these sizes, the others at the profile's opt, and each
+        related dim (`total: past + seq`) evaluated from them."""
+        from compiler.dims import evaluate, order
+
+        values = {name: r[1] for name, r in self.profiles[profile].items()}
+        values.update(sizes)
+        for name in order(self.relations):
+            values[name] = evaluate(self.relations[name], values)
+        return {t.name: tuple(d if isinstance(d, int) else values[d] for d in t.shape) for t in self.inputs}
 
     def engine_profiles(self) -> list[dict[str, tuple[list[int], list[int], list[int]]]]:
         """TensorRT optimization profiles: per input, (min, opt, max) full shapes."""
@@ -325,7 +341,7 @@ def io_problems(cfg: Any, from_file: bool = False) -> list[Problem]:
             else:
                 used.add(d)
         dtype = spec.dtype.value if spec.dtype is not None else "float32"
-        if dtype in INT_DTYPES and dtype != "bool" and spec.range is None:
+        if dtype in INT_DTYPES and dtype != "bool" and spec.range is None and input_values(spec) is None:
             c.add(f"{base}.range", f"integer input '{spec.name}' needs a value range", None, "[low, high)",
                   fix=f"e.g. model.inputs.{i}.range=[0,1000] (token ids below the vocabulary size)")
         if spec.range is not None:

@@ -311,8 +311,10 @@ def _data(cfg: DictConfig) -> list[Problem]:
                                 fix="set data.source=npz (or image_folder), or remove data.path"))
     if d.source.value == "tokens":
         problems += _tokens_problems(cfg)
-    if d.source.value == "none" and cfg.framework.value != "onnx":
-        problems.append(Problem("data.source", "training needs data", "none", "digits, npz, synthetic"))
+    if d.source.value == "none" and cfg.framework.value != "onnx" and cfg.model.get("factory") is None:
+        problems.append(Problem("data.source", "training needs data (only a model.factory model deploys untrained, "
+                                "with the weights it is built with)", "none", "digits, npz, image_folder, synthetic, tokens",
+                                fix="set data.source=digits (or npz with data.path=...)"))
     if d.source.value == "synthetic" and (d.num_classes < 2 or d.num_samples < 10):
         problems.append(Problem("data", "synthetic data needs num_classes >= 2 and num_samples >= 10",
                                 {"num_classes": d.num_classes, "num_samples": d.num_samples}))

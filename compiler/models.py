@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 def sequence_classifier(features: int, classes: int, d_model: int = 64, heads: int = 4, layers: int = 2,
                         feedforward: int = 128, dropout: float = 0.1, max_length: int = 64):
@@ -62,3 +64,42 @@ def keras_two_input(image_shape: list, features: int, classes: int = 10, width: 
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Concatenate()([x, keras.layers.Dense(width, activation="relu")(extra)])
     return keras.Model([image, extra], keras.layers.Dense(classes)(x))
+
+
+def causal_lm_with_cache(config: Any):
+    """A transformers causal LM (built from `config`: no download) whose KV cache is flat tensors, the layout
+    deployment runtimes feed: forward(input_ids, attention_mask, past_key_values.0.key, .0.value, ...) returns
+    (logits, present.0.key, present.0.value, ...). attention_mask covers past + new tokens; an empty past
+    (size 0 on its sequence axis) is the prefill step."""
+    import torch
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    layers = config.num_hidden_layers
+    import inspect
+
+    # transformers 5 names the argument `cache`; 4.x `past_key_values`
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    class CausalLMWithCache(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lm = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *past: torch.Tensor):
+            if len(past) != 2 * layers:
+                raise ValueError(f"expected {2 * layers} past tensors (a key and a value per layer), got {len(past)}")
+            cache = transformers.DynamicCache(config=config)
+            for layer in range(layers):
+                cache.update(past[2 * layer], past[2 * layer + 1], layer)
+            out = self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, **{cache_arg: cache})
+            return (out.logits, *_flat_cache(cache))  # the model appended the new tokens' keys and values
+
+    return CausalLMWithCache()
+
+
+def _flat_cache(cache: Any) -> list:
+    """A transformers DynamicCache as [key 0, value 0, key 1, ...] (its layout since 4.56, and before)."""
+    if hasattr(cache, "layers"):
+        return [t for layer in cache.layers for t in (layer.keys, layer.values)]
+    return [t for pair in zip(cache.key_cache, cache.value_cache) for t in pair]

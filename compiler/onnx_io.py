@@ -79,6 +79,7 @@ def _fill(cfg: DictConfig, model: Any) -> tuple[list[Problem], list[str]]:
         if name not in file_outputs:
             problems.append(Problem("model.outputs", "no such output in the file", name, ", ".join(file_outputs)))
     dims = OmegaConf.to_container(cfg.model.dims, resolve=True)
+    defaulted: dict[str, str] = {}  # dim -> the note saying which default it got
     inputs = []
     gather_limits = _gather_limits(model)
     for value in graph_inputs:
@@ -106,8 +107,8 @@ def _fill(cfg: DictConfig, model: Any) -> tuple[list[Problem], list[str]]:
                 shape.append(name)
                 if name not in dims:
                     dims[name] = _default_range(axis, len(tensor.shape.dim))
-                    notes.append(f"input '{value.name}' dim {axis} ('{name}') has no range: using {dims[name]}; "
-                                 f"set ++model.dims.{name}=[min,opt,max] to choose")
+                    defaulted[name] = f"input '{value.name}' dim {axis} ('{name}') has no range: using {{}}; " \
+                                      f"set ++model.dims.{name}=[min,opt,max] to choose"
         entry: dict[str, Any] = {"name": value.name, "shape": shape, "dtype": dtype, "range": None}
         if given is not None and given["values"] is not None:
             entry["values"] = list(given["values"])
@@ -122,6 +123,9 @@ def _fill(cfg: DictConfig, model: Any) -> tuple[list[Problem], list[str]]:
         inputs.append(entry)
     if problems:
         return problems, []
+    derived = _decoder_dims(inputs, file_outputs, dims, set(defaulted))
+    notes += [note.format(dims[name]) for name, note in defaulted.items() if name not in derived]
+    notes += derived.values()
     for value in model.graph.output:
         kind = value.type.WhichOneof("value")
         if kind is not None and kind != "tensor_type":
@@ -136,6 +140,40 @@ def _fill(cfg: DictConfig, model: Any) -> tuple[list[Problem], list[str]]:
                          for n in file_outputs]
     cfg.model.dims = dims
     return [], notes
+
+
+def _decoder_dims(inputs: list[dict], outputs: list[str], dims: dict, defaulted: set[str]) -> dict[str, str]:
+    """A KV-cache decoder's dims where the file leaves them open (verify/kv_cache.py): the cache's length from
+    empty up, one to a few new tokens, and a mask over both, `total = past + new`. Returns {dim: note}."""
+    from compiler.verify.kv_cache import DEFAULT_NEW, DEFAULT_PAST, cache_pairs
+
+    cache = {past for past, _ in cache_pairs([e["name"] for e in inputs], outputs)}
+    if not cache:
+        return {}
+    batch = {e["shape"][0] for e in inputs if e["shape"] and isinstance(e["shape"][0], str)}
+
+    def named(entry: dict) -> list[str]:
+        return [d for d in entry["shape"][1:] if isinstance(d, str) and d not in batch]
+
+    others = [e for e in inputs if e["name"] not in cache]
+    past = {d for e in inputs if e["name"] in cache for d in named(e)}
+    tokens = next((e for e in others if "input_ids" in e["name"]), None) or \
+        next((e for e in others if e["dtype"].startswith("int") and named(e)), None)
+    new = set(named(tokens)) - past if tokens else set()
+    notes = {}
+    for names, default, what in ((past, DEFAULT_PAST, "the KV cache's length, from empty"),
+                                 (new, DEFAULT_NEW, "new tokens per step")):
+        for d in sorted(names & defaulted):
+            dims[d] = list(default)
+            notes[d] = f"dim '{d}' ({what}) has no range: using {default}; set ++model.dims.{d}=[min,opt,max] to choose"
+    if len(past) == 1 and len(new) == 1:
+        relation = f"{next(iter(past))} + {next(iter(new))}"
+        for d in sorted({d for e in others for d in named(e)} - past - new - batch):
+            if d in defaulted:
+                dims[d] = relation
+                notes[d] = f"dim '{d}' (past and new tokens, as a decoder's attention mask covers) is taken as " \
+                           f"{relation}; set ++model.dims.{d}=[min,opt,max] (or another relation) to choose"
+    return notes
 
 
 def _default_range(axis: int, rank: int) -> list[int]:

@@ -147,7 +147,8 @@ def _io_lines(report: dict[str, Any]) -> list[str]:
         return []
     lines = ["## Inputs and outputs", ""] + _table(
         ["input", "dtype", "shape", "value range"],
-        [[i["name"], i["dtype"] or "float32", i["shape"], i["range"] if i["range"] is not None else "-"]
+        [[i["name"], i["dtype"] or "float32", i["shape"], i["range"] if i["range"] is not None
+          else (f"values {i['values']}" if i.get("values") is not None else "-")]
          for i in spec["inputs"]]) + [""]
     lines += _table(["output", "atol", "rtol"], [[o["name"], o["atol"] if o["atol"] is not None else "verify.atol",
                                                   o["rtol"] if o["rtol"] is not None else "verify.rtol"]
@@ -287,4 +288,6 @@ def render_markdown(report: dict[str, Any], plot: str | None) -> str:
                         [[h["epoch"], h["loss"], h["accuracy"], h["val_accuracy"]] for h in history]) + [""]
         if plot:
             lines += [f"![training curves]({plot})", ""]
+    elif report["training"].get("trained") is False:
+        lines += ["## Training", "", f"{report['training']['note']}; parameters: {report['training']['parameters']}.", ""]
     return "\n".join(lines)

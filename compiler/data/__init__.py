@@ -21,7 +21,7 @@ class DataSource(Enum):
     image_folder = "image_folder"  # data.path/<class name>/*.png|jpg|jpeg, classes in sorted order
     synthetic = "synthetic"  # random inputs of the model's input shape, for architecture-only recipes
     tokens = "tokens"        # a synthetic text task for token inputs (ids + attention mask), see sources._tokens
-    none = "none"            # no data (framework onnx): verification on random inputs, no accuracy
+    none = "none"            # no data: random inputs, no accuracy (framework onnx, or a factory model untrained)
 
 
 @dataclass

@@ -115,8 +115,10 @@ def _branch_feeds(io: "IOSpec", rng) -> list[tuple[str, dict]]:
 
     feeds = []
     for t in io.inputs:
-        choices = [False, True] if t.dtype == "bool" else list(t.values or [])
-        for value in choices[:MAX_CHOICE_FEEDS]:
+        choices = [False, True] if t.dtype == "bool" else list(t.values or [])[:MAX_CHOICE_FEEDS]
+        if len(choices) < 2:  # one value: every feed takes it already
+            continue
+        for value in choices:
             feed = io.random_feed(rng, io.shapes(0, "opt"))
             feed[t.name] = np.full(feed[t.name].shape, value, dtype=feed[t.name].dtype)
             feeds.append((f"opt, {t.name}={value}", feed))
@@ -124,6 +126,9 @@ def _branch_feeds(io: "IOSpec", rng) -> list[tuple[str, dict]]:
 
 
 def run(ctx: StageContext) -> StageResult:
+    import numpy as np
+
+    from compiler.verify.kv_cache import step_feeds
     from compiler.verify.ledger import error_ledger, tolerances
     from compiler.verify.metric import evaluate, metric_of
 
@@ -133,6 +138,7 @@ def run(ctx: StageContext) -> StageResult:
     runners, names, boundaries = _runners(ctx)
     max_batch = io.batch_range(0)[2]
     feeds = _feeds(cfg, io, x_test, max_batch, [0] if plan.nvidia else None, labelled=y_test is not None)
+    feeds += step_feeds(io, runners[0], np.random.default_rng(cfg.seed + 1))  # a KV-cache decoder's two steps
     atol, rtol = tolerances(io, vcfg.atol, vcfg.rtol)
     try:
         rows = error_ledger(runners, feeds, boundaries, atol, rtol)

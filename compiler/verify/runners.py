@@ -75,8 +75,8 @@ def _tensor_runner(session_loader: Callable, name: str) -> BaseRunner:
     from polygraphy.backend.onnxrt import OnnxrtRunner
 
     class TensorOutputs(OnnxrtRunner):
-        def infer_impl(self, feed_dict):
-            out = super().infer_impl(feed_dict)
+        def infer(self, feed_dict, *args, **kwargs):  # infer, not infer_impl: Polygraphy warns on every direct call
+            out = super().infer(feed_dict, *args, **kwargs)
             return OrderedDict((k, v) for k, v in out.items() if isinstance(v, np.ndarray))
 
     return TensorOutputs(session_loader, name=name)
