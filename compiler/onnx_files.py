@@ -53,19 +53,13 @@ def artifact_files(path: Path) -> list[Path]:
 
 
 def save_model(model: Any, path: Path, external: bool | None = None) -> None:
-    """Save `model` to `path`; with external data (`<name>.data` beside it) when asked or when it must."""
-    import onnx
+    """Save `model` to `path`; with external data (`<name>.data` beside it) when asked or when it must. Each
+    tensor is written once, streamed from where it lies (compiler/weights.py)."""
+    from compiler.weights import save
 
-    data = path.with_name(path.name + ".data")
-    if data.exists():
-        data.unlink()  # a stale file would be appended to
     if external is None:
         external = byte_size(model) >= PROTOBUF_LIMIT - (64 << 20)
-    if external:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=data.name, size_threshold=EXTERNAL_THRESHOLD)
-    else:
-        onnx.save_model(model, str(path))
+    save(model, path, external)
 
 
 def has_external_data(path: Path) -> bool:
@@ -73,8 +67,7 @@ def has_external_data(path: Path) -> bool:
 
 
 def byte_size(model: Any) -> int:
-    """Serialized size, counted per initializer so it works past protobuf's 2 GiB limit."""
-    from onnx.external_data_helper import _get_all_tensors
+    """Serialized size, counted per tensor (in memory or on disk) so it works past protobuf's 2 GiB limit."""
+    from compiler.weights import weight_bytes
 
-    total = sum(len(t.raw_data) for t in _get_all_tensors(model))
-    return total + sum(n.ByteSize() for n in model.graph.node)
+    return weight_bytes(model) + sum(n.ByteSize() for n in model.graph.node)

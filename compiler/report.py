@@ -278,7 +278,8 @@ def render_markdown(report: dict[str, Any], plot: str | None) -> str:
         lines += ["## Graph surgery", ""] + _table(
             ["#", "pass", "nodes before", "nodes after", "op delta", "seconds"],
             [[p["index"], p["pass"], p["nodes_before"], p["nodes_after"],
-              ", ".join(f"{k} {v:+d}" for k, v in p["op_delta"].items()) or p.get("skipped", "-"), p["seconds"]]
+              (", ".join(f"{k} {v:+d}" for k, v in p["op_delta"].items()) or p.get("skipped", "-"))
+              + "".join(f"; {n}" for n in p.get("notes", [])), p["seconds"]]
              for p in report["surgery"]]) + [""]
     history = report["training"].get("history", [])
     if history:

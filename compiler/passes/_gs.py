@@ -9,6 +9,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from compiler.weights import DiskValues, on_disk_in, spill
+
 
 def on_graph(model: onnx.ModelProto, edit: Callable[[gs.Graph], None], infer: bool = False) -> onnx.ModelProto:
     """Apply `edit` to the model's graphsurgeon graph and export it, keeping opsets and metadata.
@@ -29,8 +31,10 @@ def on_graph(model: onnx.ModelProto, edit: Callable[[gs.Graph], None], infer: bo
             model.graph.output.extend(kept_outputs)
     else:
         graph = gs.import_onnx(model)
+    on_disk_in(graph)  # weights on disk are read only when a pass asks for their values (compiler/weights.py)
     edit(graph)
     out = gs.export_onnx(graph, do_type_check=False)
+    spill(out)
     out.ir_version = model.ir_version
     del out.opset_import[:]
     out.opset_import.extend(model.opset_import)
@@ -75,13 +79,21 @@ def _keep_io_types(before: onnx.ModelProto, after: onnx.ModelProto) -> None:
 
 
 def constant(tensor) -> np.ndarray | None:
-    """The value of a tensor when it is a constant (initializer or Constant node output)."""
+    """The value of a tensor when it is a constant (initializer or Constant node output). A weight on disk is
+    read for the caller and not kept in the graph: looking at a weight must not pull every weight into memory."""
     if isinstance(tensor, gs.Constant):
-        return tensor.values
+        return tensor._values.load() if isinstance(tensor._values, DiskValues) else tensor.values
     if len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant":
         value = tensor.inputs[0].attrs.get("value")
         return value.values if isinstance(value, gs.Constant) else None
     return None
+
+
+def small_constant(tensor, max_elements: int) -> np.ndarray | None:
+    """`constant` for tensors of at most `max_elements` (shape arithmetic, scalars): a weight is never read."""
+    if isinstance(tensor, gs.Constant) and int(np.prod(tensor.shape, dtype=np.int64)) > max_elements:
+        return None
+    return constant(tensor)
 
 
 def only_consumer(tensor) -> gs.Node | None:

@@ -1,15 +1,57 @@
-"""Constant folding (with onnxruntime) through onnx-graphsurgeon."""
+"""Constant folding (with onnxruntime) through onnx-graphsurgeon.
+
+Nodes that read a constant of LARGE_FOLD_BYTES or more are left as they are (the report lists them): folding
+one runs a copy of that weight through onnxruntime, which is what keeps a big model's memory at its size.
+"""
 
 from __future__ import annotations
 
 import onnx
+import onnx_graphsurgeon as gs
 
 from compiler.passes._gs import on_graph
+from compiler.weights import LARGE_FOLD_BYTES, DiskValues, nbytes, note
 
 
 def apply(model: onnx.ModelProto, fold_shapes: bool = True, size_threshold: int | None = None) -> onnx.ModelProto:
     import onnxruntime
 
     onnxruntime.set_default_logger_severity(3)  # graphsurgeon's own sessions: its optimizer's notes are not ours
-    return on_graph(model, lambda g: g.fold_constants(fold_shapes=fold_shapes, size_threshold=size_threshold,
-                                                       error_ok=False).cleanup())
+
+    def fold(graph: gs.Graph) -> None:
+        hidden = hide_large_constants(graph)
+        graph.fold_constants(fold_shapes=fold_shapes, size_threshold=size_threshold, error_ok=False)
+        restore(hidden)
+        graph.cleanup()
+
+    return on_graph(model, fold)
+
+
+def hide_large_constants(graph: gs.Graph, limit: int = LARGE_FOLD_BYTES,
+                         quiet: bool = False) -> list[tuple[gs.Node, int, gs.Constant]]:
+    """Stand a placeholder variable in for every large constant a node reads, so the fold leaves that node.
+    Returns (node, input index, constant) to put back."""
+    hidden = []
+    for node in graph.nodes:
+        for i, tensor in enumerate(node.inputs):
+            if isinstance(tensor, gs.Constant) and nbytes(tensor) >= limit:
+                node.inputs[i] = gs.Variable(f"{tensor.name}::large", dtype=tensor.dtype, shape=list(tensor.shape))
+                hidden.append((node, i, tensor))
+    for node in graph.nodes:  # what will be folded is read now: onnxruntime takes no weights on disk by path here
+        if node.inputs and all(isinstance(t, gs.Constant) for t in node.inputs):
+            for tensor in node.inputs:
+                if isinstance(tensor._values, DiskValues):
+                    tensor.values = tensor._values.load()
+    if hidden and not quiet:
+        names = sorted({n.name or n.op for n, _, _ in hidden if all(isinstance(t, gs.Constant) or t.name.endswith(
+            "::large") for t in n.inputs)})
+        if names:
+            note(f"not folded: {len(names)} node(s) reading a constant of {limit >> 20} MiB or more "
+                 f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
+    return hidden
+
+
+def restore(hidden: list[tuple[gs.Node, int, gs.Constant]]) -> None:
+    for node, i, constant in hidden:
+        if i < len(node.inputs) and node.inputs[i].name == f"{constant.name}::large":
+            node.inputs[i] = constant

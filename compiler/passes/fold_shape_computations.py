@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from compiler.passes._gs import constant, fresh_name, on_graph
+from compiler.passes._gs import constant, fresh_name, on_graph, small_constant
 
 _ELEMENTWISE = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": None, "Sqrt": np.sqrt,
                 "Reciprocal": np.reciprocal, "Neg": np.negative, "Max": np.maximum, "Min": np.minimum}
@@ -87,7 +87,7 @@ def _fold(graph: gs.Graph) -> None:
     values: dict[int, np.ndarray] = {}
 
     def value(t) -> np.ndarray | None:
-        c = constant(t)
+        c = small_constant(t, _MAX_ELEMENTS)
         if c is not None and np.asarray(c).size <= _MAX_ELEMENTS and np.issubdtype(np.asarray(c).dtype, np.number):
             return np.asarray(c).astype(object)
         return values.get(id(t))

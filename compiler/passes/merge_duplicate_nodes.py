@@ -1,7 +1,7 @@
 """Common-subexpression elimination: nodes with the same op, attributes and inputs compute the same values.
 
 The second of two such nodes is dropped and its consumers read the first one's outputs; constant
-inputs count as the same when their values are. Nondeterministic ops (random generators) and nodes with
+inputs count as the same when their values are (weights: when they are one tensor, see VALUE_KEY_BYTES). Nondeterministic ops (random generators) and nodes with
 subgraphs are kept. First, a dim read off an intermediate tensor (`Gather(Shape(x), i)`) whose inferred
 size is a named dim of a graph input is read off that input instead: exporters recompute `batch` and
 `seq` from many tensors, and after this they are one computation.
@@ -16,7 +16,11 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from compiler.passes._gs import on_graph
+from compiler.weights import nbytes
 
+# constant inputs up to this size count as the same by value; larger ones (weights) by identity, which
+# dedup_constants (before this pass in the default list) has made the same for equal values, without reading them
+VALUE_KEY_BYTES = 1 << 12
 NONDETERMINISTIC = ("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial",
                     "Bernoulli", "Dropout")
 
@@ -25,7 +29,8 @@ def _key(node: gs.Node) -> tuple | None:
     if node.op in NONDETERMINISTIC or any(isinstance(v, gs.Graph) for v in node.attrs.values()):
         return None
     attrs = tuple(sorted((k, _attr(v)) for k, v in node.attrs.items()))
-    inputs = tuple(_attr(t) if isinstance(t, gs.Constant) else id(t) for t in node.inputs)
+    inputs = tuple(_attr(t) if isinstance(t, gs.Constant) and nbytes(t) <= VALUE_KEY_BYTES else id(t)
+                   for t in node.inputs)
     return node.op, node.domain, attrs, inputs, len(node.outputs)
 
 

@@ -16,15 +16,21 @@ MARGIN = 2.0  # a tensor within 2x of the limit on calibration data may cross it
 
 
 def convert(src: Path, dst: Path, keep_fp32: list[str]) -> None:
-    """fp16 weights and activations, fp32 model inputs/outputs, Cast nodes around every kept node."""
-    import onnx
+    """fp16 weights and activations, fp32 model inputs/outputs, Cast nodes around every kept node. The weights
+    are converted one at a time from disk into a spill file beside `dst` (compiler/weights.py)."""
+    import shutil
+
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, node_block_list=list(keep_fp32) or None,
-                                     disable_shape_infer=False)
-    from compiler.onnx_files import save_model
+    from compiler import weights
+    from compiler.onnx_files import has_external_data, save_model
 
-    save_model(_drop_fp16_round_trips(model), dst)
+    spill = dst.with_name(f".{dst.name}.spill")
+    with weights.spilling_to(spill), weights.fp16_streamed():
+        model = convert_float_to_float16(weights.load(src), keep_io_types=True,
+                                         node_block_list=list(keep_fp32) or None, disable_shape_infer=False)
+        save_model(_drop_fp16_round_trips(model), dst, external=True if has_external_data(src) else None)
+    shutil.rmtree(spill, ignore_errors=True)
 
 
 def fuse_for_gpu(src: Path, dst: Path) -> dict[str, int]:
@@ -78,16 +84,21 @@ def _tensor_peaks(model, samples: dict) -> dict[str, float]:
     """max |x| of every tensor of the fp32 model over the samples (weights included)."""
     import onnx
     import onnxruntime as ort
-    from onnx import numpy_helper
     from polygraphy import constants
     from polygraphy.backend.onnx import modify_outputs
 
-    peaks = {i.name: float(np.abs(numpy_helper.to_array(i)).max(initial=0.0)) for i in model.graph.initializer
+    from compiler.weights import SESSION_FOLDER_KEY, read, session_bytes
+
+    peaks = {i.name: float(np.abs(read(i)).max(initial=0.0)) for i in model.graph.initializer  # one at a time
              if i.data_type == onnx.TensorProto.FLOAT}
     marked = onnx.ModelProto()
     marked.CopyFrom(model)  # modify_outputs marks in place; the caller's model keeps its outputs
     marked = modify_outputs(marked, outputs=constants.MARK_ALL)
-    session = ort.InferenceSession(marked.SerializeToString(), providers=["CPUExecutionProvider"])
+    serialized, folder = session_bytes(marked)
+    options = ort.SessionOptions()
+    if folder:
+        options.add_session_config_entry(SESSION_FOLDER_KEY, folder)
+    session = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     from compiler.iospec import batch_size, slice_batch
 

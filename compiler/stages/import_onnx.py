@@ -36,15 +36,14 @@ def onnxruntime_load_error(path: Path, plan: Any) -> str | None:
 
 def import_file(src: Path, out: Path, io: IOSpec, plan: Any) -> list[str]:
     """Copy `src` to `out` with the repairs it needs; return what was repaired."""
-    import onnx
-
     from compiler.onnx_files import has_external_data, save_model
+    from compiler.weights import load
 
     reason = onnxruntime_load_error(src, plan)
     if reason:
         raise StageError("export", f"onnxruntime cannot load {src.name}: {reason}",
                          fix="re-export the model, or check it with `polygraphy inspect model`")
-    model = onnx.load(str(src))
+    model = load(src)  # weights stay on disk, and are streamed once into the copy
     fixes = []
     initializers = {i.name for i in model.graph.initializer}
     weights_as_inputs = [i for i in model.graph.input if i.name in initializers and i.name not in io.input_names]

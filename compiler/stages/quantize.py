@@ -246,11 +246,13 @@ GENERATED_EVALUATION = 16
 def run(ctx: StageContext) -> StageResult:
     import onnx
 
+    from compiler import weights
+
     cfg, io, plan = ctx.cfg, ctx.io, ctx.plan
     precision, tool = plan.conversion, plan.tool
     calibration, x_eval, y_eval, source = calibration_inputs(cfg, io)
     src, out = ctx.inputs["surgery"], ctx.work_dir / f"model.{precision}.onnx"
-    graph = onnx.load(str(src))
+    graph = weights.load(src)  # node names and structure; weights stay on disk until one is read
     judge = _judge(cfg, io, plan, src, x_eval, y_eval)
     keep = list(cfg.quantize.keep_fp32)
     info: dict = {"tool": tool, "calibration": source, "judged_by": judge.kind}
@@ -267,7 +269,7 @@ def run(ctx: StageContext) -> StageResult:
         if plan.gpu:  # onnxruntime's fused kernels first: where fp16 pays on the CUDA provider
             fused = ctx.work_dir / "model.fused.onnx"
             info["fused_for_gpu"] = fuse_for_gpu(src, fused)
-            src, graph = fused, onnx.load(str(fused))
+            src, graph = fused, weights.load(fused)
         forced = [n for n in overflow_nodes(graph, calibration) if n not in keep] \
             if cfg.quantize.fallback.value == "auto" else []
         info["kept_fp32_overflow"] = forced

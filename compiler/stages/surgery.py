@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,7 +38,10 @@ def apply_passes(model, passes_cfg, log=None) -> tuple[Any, list[dict]]:
     raw = OmegaConf.to_container(passes_cfg, resolve=True) if OmegaConf.is_config(passes_cfg) else passes_cfg
     calls, problems = parse_pass_list(raw)
     assert not problems, problems  # lint has reported these already
+    from compiler.weights import take_notes
+
     records = []
+    take_notes()
     guard = ControlFlowGuard(model)
     gc.freeze()  # everything alive now (torch, TensorFlow, ...) is left out of the per-pass collections below
     try:
@@ -49,6 +53,9 @@ def apply_passes(model, passes_cfg, log=None) -> tuple[Any, list[dict]]:
                               nodes_after=record["nodes_before"], op_delta={})
             else:
                 model = result
+            notes = take_notes()
+            if notes:
+                record["notes"] = notes
             records.append(record)
             if log:
                 log.info("pass %-20s nodes %d -> %d", call.name, record["nodes_before"], record["nodes_after"])
@@ -80,6 +87,16 @@ def _has_control_flow(model: Any) -> bool:
 def _load_error(model: Any) -> str | None:
     import onnxruntime as ort
 
+    from compiler.weights import inline, is_external, tensors
+
+    if any(is_external(t) for t in tensors(model)):  # onnxruntime loads bytes without their weights' folder
+        import onnx
+
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        inline(copy)
+        model = copy
+
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 4
@@ -110,16 +127,19 @@ def _apply_one(call, model) -> tuple[Any, dict]:
 
 
 def run(ctx: StageContext) -> StageResult:
-    import onnx
-
     from compiler.stages.export import checked_model_info
 
-    model = onnx.load(str(ctx.inputs["export"]))
-    model, records = apply_passes(model, ctx.cfg.surgery.passes, ctx.log)
-    from compiler.onnx_files import save_model
+    from compiler import weights
+    from compiler.onnx_files import has_external_data, save_model
 
-    out = ctx.work_dir / "model.clean.onnx"
-    save_model(model, out)  # with external data when over 2 GB
+    model = weights.load(ctx.inputs["export"])  # weights stay on disk; passes read the ones they need
+    spill = ctx.work_dir / ".spill"
+    with weights.spilling_to(spill):
+        model, records = apply_passes(model, ctx.cfg.surgery.passes, ctx.log)
+        out = ctx.work_dir / "model.clean.onnx"
+        # weights beside the model stay beside it (and must, over 2 GB); each tensor is written once
+        save_model(model, out, external=True if has_external_data(ctx.inputs["export"]) else None)
+    shutil.rmtree(spill, ignore_errors=True)
     try:  # the compiler's own exports pass strict shape inference; a foreign file need only keep what it had
         info = checked_model_info(out, strict=ctx.cfg.framework.value != "onnx")
         if info["checker"] != "passed" and ctx.results.get("export", {}).get("checker", "passed") == "passed":

@@ -1,0 +1,115 @@
+"""Weights stay on disk through import, surgery and the fp16 conversion: read one tensor at a time, written once."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from compiler import weights
+from compiler.onnx_files import save_model
+
+WIDTH = 512  # 1 MiB per weight: SPILL_BYTES, below LARGE_FOLD_BYTES
+
+
+def _chain(path, layers: int = 3, transpose_last: bool = False):
+    """Gemm + Relu layers, weights in a .data file; the last weight optionally through a foldable Transpose."""
+    rng = np.random.default_rng(0)
+    nodes, inits, previous = [], [], "x"
+    for i in range(layers):
+        w = rng.standard_normal((WIDTH, WIDTH)).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.full(WIDTH, 0.5, np.float32), f"b{i}")]
+        weight = f"w{i}"
+        if transpose_last and i == layers - 1:
+            nodes.append(helper.make_node("Transpose", [weight], [f"wt{i}"], perm=[1, 0]))
+            weight = f"wt{i}"
+        nodes.append(helper.make_node("Gemm", [previous, weight, f"b{i}"], [f"g{i}"]))
+        nodes.append(helper.make_node("Relu", [f"g{i}"], ["y" if i == layers - 1 else f"h{i}"]))
+        previous = f"h{i}"
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", WIDTH])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", WIDTH])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    arrays = {t.name: numpy_helper.to_array(t) for t in inits}
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=path.name + ".data", size_threshold=1024)
+    return arrays
+
+
+def _run(path, x):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def test_a_loaded_model_keeps_its_weights_on_disk_and_reads_one_on_demand(tmp_path):
+    original = _chain(tmp_path / "m.onnx")
+    model = weights.load(tmp_path / "m.onnx")
+    w0 = next(t for t in model.graph.initializer if t.name == "w0")
+    assert weights.is_external(w0) and not w0.raw_data
+    assert weights.weight_bytes(model) == sum(a.nbytes for a in original.values())
+    np.testing.assert_array_equal(weights.read(w0), original["w0"])
+    assert not w0.raw_data  # reading did not pull it into the graph
+
+
+def test_save_writes_each_tensor_once_and_the_copy_runs_the_same(tmp_path):
+    _chain(tmp_path / "m.onnx")
+    x = np.random.default_rng(1).standard_normal((2, WIDTH)).astype(np.float32)
+    model = weights.load(tmp_path / "m.onnx")
+    out = tmp_path / "out" / "m.clean.onnx"
+    out.parent.mkdir()
+    save_model(model, out, external=True)
+    assert (out.parent / "m.clean.onnx.data").stat().st_size == (tmp_path / "m.onnx.data").stat().st_size
+    np.testing.assert_array_equal(_run(out, x), _run(tmp_path / "m.onnx", x))
+    inline = tmp_path / "inline.onnx"
+    save_model(weights.load(tmp_path / "m.onnx"), inline, external=False)  # small enough for one file
+    assert not (tmp_path / "inline.onnx.data").exists()
+    np.testing.assert_array_equal(_run(inline, x), _run(tmp_path / "m.onnx", x))
+
+
+def test_surgery_leaves_untouched_weights_on_disk_and_spills_new_ones(tmp_path):
+    from compiler.stages.surgery import DEFAULT_PASSES, apply_passes
+
+    _chain(tmp_path / "m.onnx", transpose_last=True)
+    x = np.random.default_rng(2).standard_normal((3, WIDTH)).astype(np.float32)
+    model = weights.load(tmp_path / "m.onnx")
+    with weights.spilling_to(tmp_path / "spill"):
+        cleaned, records = apply_passes(model, DEFAULT_PASSES)
+        big = [t for t in cleaned.graph.initializer if weights.external_bytes(t) >= WIDTH * WIDTH * 4
+               or len(t.raw_data) >= WIDTH * WIDTH * 4]
+        assert len(big) == 3 and all(weights.is_external(t) and not t.raw_data for t in big)
+        spilled = [t for t in big if "spill" in {e.key: e.value for e in t.external_data}["location"]]
+        assert len(spilled) == 1  # the folded Transpose's new weight, written to the spill file at once
+        assert "Transpose" not in {n.op_type for n in cleaned.graph.node}
+        save_model(cleaned, tmp_path / "clean.onnx", external=True)
+    np.testing.assert_allclose(_run(tmp_path / "clean.onnx", x), _run(tmp_path / "m.onnx", x), atol=1e-4)
+
+
+def test_folding_leaves_nodes_that_read_a_large_constant_and_says_which(tmp_path):
+    import onnx_graphsurgeon as gs
+
+    from compiler.passes.fold_constants import hide_large_constants, restore
+
+    _chain(tmp_path / "m.onnx", transpose_last=True)
+    graph = gs.import_onnx(weights.load(tmp_path / "m.onnx"))
+    weights.on_disk_in(graph)
+    weights.take_notes()
+    hidden = hide_large_constants(graph, limit=WIDTH * WIDTH * 4)
+    graph.fold_constants(error_ok=False)
+    restore(hidden)
+    assert "Transpose" in {n.op for n in graph.nodes}
+    assert weights.take_notes() == ["not folded: 1 node(s) reading a constant of 1 MiB or more (Transpose)"]
+
+
+def test_fp16_conversion_streams_the_weights_from_disk(tmp_path):
+    from compiler.stages.fp16 import convert
+
+    original = _chain(tmp_path / "m.onnx")
+    convert(tmp_path / "m.onnx", tmp_path / "m.fp16.onnx", [])
+    converted = weights.load(tmp_path / "m.fp16.onnx")
+    w0 = next(t for t in converted.graph.initializer if t.name == "w0")
+    assert w0.data_type == TensorProto.FLOAT16 and weights.is_external(w0)
+    expected = original["w0"].astype(np.float16)
+    np.testing.assert_array_equal(weights.read(w0), expected)
+    assert (tmp_path / "m.fp16.onnx.data").stat().st_size < 0.6 * (tmp_path / "m.onnx.data").stat().st_size
+    x = np.random.default_rng(3).standard_normal((2, WIDTH)).astype(np.float32)
+    reference = _run(tmp_path / "m.onnx", x)
+    assert np.linalg.norm(_run(tmp_path / "m.fp16.onnx", x) - reference) / np.linalg.norm(reference) < 1e-2
