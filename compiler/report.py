@@ -226,7 +226,11 @@ def render_markdown(report: dict[str, Any], plot: str | None) -> str:
         c = report.get("latency_conditions") or {}
         lines += ["## Latency (ms per call)", "", f"Measured by this run at {c.get('measured_at')} on {c.get('host')} "
                   f"({c.get('cpus')} CPUs), alone: no other compile on this machine computed meanwhile (the timing "
-                  "lock), and never taken from the cache.", ""] + \
+                  "lock), and never taken from the cache" + (
+                      f"; the framework reference's figures are those measured at {c['framework_measured_at']} "
+                      "(the same reference, settings and machine: verify.latency.reuse_framework)"
+                      if c.get("framework_measured_at", c.get("measured_at")) != c.get("measured_at") else "") + ".",
+                  ""] + \
             _table(["model", "batch", "p50", "p99", "iterations"], rows) + [""]
     threads = (report.get("latency_conditions") or {}).get("intra_op_threads")
     if threads:

@@ -31,7 +31,7 @@ def _cache_is_sound(cache: Path) -> None:
     """Every committed entry is complete: result.json and an artifact with the recorded hash."""
     for entry in cache.glob("*/*"):
         if entry.name.startswith(".tmp-") or entry.parent.name.startswith("."):
-            continue  # an interrupted build's workspace: never looked up; .plots holds drawings, not entries
+            continue  # an interrupted build's workspace: never looked up; .plots and .latency are not entries
         result = json.loads((entry / RESULT_FILE).read_text())
         assert sha256_file(entry / result["artifact"]) == result["sha256"], entry
 

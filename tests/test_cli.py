@@ -67,6 +67,27 @@ def test_second_run_is_served_from_the_cache(compile_cli):
     assert cached == {"train": True, "export": True, "surgery": True, "build": False, "verify": False}
 
 
+def test_a_rerun_times_the_engine_now_and_shows_the_unchanged_references_earlier_figures(compile_cli):
+    import time
+
+    first = compile_cli("recipe=mlp_torch", *TINY)
+    time.sleep(1.1)  # measured_at has whole seconds
+    second = compile_cli("recipe=mlp_torch", *TINY)
+    fresh = compile_cli("recipe=mlp_torch", *TINY, "verify.latency.reuse_framework=false")
+    assert first.code == second.code == fresh.code == 0
+    before, after = first.report["latency_conditions"], second.report["latency_conditions"]
+    assert after["framework_measured_at"] == before["measured_at"] != after["measured_at"]
+    assert second.report["metrics"]["latency_ms"]["framework"] == first.report["metrics"]["latency_ms"]["framework"]
+    assert second.report["metrics"]["latency_ms"]["engine"] != first.report["metrics"]["latency_ms"]["engine"]
+    assert f"the framework reference's figures are those measured at {before['measured_at']}" in \
+        (second.run_dir / "report.md").read_text()
+    now = fresh.report["latency_conditions"]
+    assert now["framework_measured_at"] == now["measured_at"]
+    # another batch list is another key: timed afresh
+    other = compile_cli("recipe=mlp_torch", *TINY, "verify.latency.batch_sizes=[2]")
+    assert other.report["latency_conditions"]["framework_measured_at"] == other.report["latency_conditions"]["measured_at"]
+
+
 def test_cache_can_be_disabled(compile_cli, cache_dir):
     run = compile_cli("recipe=cnn_torch", *TINY, "cache.enabled=false")
     assert run.code == 0, run.output

@@ -1,5 +1,7 @@
 """Latency: measured at the end of every compile, never taken from the cache, under the machine-wide
-timing lock (verify/timing.py), so that figures from one sweep were all taken alone and now."""
+timing lock (verify/timing.py), so that figures from one sweep were all taken alone and now. The framework
+reference's figures are the one exception: an unchanged reference on the same machine shows those of the run that
+measured it, with that time (verify/reference_latency.py)."""
 
 from __future__ import annotations
 
@@ -192,11 +194,18 @@ def measure_now(cfg: Any, plan: Any, artifacts: Mapping[str, Path]) -> tuple[dic
     from compiler.stages.verify import samples
     from compiler.verify.timing import timing, working
 
+    from compiler.cache import cache_root
+    from compiler.verify import reference_latency
+
     io, v = IOSpec.from_cfg(cfg), cfg.verify.latency
+    root = cache_root(cfg.cache) if cfg.cache.enabled else None
+    batches = latency_batches(io, plan, v.batch_sizes)
+    remembered_key = reference_latency.key(cfg, plan, artifacts, batches)
+    earlier = reference_latency.remembered(root, remembered_key) if v.reuse_framework else None
     with working():  # loading data and the framework model is work too
         x_test, _ = samples(cfg, io)
-        reference = timing_reference_runner(cfg, io, plan, artifacts)
-        feeds = latency_feeds(io, x_test, latency_batches(io, plan, v.batch_sizes), cfg.seed)
+        reference = None if earlier else timing_reference_runner(cfg, io, plan, artifacts)
+        feeds = latency_feeds(io, x_test, batches, cfg.seed)
     result, conditions = {}, {}
     with timing():
         started = datetime.now(timezone.utc)
@@ -205,12 +214,18 @@ def measure_now(cfg: Any, plan: Any, artifacts: Mapping[str, Path]) -> tuple[dic
             threads, table = _fastest_threads(plan, artifacts["build"], feeds[max(feeds)], v)
             conditions["intra_op_threads"] = {"chosen": threads, "batch": max(feeds), "table": table}
         # the engine first: a framework's thread pool (torch's OpenMP) keeps spinning for a while after it ran
-        for key, runner in (("engine", timing_engine_runner(plan, artifacts["build"], intra_op_threads=threads)),
-                            ("framework", reference)):
+        timed = [("engine", timing_engine_runner(plan, artifacts["build"], intra_op_threads=threads))]
+        for key, runner in timed + ([("framework", reference)] if reference else []):
             with runner:
                 result[key] = _with_throughput(measure(runner, feeds, v.iterations, v.warmup, v.max_seconds,
                                                        warmup_seconds=v.warmup_seconds, quiet_tries=v.quiet_tries),
                                                runner, feeds)
+    if earlier:  # the same reference, batches, settings and machine: its figures from that run (reference_latency.py)
+        result["framework"] = earlier["figures"]
+        conditions["framework_measured_at"] = earlier["measured_at"]
+    else:
+        conditions["framework_measured_at"] = started.isoformat(timespec="seconds")
+        reference_latency.remember(root, remembered_key, result["framework"], conditions["framework_measured_at"])
     result = {key: result[key] for key in ("framework", "engine")}
     conditions.update({"measured_at": started.isoformat(timespec="seconds"), "host": platform.node(),
                        "cpus": os.cpu_count(), "backend": plan.backend, "alone": True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -10,8 +11,19 @@ from typing import Any, Callable
 import numpy as np
 from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
+from polygraphy.util import array as _polygraphy_array
 
 Predict = Callable[[dict], dict]
+
+
+def _is_torch_if_loaded(obj: Any) -> bool:
+    """Polygraphy's own check imports torch (~2 s) to test every array; nothing is a torch.Tensor
+    unless torch is already loaded, so a TensorFlow or ONNX compile, and the engine's latency, never import it."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.Tensor)
+
+
+_polygraphy_array.is_torch = _is_torch_if_loaded
 
 
 class CallableRunner(BaseRunner):
@@ -82,12 +94,13 @@ def _tensor_runner(session_loader: Callable, name: str) -> BaseRunner:
     return TensorOutputs(session_loader, name=name)
 
 
-def onnx_runner(name: str, path: Path, plan: Any) -> BaseRunner:
+def onnx_runner(name: str, path: Path, plan: Any, optimization_level: str = "disable") -> BaseRunner:
     """An onnxruntime runner over an ONNX file with graph optimisation off, to see the file as written."""
     from compiler.backends.onnxruntime import load_session
     from compiler.numerics import STRICT_FP32
 
-    return _tensor_runner(lambda: load_session(path, plan, optimization_level="disable", mode=STRICT_FP32), name)
+    return _tensor_runner(lambda: load_session(path, plan, optimization_level=optimization_level, mode=STRICT_FP32),
+                          name)
 
 
 def engine_runner(plan: Any, path: Path, intra_op_threads: int | None = None) -> BaseRunner:
