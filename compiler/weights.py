@@ -111,16 +111,20 @@ def read(tensor: Any) -> "Any":
 
     if not is_external(tensor):
         return numpy_helper.to_array(tensor)
-    info = _info(tensor)
-    with open(info["location"], "rb") as f:
-        f.seek(int(info.get("offset", 0)))
-        data = f.read(external_bytes(tensor))
+    data = _bytes_on_disk(tensor)
     loaded = TensorProto()
     loaded.CopyFrom(tensor)
     del loaded.external_data[:]
     loaded.data_location = TensorProto.DEFAULT
     loaded.raw_data = data
     return np.asarray(numpy_helper.to_array(loaded))
+
+
+def _bytes_on_disk(tensor: Any) -> bytes:
+    info = _info(tensor)
+    with open(info["location"], "rb") as f:
+        f.seek(int(info.get("offset", 0)))
+        return f.read(external_bytes(tensor))
 
 
 class DiskValues(LazyValues):
@@ -253,10 +257,7 @@ def inline(model: Any) -> None:
 
     for tensor in tensors(model):
         if is_external(tensor):
-            info = _info(tensor)
-            with open(info["location"], "rb") as f:
-                f.seek(int(info.get("offset", 0)))
-                data = f.read(external_bytes(tensor))
+            data = _bytes_on_disk(tensor)
             del tensor.external_data[:]
             tensor.data_location = TensorProto.DEFAULT
             tensor.raw_data = data
