@@ -49,8 +49,9 @@ class _Session:
 _SESSION = _Session()
 
 
-def recipe_problems(cfg: DictConfig) -> list:
-    """Every problem of a composed recipe (an ONNX recipe first reads its IO spec from its file)."""
+def recipe_problems(cfg: DictConfig, opened: dict | None = None) -> list:
+    """Every problem of a composed recipe (an ONNX recipe first reads its IO spec from its file; `opened`
+    receives what that gave a default: onnx_io.resolve_onnx_io)."""
     from omegaconf.errors import OmegaConfBaseException
 
     from compiler.errors import Problem
@@ -60,19 +61,19 @@ def recipe_problems(cfg: DictConfig) -> list:
     if problems:
         return problems
     try:
-        return _problems(cfg)
+        return _problems(cfg, opened)
     except OmegaConfBaseException as exc:  # a value no check anticipated: still the recipe's fault, with its key
         key = getattr(exc, "full_key", None) or "<recipe>"
         return [Problem(str(key), str(exc).splitlines()[0], fix="correct or remove this key")]
 
 
-def _problems(cfg: DictConfig) -> list:
+def _problems(cfg: DictConfig, opened: dict | None = None) -> list:
     from compiler.lint import lint
 
     if cfg.framework.value == "onnx":
         from compiler.onnx_io import resolve_onnx_io
 
-        problems, notes = resolve_onnx_io(cfg)
+        problems, notes = resolve_onnx_io(cfg, opened)
         for note in notes:
             print(f"compiler: note: {note}", file=sys.stderr)
         if problems:
@@ -82,13 +83,25 @@ def _problems(cfg: DictConfig) -> list:
 
 def run_job(cfg: DictConfig, recipe: str, run_dir: Path) -> int:
     """Lint, then (unless mode=lint) compile one composed recipe; return its exit code."""
-    problems = recipe_problems(cfg)
+    opened: dict = {}
+    problems = recipe_problems(cfg, opened)
     if problems:
         print(f"compiler: {RecipeError(problems).render()}", file=sys.stderr)
         return EXIT_INVALID_RECIPE
     if cfg.mode.value == "lint":
         print(f"compiler: recipe '{recipe}' is valid")
         return EXIT_OK
+    domain = list(opened.get("notes", []))
+    if cfg.framework.value == "onnx":  # the generated inputs, tried on the file before anything is built
+        from compiler.input_domain import probe
+
+        probed = probe(cfg, opened)
+        if probed.problem:
+            print(f"compiler: {RecipeError([probed.problem]).render()}", file=sys.stderr)
+            return EXIT_INVALID_RECIPE
+        for note in probed.notes:
+            print(f"compiler: note: {note}", file=sys.stderr)
+        domain += probed.notes
 
     from compiler.pipeline import compile_recipe
     from compiler.report import build_report, write_report
@@ -98,6 +111,7 @@ def run_job(cfg: DictConfig, recipe: str, run_dir: Path) -> int:
     from compiler.plan import resolve
 
     result = compile_recipe(cfg, run_dir, log, resolve(cfg))
+    result.input_domain = domain
     verify = result.by_name.get("verify")
     if result.error:
         from compiler.errors import InputDomainError

@@ -18,12 +18,15 @@ DEFAULT_BATCH = [1, 4, 8]        # a dynamic first dim the recipe gives no range
 DEFAULT_SPATIAL = [128, 128, 128]  # a dynamic height/width of an image input (rank 4, axes 2-3)
 DEFAULT_OTHER = [16, 16, 16]     # any other dynamic dim: a sequence, a count
 DEFAULT_INT_RANGE = [0, 2]       # an integer input whose valid values the graph does not show
+DEFAULTS = {"batch": DEFAULT_BATCH, "spatial": DEFAULT_SPATIAL, "other": DEFAULT_OTHER}
 # ops onnxruntime's CPU build runs from these domains without a custom-op library
 KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc", "ai.onnx.preview.training")
 
 
-def resolve_onnx_io(cfg: DictConfig) -> tuple[list[Problem], list[str]]:
-    """Fill model.inputs/outputs/dims from model.path; return (problems, notes)."""
+def resolve_onnx_io(cfg: DictConfig, opened: dict | None = None) -> tuple[list[Problem], list[str]]:
+    """Fill model.inputs/outputs/dims from model.path; return (problems, notes). `opened`, when given, receives
+    what got a default rather than a value from the file or the recipe: {"dims": {name: kind}, "ints": [input]},
+    kind one of batch/spatial/other: the input domain probe (input_domain.py) may change only those."""
     if OmegaConf.is_missing(cfg.model, "path") or not cfg.model.path:
         return [Problem("model.path", "missing required value", fix="model.path=/abs/path/model.onnx")], []
     path = Path(cfg.model.path).expanduser()
@@ -38,7 +41,7 @@ def resolve_onnx_io(cfg: DictConfig) -> tuple[list[Problem], list[str]]:
     problems = _external_data_problems(path, model) + _domain_problems(model, cfg)
     if problems:
         return problems, []
-    return _fill(cfg, model)
+    return _fill(cfg, model, {} if opened is None else opened)
 
 
 def _external_data_problems(path: Path, model: Any) -> list[Problem]:
@@ -62,7 +65,7 @@ def _domain_problems(model: Any, cfg: DictConfig) -> list[Problem]:
                         "and, for TensorRT, their plugin library (engine.tensorrt.plugins=[/abs/plugin.so])")]
 
 
-def _fill(cfg: DictConfig, model: Any) -> tuple[list[Problem], list[str]]:
+def _fill(cfg: DictConfig, model: Any, opened: dict) -> tuple[list[Problem], list[str]]:
     import onnx
 
     given_in = {i.name: i for i in cfg.model.inputs}
@@ -80,6 +83,8 @@ def _fill(cfg: DictConfig, model: Any) -> tuple[list[Problem], list[str]]:
             problems.append(Problem("model.outputs", "no such output in the file", name, ", ".join(file_outputs)))
     dims = OmegaConf.to_container(cfg.model.dims, resolve=True)
     defaulted: dict[str, str] = {}  # dim -> the note saying which default it got
+    kinds: dict[str, str] = {}      # dim -> which default (batch, spatial, other)
+    open_ints: list[str] = []
     inputs = []
     gather_limits = _gather_limits(model)
     for value in graph_inputs:
@@ -106,7 +111,8 @@ def _fill(cfg: DictConfig, model: Any) -> tuple[list[Problem], list[str]]:
                 name = d.dim_param or f"{value.name}_dim{axis}"
                 shape.append(name)
                 if name not in dims:
-                    dims[name] = _default_range(axis, len(tensor.shape.dim))
+                    kinds[name] = _default_kind(axis, len(tensor.shape.dim))
+                    dims[name] = list(DEFAULTS[kinds[name]])
                     defaulted[name] = f"input '{value.name}' dim {axis} ('{name}') has no range: using {{}}; " \
                                       f"set ++model.dims.{name}=[min,opt,max] to choose"
         entry: dict[str, Any] = {"name": value.name, "shape": shape, "dtype": dtype, "range": None}
@@ -117,13 +123,18 @@ def _fill(cfg: DictConfig, model: Any) -> tuple[list[Problem], list[str]]:
         elif dtype in ("int64", "int32", "int8", "uint8"):
             limit = gather_limits.get(value.name)
             entry["range"] = [0, limit] if limit else list(DEFAULT_INT_RANGE)
+            if isinstance(limit, str):
+                notes.append(f"input '{value.name}' indexes dim '{limit}' of another input: its values are taken "
+                             f"in [0, {limit}); set 'model.inputs=[{{name: {value.name}, range: [0,N]}}]' to choose")
             if not limit:
+                open_ints.append(value.name)
                 notes.append(f"input '{value.name}' ({dtype}) has no value range: using {DEFAULT_INT_RANGE}; set "
                              f"'model.inputs=[{{name: {value.name}, range: [0,1000]}}]' (its real [low,high)) to choose")
         inputs.append(entry)
     if problems:
         return problems, []
     derived = _decoder_dims(inputs, file_outputs, dims, set(defaulted))
+    derived.update(_state_batches(inputs, dims, defaulted, kinds))
     notes += [note.format(dims[name]) for name, note in defaulted.items() if name not in derived]
     notes += derived.values()
     for value in model.graph.output:
@@ -139,6 +150,7 @@ def _fill(cfg: DictConfig, model: Any) -> tuple[list[Problem], list[str]]:
                                     given_out[n].cosine, given_out[n].argmax) if n in given_out else OutputSpec(n)
                          for n in file_outputs]
     cfg.model.dims = dims
+    opened.update(dims={name: kinds[name] for name in defaulted if name not in derived}, ints=open_ints, notes=notes)
     return [], notes
 
 
@@ -176,12 +188,33 @@ def _decoder_dims(inputs: list[dict], outputs: list[str], dims: dict, defaulted:
     return notes
 
 
-def _default_range(axis: int, rank: int) -> list[int]:
+def _state_batches(inputs: list[dict], dims: dict, defaulted: dict[str, str], kinds: dict[str, str]) -> dict[str, str]:
+    """A recurrent state's unnamed batch: an input with a fixed first dim and an unnamed dynamic second one
+    (an LSTM/GRU state, [layers, batch, hidden]) beside inputs that share one batch dim takes that dim, not a
+    size of its own that could never match the others' batch. Returns {dim: note}; edits shapes in place."""
+    batches = {e["shape"][0] for e in inputs if e["shape"] and isinstance(e["shape"][0], str)}
+    if len(batches) != 1:
+        return {}
+    batch, notes = batches.pop(), {}
+    for entry in inputs:
+        shape = entry["shape"]
+        unnamed = f"{entry['name']}_dim1"
+        if len(shape) >= 2 and isinstance(shape[0], int) and shape[1] == unnamed and unnamed in defaulted:
+            shape[1] = batch
+            dims.pop(unnamed, None)
+            kinds.pop(unnamed, None)
+            notes[unnamed] = f"input '{entry['name']}' dim 1 (unnamed, after a fixed dim: a recurrent state's " \
+                             f"[layers, batch, ...]) is taken as the batch '{batch}'; give the input's shape " \
+                             f"('model.inputs=[{{name: {entry['name']}, shape: [...]}}]') to choose"
+    return notes
+
+
+def _default_kind(axis: int, rank: int) -> str:
     if axis == 0:
-        return list(DEFAULT_BATCH)
+        return "batch"
     if rank == 4 and axis >= 2:
-        return list(DEFAULT_SPATIAL)
-    return list(DEFAULT_OTHER)
+        return "spatial"
+    return "other"
 
 
 def _dtype_name(elem_type: int) -> str | None:
@@ -196,22 +229,40 @@ def _dtype_name(elem_type: int) -> str | None:
 _PASS_THROUGH = ("Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity")
 
 
-def _gather_limits(model: Any) -> dict[str, int]:
-    """Integer inputs used as indices into a weight table (an embedding): their values must stay below its rows."""
+def _gather_limits(model: Any) -> dict[str, int | str]:
+    """Integer inputs used as indices, with the bound their values must stay below: the rows of a weight table
+    (an embedding), or the size of another input's dim (RoiAlign's batch_indices below its images' batch, a
+    Gather into another input): a number, or the name of that dim."""
     tables = {i.name: list(i.dims) for i in model.graph.initializer}
-    producers_of: dict[str, str] = {}  # tensor -> the graph input it is a reshaped/cast copy of
-    inputs = {i.name for i in model.graph.input}
-    limits: dict[str, int] = {}
+    inputs = {i.name: i for i in model.graph.input if i.name not in tables}
+    copies: dict[str, str] = {}  # tensor -> the graph input it is a reshaped/cast copy of
+    limits: dict[str, int | str] = {}
+
+    def source(name: str) -> str | None:
+        return name if name in inputs else copies.get(name)
+
+    def input_dim(name: str, axis: int) -> int | str | None:
+        dims = inputs[name].type.tensor_type.shape.dim
+        if not -len(dims) <= axis < len(dims):
+            return None
+        d = dims[axis]
+        return int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
+
     for node in model.graph.node:  # graph order: producers come first
-        if node.op_type in _PASS_THROUGH and node.input:
-            source = node.input[0] if node.input[0] in inputs else producers_of.get(node.input[0])
-            if source:
-                producers_of[node.output[0]] = source
-        if node.op_type == "Gather" and len(node.input) == 2:
-            source = node.input[1] if node.input[1] in inputs else producers_of.get(node.input[1])
-            table = tables.get(node.input[0])
-            if source and table:
-                axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-                rows = int(table[axis])
-                limits[source] = min(limits.get(source, rows), rows)
+        if node.op_type in _PASS_THROUGH and node.input and source(node.input[0]):
+            copies[node.output[0]] = source(node.input[0])
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if node.op_type in ("Gather", "GatherElements") and len(node.input) == 2 and source(node.input[1]):
+            index, table = source(node.input[1]), node.input[0]
+            if table in tables:
+                rows = int(tables[table][axis])
+                limits[index] = min(int(limits.get(index, rows)), rows)
+            elif source(table):
+                bound = input_dim(source(table), axis)
+                if bound is not None:
+                    limits.setdefault(index, bound)
+        if node.op_type == "RoiAlign" and len(node.input) == 3 and source(node.input[2]) and source(node.input[0]):
+            bound = input_dim(source(node.input[0]), 0)
+            if bound is not None:
+                limits.setdefault(source(node.input[2]), bound)
     return limits

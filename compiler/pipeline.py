@@ -64,6 +64,7 @@ class CompileResult:
     search: list = field(default_factory=list)               # precision=best: one row per candidate
     latency: dict = field(default_factory=dict)              # measured now, never cached (verify/latency.py)
     latency_conditions: dict = field(default_factory=dict)
+    input_domain: list = field(default_factory=list)        # defaults and probes of an ONNX file's inputs (cli)
 
     @property
     def by_name(self) -> dict[str, StageRecord]:

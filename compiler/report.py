@@ -40,6 +40,7 @@ def build_report(cfg: DictConfig, recipe: str, result: CompileResult, status: st
         "io": infos.get("export", {}).get("io"),
         "io_spec": _io_spec(cfg),
         "import_fixes": infos.get("export", {}).get("import_fixes", []),
+        "input_domain": result.input_domain,
         "verified_shapes": verify.get("ledger_inputs", {}).get("shapes", {}),
         "metric": verify.get("metric"),
         "latency_conditions": result.latency_conditions,
@@ -163,6 +164,9 @@ def _io_lines(report: dict[str, Any]) -> list[str]:
         lines += [f"Task metric: {report['metric']}.", ""]
     if report.get("import_fixes"):
         lines += ["Repairs made when importing the file: " + "; ".join(report["import_fixes"]) + ".", ""]
+    if report.get("input_domain"):
+        lines += ["Input domain (what the file left open, and what onnxruntime ran when probed):", ""]
+        lines += [f"- {note}" for note in report["input_domain"]] + [""]
     return lines
 
 

@@ -221,7 +221,7 @@ def test_a_pass_that_breaks_control_flow_is_dropped_and_reported():
 
 
 def test_the_ledger_takes_each_branch_of_a_bool_condition(compile_cli, tmp_path):
-    """A foreign If model compiles, and its ledger fed the condition False and True (verify._branch_feeds)."""
+    """A foreign If model compiles, and its ledger fed the condition False and True (verify/feeds.py: branch_feeds)."""
     from tests.conftest import TINY
 
     path = tmp_path / "if.onnx"

@@ -132,10 +132,12 @@ def test_an_npz_that_breaks_the_declared_dims_exits_2(compile_cli, tmp_path):
 
 
 def test_inputs_outside_the_models_domain_exit_2_naming_the_keys(compile_cli, tmp_path):
-    """The same model without the declared relation: onnxruntime refuses the generated inputs; exit 2, not 1."""
+    """The same model without the declared relation: onnxruntime refuses the generated inputs and no documented
+    alternative runs (input_domain.py); exit 2 before any stage, not 1 from verify."""
     path = tmp_path / "kv.onnx"
     kv_model(path)
     run = compile_cli("recipe=onnx_file", f"model.path={path}", "surgery.passes=[cleanup]", *TINY[2:6])
     assert run.code == 2, run.output
-    assert "onnxruntime refuses the generated inputs at 'min'" in run.stderr
+    assert "onnxruntime refused the generated inputs at 'min'" in run.stderr and "also tried:" in run.stderr
     assert "model.dims.total='past + seq'" in run.stderr and "Traceback" not in run.stderr
+    assert not (run.run_dir / "model.onnx").exists()

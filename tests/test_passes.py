@@ -325,3 +325,30 @@ def test_custom_pass_through_an_allow_listed_target(monkeypatch):
     model = _model([helper.make_node("Relu", ["x"], ["y"], name="relu")], [_x(["N", 4])], [_x(None, "y")])
     after, records = _apply(model, {"_target_": "tests.test_passes.custom_pass", "suffix": "_custom"})
     assert after.graph.node[0].name == "relu_custom" and records[0]["pass"] == "tests.test_passes.custom_pass"
+
+
+def test_cleanup_never_shifts_a_nodes_positional_outputs():
+    """An LSTM whose sequence output Y nobody reads keeps Y (unnamed use, same position), so Y_h stays Y_h; the
+    unused trailing Y_c goes. graphsurgeon alone drops Y and hands Y_h's readers Y_c."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    from compiler.passes import cleanup
+
+    rng = np.random.default_rng(0)
+    weights = [nh.from_array(rng.standard_normal(s).astype(np.float32), n)
+               for n, s in (("W", (1, 32, 4)), ("R", (1, 32, 8)))]
+    graph = h.make_graph([h.make_node("LSTM", ["x", "W", "R"], ["y", "y_h", "y_c"], hidden_size=8),
+                          h.make_node("Relu", ["y_h"], ["out"])], "lstm",
+                         [h.make_tensor_value_info("x", T.FLOAT, [5, 2, 4])], [h.make_tensor_value_info("out", T.FLOAT, None)],
+                         weights)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    cleaned = cleanup.apply(model)
+    lstm = next(n for n in cleaned.graph.node if n.op_type == "LSTM")
+    assert list(lstm.output) == ["y", "y_h"]
+    x = {"x": rng.standard_normal((5, 2, 4)).astype(np.float32)}
+    run = [ort.InferenceSession(m.SerializeToString()).run(None, x)[0] for m in (model, cleaned)]
+    np.testing.assert_array_equal(run[0], run[1])

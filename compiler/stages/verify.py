@@ -93,41 +93,17 @@ def _runners(ctx: StageContext):
 
 def _feeds(cfg, io: "IOSpec", x_test, max_batch: int, profiles: "list[int] | None" = None,
            labelled: bool = True) -> list[tuple[str, dict]]:
-    """The ledger's inputs: real test samples, then random valid inputs at the min/opt/max of every profile."""
+    """The ledger's inputs: real test samples, then the generated ones (verify/feeds.py)."""
     import numpy as np
 
     from compiler.iospec import slice_batch
+    from compiler.verify.feeds import generated_feeds
 
     feeds = []
     if x_test is not None:
         count = io.fixed_batch or min(cfg.verify.samples, max_batch)
         feeds.append(("test split" if labelled else "your inputs", slice_batch(x_test, 0, count)))
-    rng = np.random.default_rng(cfg.seed)
-    for label, shapes in io.check_shapes(profiles):
-        feeds.append((label, io.random_feed(rng, shapes)))
-    feeds += _branch_feeds(io, rng)
-    return feeds
-
-
-MAX_CHOICE_FEEDS = 8
-
-
-def _branch_feeds(io: "IOSpec", rng) -> list[tuple[str, dict]]:
-    """Inputs that choose between branches take each of their values once, at the opt shapes: a bool input (an
-    If's condition, a flag) False and True, an enum-like input each of its `values`. Random feeds alone may
-    never take one side of an If."""
-    import numpy as np
-
-    feeds = []
-    for t in io.inputs:
-        choices = [False, True] if t.dtype == "bool" else list(t.values or [])[:MAX_CHOICE_FEEDS]
-        if len(choices) < 2:  # one value: every feed takes it already
-            continue
-        for value in choices:
-            feed = io.random_feed(rng, io.shapes(0, "opt"))
-            feed[t.name] = np.full(feed[t.name].shape, value, dtype=feed[t.name].dtype)
-            feeds.append((f"opt, {t.name}={value}", feed))
-    return feeds
+    return feeds + generated_feeds(io, np.random.default_rng(cfg.seed), profiles)
 
 
 def run(ctx: StageContext) -> StageResult:

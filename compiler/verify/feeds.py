@@ -1,0 +1,33 @@
+"""The generated inputs every check feeds a model: random valid inputs at the min, opt and max shapes of each
+profile, then one feed per value of each input that chooses between branches. Verification and the input
+domain probe (compiler/input_domain.py) feed the same ones, so a domain the probe accepts is the one verified."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+MAX_CHOICE_FEEDS = 8
+
+
+def generated_feeds(io: Any, rng: Any, profiles: Sequence[int] | None = None) -> list[tuple[str, dict]]:
+    """(label, feed) at every profile's distinct min/opt/max shapes, then the branch feeds."""
+    feeds = [(label, io.random_feed(rng, shapes)) for label, shapes in io.check_shapes(profiles)]
+    return feeds + branch_feeds(io, rng)
+
+
+def branch_feeds(io: Any, rng: Any) -> list[tuple[str, dict]]:
+    """Inputs that choose between branches take each of their values once, at the opt shapes: a bool input (an
+    If's condition, a flag) False and True, an enum-like input each of its `values`. Random feeds alone may
+    never take one side of an If."""
+    import numpy as np
+
+    feeds = []
+    for t in io.inputs:
+        choices = [False, True] if t.dtype == "bool" else list(t.values or [])[:MAX_CHOICE_FEEDS]
+        if len(choices) < 2:  # one value: every feed takes it already
+            continue
+        for value in choices:
+            feed = io.random_feed(rng, io.shapes(0, "opt"))
+            feed[t.name] = np.full(feed[t.name].shape, value, dtype=feed[t.name].dtype)
+            feeds.append((f"opt, {t.name}={value}", feed))
+    return feeds
