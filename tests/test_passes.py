@@ -352,3 +352,26 @@ def test_cleanup_never_shifts_a_nodes_positional_outputs():
     x = {"x": rng.standard_normal((5, 2, 4)).astype(np.float32)}
     run = [ort.InferenceSession(m.SerializeToString()).run(None, x)[0] for m in (model, cleaned)]
     np.testing.assert_array_equal(run[0], run[1])
+
+
+def test_a_slice_of_a_slice_on_other_axes_becomes_one_slice():
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    from compiler.passes import merge_transposes_reshapes
+
+    c = lambda name, v: nh.from_array(np.array(v, np.int64), name)  # noqa: E731
+    graph = h.make_graph([h.make_node("Slice", ["x", "s1", "e1", "a1"], ["t"]),
+                          h.make_node("Slice", ["t", "s2", "e2", "a2", "st2"], ["y"])], "slices",
+                         [h.make_tensor_value_info("x", T.FLOAT, ["n", 6, 8])], [h.make_tensor_value_info("y", T.FLOAT, None)],
+                         [c("s1", [1]), c("e1", [5]), c("a1", [-1]), c("s2", [4]), c("e2", [0]), c("a2", [1]), c("st2", [-2])])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    merged = merge_transposes_reshapes.apply(model)
+    assert [n.op_type for n in merged.graph.node] == ["Slice"]
+    x = {"x": np.random.default_rng(0).standard_normal((3, 6, 8)).astype(np.float32)}
+    run = [ort.InferenceSession(m.SerializeToString()).run(None, x)[0] for m in (model, merged)]
+    np.testing.assert_array_equal(run[0], run[1])
+    assert run[0].shape == (3, 2, 4)

@@ -9,7 +9,9 @@
 - keras.applications through tf2onnx;
 - torchvision (export_torchvision.py, in a venv of its own: see that file);
 - fp16 conversions (fp16 inputs and outputs) and models with int32/uint8/bool inputs;
-- files onnxruntime cannot load (corrupt, unknown op, custom domain), which must fail cleanly.
+- files onnxruntime cannot load (corrupt, unknown op, custom domain), which must fail cleanly;
+- part two (kinds.py): wheel-shipped models (VAD, OCR, detectors), control flow, NMS, KV-cache decoders,
+  ai.onnx.ml pipelines, int8 and fp16 files, shape-less IO (`--part-two` adds only these).
 Writes OUT_DIR/manifest.json: one entry per file with its source.
 """
 
@@ -213,15 +215,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
     parser.add_argument("--torchvision-python", help="python of a venv with torch 2.14.1 + torchvision 0.29.1")
+    parser.add_argument("--part-two", action="store_true",
+                        help="only the second part's kinds (kinds.py), added to an OUT_DIR built before")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.part_two:
+        from kinds import part_two
+
+        manifest = args.out / "manifest.json"
+        kept = [e for e in json.loads(manifest.read_text()) if e.get("part") != 2] if manifest.is_file() else []
+        entries = [{**e, "part": 2} for e in part_two(args.out)]
+        manifest.write_text(json.dumps(kept + entries, indent=2))
+        _summary(entries)
+        return
     entries = packaged(args.out) + transformers_models(args.out) + keras_models(args.out) + integer_input_models(args.out)
     if args.torchvision_python:
         subprocess.run([args.torchvision_python, str(HERE / "export_torchvision.py"), str(args.out)], check=True)
         entries += json.loads((args.out / "torchvision.json").read_text())
     entries += fp16_models(args.out, ["hf_bert_ts_dynamic.onnx", "keras_MobileNetV2.onnx", "tv_resnet18_ts_static.onnx"])
     entries += unloadable(args.out)
+    from kinds import part_two
+
+    entries += [{**e, "part": 2} for e in part_two(args.out)]
     (args.out / "manifest.json").write_text(json.dumps(entries, indent=2))
+    _summary(entries)
+
+
+def _summary(entries: list[dict]) -> None:
     built = [e for e in entries if "error" not in e]
     print(f"{len(built)} files from {len({e['source'].split(' (')[0] for e in built})} sources; "
           f"{len(entries) - len(built)} exports failed:")

@@ -98,12 +98,15 @@ def main() -> None:
     parser.add_argument("corpus", type=Path)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--only")
+    parser.add_argument("--part", type=int, choices=(1, 2), help="only the first part's files, or the second's (kinds.py)")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--fresh", action="store_true", help="recompile files already in CORPUS/results.jsonl")
     args = parser.parse_args()
     entries = [e for e in json.loads((args.corpus / "manifest.json").read_text()) if "error" not in e]
     if args.only:
         entries = [e for e in entries if args.only in e["file"]]
+    if args.part:
+        entries = [e for e in entries if e.get("part", 1) == args.part]
     work = Path(tempfile.mkdtemp(prefix="corpus-"))
     results = args.corpus / "results.jsonl"
     if args.fresh and results.exists():

@@ -41,7 +41,7 @@ REGISTRY: dict[str, PassInfo] = {p.name: p for p in [
     _info("eliminate_noops", "remove Identity, inference Dropout, same-type Cast, same-shape Reshape/Flatten/Expand/"
           "Squeeze/Unsqueeze, identity Transpose, zero Pad, Mul/Div by 1, Add/Sub of 0, one-input Concat"),
     _info("merge_transposes_reshapes", "merge consecutive Transposes (dropping identities), a Reshape after any "
-          "reshape-like op, and Concats of Concats on one axis"),
+          "reshape-like op, Concats of Concats on one axis, and Slices of Slices on other axes"),
     _info("fuse_batchnorm", "fold inference BatchNormalization into the Conv/ConvTranspose/Gemm/MatMul before it"),
     _info("fold_mul_add", "fold constant Mul/Add after Conv/Gemm into weights and bias; MatMul + Add into Gemm"),
     _info("fold_transpose_into_gemm", "fold Transpose -> flatten Reshape -> Gemm/MatMul into permuted weights"),

@@ -1,7 +1,7 @@
 """Folds shape-computation subgraphs (Shape -> Gather/Slice -> Unsqueeze -> Concat -> Cast -> ...).
 
 Each tensor computed only from tensor shapes and constants is evaluated with symbols standing for
-dynamic dims. A fully known value becomes a constant (e.g. `sqrt(head_dim)` in attention); a Reshape
+dynamic dims (a dim is never negative: an Equal against -1 is known False, and a Where on it is chosen). A fully known value becomes a constant (e.g. `sqrt(head_dim)` in attention); a Reshape
 target that still holds the dynamic batch gets 0 ("copy this dim") or -1 in its place.
 """
 
@@ -71,6 +71,21 @@ def _evaluate(node: gs.Node, vals: list) -> np.ndarray | None:
         a, b = np.broadcast_arrays(vals[0], vals[1])
         sign = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/"}[op]
         return np.array([f"({x}{sign}{y})" for x, y in zip(a.reshape(-1), b.reshape(-1))], dtype=object).reshape(a.shape)
+    if op == "Reshape" and len(node.inputs) > 1:
+        target = constant(node.inputs[1])
+        if target is None or np.any(np.asarray(target) == 0) or np.sum(np.asarray(target) == -1) > 1:
+            return None
+        return x.reshape([int(d) for d in np.asarray(target).reshape(-1)])
+    if op == "ConstantOfShape" and x.ndim == 1 and _static(x) and int(np.prod(x.astype(np.int64))) <= _MAX_ELEMENTS:
+        fill = node.attrs.get("value")
+        fill = np.asarray(getattr(fill, "values", fill if fill is not None else 0.0)).reshape(-1)[0]
+        return np.full(tuple(int(d) for d in x), fill, dtype=object)
+    if op == "Equal" and len(vals) == 2 and all(v is not None for v in vals):
+        a, b = np.broadcast_arrays(vals[0], vals[1])
+        equal = [_equal(x, y) for x, y in zip(a.reshape(-1), b.reshape(-1))]
+        return None if None in equal else np.array(equal, dtype=object).reshape(a.shape)
+    if op == "Where" and len(vals) == 3 and all(v is not None for v in vals) and _static(vals[0]):
+        return np.where(np.asarray(vals[0], dtype=bool), *np.broadcast_arrays(vals[1], vals[2]))
     if op in _ELEMENTWISE and all(v is not None and _static(v) for v in vals):
         numeric = [np.asarray(v, dtype=np.float64) for v in vals]
         if op == "Div":
@@ -80,6 +95,17 @@ def _evaluate(node: gs.Node, vals: list) -> np.ndarray | None:
             result = _ELEMENTWISE[op](*numeric)
         return np.asarray(result, dtype=object)
     return None
+
+
+def _equal(x, y) -> bool | None:
+    """Two entries of a shape computation: equal, not equal, or not known (None). A dim, or a sum or product of
+    dims, is never negative, so it never equals a negative constant (torch's `expand(-1)` test)."""
+    if not isinstance(x, str) and not isinstance(y, str):
+        return bool(x == y)
+    if isinstance(x, str) and isinstance(y, str):
+        return True if x == y else None
+    symbol, number = (x, y) if isinstance(x, str) else (y, x)
+    return False if number < 0 and "-" not in symbol else None
 
 
 def _fold(graph: gs.Graph) -> None:

@@ -1,8 +1,8 @@
 """Merges a Transpose fed by a Transpose into one reading the first's input (none when the perms
 cancel), and a Reshape fed by a Reshape, Squeeze, Unsqueeze or Flatten into one Reshape of that op's input.
 The first node stays only if others read it.
-A Concat that reads another Concat on the same axis takes that one's inputs in its place, and an
-Unsqueeze of an Unsqueeze becomes one."""
+A Concat that reads another Concat on the same axis takes that one's inputs in its place, an
+Unsqueeze of an Unsqueeze becomes one, and a Slice of a Slice on other axes becomes one Slice over both."""
 
 from __future__ import annotations
 
@@ -64,10 +64,50 @@ def _merge_unsqueezes(graph: gs.Graph) -> bool:
     return changed
 
 
+def _slice_params(node: gs.Node, rank: int | None) -> list[np.ndarray] | None:
+    """(starts, ends, axes, steps) of an input-form Slice, all constant, axes made non-negative; else None."""
+    if len(node.inputs) < 3:
+        return None  # opset < 10: attributes; left alone
+    given = [constant(t) if t.name else None for t in node.inputs[1:5]] + [None] * (5 - len(node.inputs))
+    starts, ends, axes, steps = given
+    if starts is None or ends is None or (len(node.inputs) > 3 and node.inputs[3].name and axes is None) \
+            or (len(node.inputs) > 4 and node.inputs[4].name and steps is None):
+        return None
+    axes = np.arange(len(starts)) if axes is None else np.asarray(axes).ravel()
+    if np.any(axes < 0):
+        if rank is None:
+            return None
+        axes = axes % rank
+    steps = np.ones(len(starts), dtype=np.int64) if steps is None else np.asarray(steps).ravel()
+    return [np.asarray(starts).ravel(), np.asarray(ends).ravel(), axes, steps]
+
+
+def _merge_slices(graph: gs.Graph) -> bool:
+    """Slice(Slice(x, a), b) -> Slice(x, a + b) where a and b slice different axes: each axis sliced once."""
+    changed = False
+    for second in graph.nodes:
+        if second.op != "Slice" or not second.inputs or not second.inputs[0].inputs:
+            continue
+        first = second.inputs[0].inputs[0]
+        if first.op != "Slice" or second.inputs[0] in graph.outputs:
+            continue
+        x = first.inputs[0]
+        rank = len(x.shape) if x.shape is not None else None
+        a, b = _slice_params(first, rank), _slice_params(second, rank)
+        if a is None or b is None or set(a[2].tolist()) & set(b[2].tolist()):
+            continue
+        merged = [np.concatenate([u, v]).astype(np.int64) for u, v in zip(a, b)]
+        names = ("starts", "ends", "axes", "steps")
+        second.inputs.clear()
+        second.inputs.extend([x] + [gs.Constant(f"{second.name}_{n}_merged", v) for n, v in zip(names, merged)])
+        changed = True
+    return changed
+
+
 def _merge(graph: gs.Graph) -> None:
     changed = True
     while changed:
-        changed = _flatten_concats(graph) | _merge_unsqueezes(graph)
+        changed = _flatten_concats(graph) | _merge_unsqueezes(graph) | _merge_slices(graph)
         for second in list(graph.nodes):
             if second.op not in ("Transpose", "Reshape") or not second.inputs or not second.inputs[0].inputs:
                 continue
