@@ -97,7 +97,7 @@ def torch_module_of(target: dict, compiled: dict):
 
     from compiler.iospec import IOSpec
     from compiler.schema import RecipeConfig
-    from compiler.stages.train_torch import load_trained
+    from compiler.frameworks.torch.runtime import load_trained
 
     run_dir = compiled["run_dir"]
     cfg = OmegaConf.merge(OmegaConf.structured(RecipeConfig), OmegaConf.load(run_dir / ".hydra" / "config.yaml"))

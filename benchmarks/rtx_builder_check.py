@@ -2,7 +2,12 @@
 POLYGRAPHY_USE_TENSORRT_RTX) builds each ONNX model of a folder, then tries to run it.
 
     python benchmarks/rtx_builder_check.py --prepare MODELS_DIR [--recipes cnn_torch resnet_torch]   # here (CPU)
+    python benchmarks/rtx_builder_check.py --prepare-corpus RUNS_DIR MODELS_DIR [--max-mb 4]          # here (CPU)
     python benchmarks/rtx_builder_check.py MODELS_DIR [--out rtx.json]                               # on the GPU
+
+`--prepare-corpus` takes the run folders benchmarks/corpus/compile.py left (one per foreign file that compiled)
+and writes each file's imported model (`<file>.raw.onnx`, model.onnx) beside its cleaned one (`.clean.onnx`),
+with the shapes verification used as the profile: the builder then judges raw against clean.
 
 `--prepare` compiles each recipe and converts its cleaned model the way the plan does for TensorRT
 (ModelOpt AutoCast fp16; ModelOpt PTQ int8 Q/DQ with the rest in fp16), on this machine's CPU.
@@ -48,12 +53,13 @@ def plan_for(precision: str) -> EnginePlan:
                       conversion="none" if precision == "fp32" else precision, tool="modelopt", tensorrt=section)
 
 
-def check(model: Path, profiles: Profiles, out_dir: Path) -> dict:
+def check(model: Path, profiles: Profiles, out_dir: Path, run_corpus: bool = False) -> dict:
     import numpy as np
 
     from compiler.backends.tensorrt import build, runner
 
-    precision = model.suffixes[-2].lstrip(".")
+    tag = model.suffixes[-2].lstrip(".")
+    precision = "fp32" if tag in ("raw", "clean") else tag  # a corpus file, as imported or as cleaned
     row = {"model": model.name, "precision": precision}
     started = time.perf_counter()
     work = out_dir / model.stem
@@ -65,6 +71,8 @@ def check(model: Path, profiles: Profiles, out_dir: Path) -> dict:
     except Exception as exc:  # the builder's own refusal, verbatim
         row.update(build="refused", build_s=round(time.perf_counter() - started, 2), message=str(exc)[-600:])
         return row
+    if tag in ("raw", "clean") and not run_corpus:
+        return row  # the runtime refuses every engine on a GPU it does not run on: the build is the question
     log = io.StringIO()
     try:
         opt = {n: s[1] for n, s in profiles.shapes.items()}
@@ -111,21 +119,55 @@ def prepare(folder: Path, recipes: list[str]) -> None:
             print(f"prepared {recipe}", flush=True)
 
 
+def prepare_corpus(runs: Path, folder: Path, max_mb: float) -> None:
+    """Raw (imported) and cleaned models of every corpus file that compiled, with their verified shapes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for run in sorted(p for p in runs.iterdir() if (p / "report.json").is_file()):
+        report = json.loads((run / "report.json").read_text())
+        files = [run / "model.onnx", run / "model.clean.onnx"]
+        external = any(run.glob("*.data"))
+        if report["status"] != "passed" or external or any(f.stat().st_size > max_mb * 2**20 for f in files):
+            continue
+        shapes = report["verified_shapes"]
+        labels = {position: next((label for label in shapes if position in label.split("=")), None)
+                  for position in ("min", "opt", "max")}
+        if None in labels.values():
+            continue
+        names = list(shapes[labels["opt"]])
+        profile = {n: [shapes[labels[p]][n] for p in ("min", "opt", "max")] for n in names}
+        name = run.name.replace(".", "_")
+        (folder / f"{name}.raw.onnx").write_bytes(files[0].read_bytes())
+        (folder / f"{name}.clean.onnx").write_bytes(files[1].read_bytes())
+        (folder / f"{name}.profiles.json").write_text(json.dumps(profile))
+        count += 1
+    print(f"prepared {count} corpus files (raw and clean) in {folder}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("models", type=Path)
     parser.add_argument("--out", type=Path, default=Path("rtx.json"))
     parser.add_argument("--prepare", action="store_true", help="write the models here (CPU), for a GPU run later")
     parser.add_argument("--recipes", nargs="+", default=["cnn_torch", "resnet_torch"])
+    parser.add_argument("--prepare-corpus", type=Path, metavar="RUNS_DIR")
+    parser.add_argument("--max-mb", type=float, default=4.0, help="--prepare-corpus: skip larger models")
     args = parser.parse_args()
     if args.prepare:
         return prepare(args.models, args.recipes)
+    if args.prepare_corpus:
+        return prepare_corpus(args.prepare_corpus, args.models, args.max_mb)
     rows = []
     for model in sorted(args.models.glob("*.onnx")):
         shapes = json.loads((args.models / f"{model.name.split('.')[0]}.profiles.json").read_text())
         rows.append(check(model, Profiles(shapes), Path("/tmp/rtx_engines")))
         print(json.dumps(rows[-1]), flush=True)
     args.out.write_text(json.dumps(rows, indent=2))
+    corpus = [r for r in rows if r["model"].split(".")[-2] in ("raw", "clean")]
+    for tag in ("raw", "clean"):
+        mine = [r for r in corpus if r["model"].split(".")[-2] == tag]
+        if mine:
+            print(f"corpus {tag}: {sum(r['build'] == 'ok' for r in mine)} of {len(mine)} parse and build")
     print(f"\n{'model':32} {'build':8} {'s':>6} {'bytes':>10} {'run':8} message")
     for r in rows:
         print(f"{r['model']:32} {r['build']:8} {r['build_s']:6} {r.get('engine_bytes', ''):>10} {r.get('run', '-'):8} "

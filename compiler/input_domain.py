@@ -202,8 +202,10 @@ def _session(cfg: DictConfig) -> Any:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 4  # a refusal is expected here: no error lines on the console
+    from compiler.plan import custom_op_libraries
+
     try:
-        for library in cfg.engine.onnxruntime.custom_op_libraries:
+        for library in custom_op_libraries(cfg):
             options.register_custom_ops_library(str(Path(library).expanduser()))
         return ort.InferenceSession(str(Path(cfg.model.path).expanduser()), options,
                                     providers=["CPUExecutionProvider"])

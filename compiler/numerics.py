@@ -13,7 +13,6 @@ CUDA provider option and TensorRT flag for the same mode.
 from __future__ import annotations
 
 import contextlib
-import sys
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -42,12 +41,13 @@ class MathMode:
     def framework(self) -> Iterator[None]:
         """Set the loaded frameworks' TF32 globals for the block, and restore them after it.
 
-        Only frameworks already imported are touched: this never imports torch or TensorFlow."""
+        Only frameworks already imported are touched: this never imports torch or TensorFlow. Each framework's
+        globals are its adapter's to set (frameworks/<name>: math_mode)."""
+        from compiler.frameworks import loaded
+
         with contextlib.ExitStack() as stack:
-            if "torch" in sys.modules:
-                stack.enter_context(_torch_mode(self.tf32))
-            if "tensorflow" in sys.modules:
-                stack.enter_context(_tensorflow_mode(self.tf32))
+            for adapter in loaded():
+                stack.enter_context(adapter.math_mode(self.tf32))
             yield
 
 
@@ -57,31 +57,3 @@ STRICT_FP32 = MathMode(tf32=False)
 def for_precision(precision: str) -> MathMode:
     """The math mode of an engine precision: only `tf32` lets fp32 layers round to TF32."""
     return MathMode(tf32=precision == "tf32")
-
-
-@contextlib.contextmanager
-def _torch_mode(tf32: bool) -> Iterator[None]:
-    import torch
-
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    precision = torch.get_float32_matmul_precision()
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-    torch.set_float32_matmul_precision("high" if tf32 else "highest")
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
-        torch.set_float32_matmul_precision(precision)
-
-
-@contextlib.contextmanager
-def _tensorflow_mode(tf32: bool) -> Iterator[None]:
-    import tensorflow as tf
-
-    before = tf.config.experimental.tensor_float_32_execution_enabled()
-    tf.config.experimental.enable_tensor_float_32_execution(tf32)
-    try:
-        yield
-    finally:
-        tf.config.experimental.enable_tensor_float_32_execution(before)

@@ -95,9 +95,9 @@ def _config_slice(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
     if "model" in keys and cfg.model.path:
         sliced["model_sha256"] = sha256_artifact(Path(cfg.model.path).expanduser())  # with its external data
     if "train" in keys:  # data-parallel results differ from one process's (float order, per-shard BatchNorm)
-        from compiler.stages.train_ddp import world_size
+        from compiler.frameworks import adapter
 
-        sliced["train_processes"] = world_size(cfg.train) if cfg.framework.value == "torch" else 1
+        sliced["train_processes"] = adapter(cfg.framework.value).world_size(cfg.train)
     if "quantize" in keys:
         from compiler.stages.quantize import reduce_range
 

@@ -80,7 +80,7 @@ def test_a_two_input_keras_model_compiles(compile_cli, tmp_path):
             - {name: image, shape: [batch, 3, 8, 8]}
             - {name: features, shape: [batch, 5]}
           outputs: [{name: logits}]
-          factory: {_target_: compiler.models.keras_two_input, image_shape: [8, 8, 3], features: 5, classes: 4}
+          factory: {_target_: compiler.frameworks.keras.models.keras_two_input, image_shape: [8, 8, 3], features: 5, classes: 4}
         train: {epochs: 8, batch_size: 32}
         """))
     run = compile_cli("recipe=two_input_tf", "verify.latency.iterations=3", env={"COMPILER_RECIPE_PATH": str(folder)})

@@ -88,7 +88,7 @@ def _export_foreign_decoder(path):
     import torch
     import transformers
 
-    from compiler.models import causal_lm_with_cache
+    from compiler.frameworks.torch.models import causal_lm_with_cache
 
     config = transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=2, n_positions=128)
     model = causal_lm_with_cache(config).eval()

@@ -60,7 +60,7 @@ def test_layer_problems_name_their_path(layers, path, words):
 def test_torch_builder_matches_inferred_shapes():
     import torch
 
-    from compiler.model.torch_builder import build_sequential
+    from compiler.frameworks.torch.builder import build_sequential
 
     specs, _ = parse_layers(EVERY_LAYER, [3, 28, 28])
     model = build_sequential(specs).eval()
@@ -73,7 +73,7 @@ def test_keras_builder_matches_inferred_shapes():
     pytest.importorskip("keras", reason="the `tensorflow` extra is not installed")
     from omegaconf import OmegaConf
 
-    from compiler.model.keras_builder import build_keras_model
+    from compiler.frameworks.keras.builder import build_keras_model
 
     from compiler.iospec import IOSpec
 
@@ -83,7 +83,7 @@ def test_keras_builder_matches_inferred_shapes():
     # same parameter count as torch for a plain conv/dense stack (no BN running stats in torch's count)
     plain = OmegaConf.create({"factory": None, "layers": [
         {"conv2d": {"filters": 8, "kernel": 3}}, {"flatten": {}}, {"dense": {"units": 10}}]})
-    from compiler.model.torch_builder import build_torch_model
+    from compiler.frameworks.torch.builder import build_torch_model
 
     torch_params = sum(p.numel() for p in build_torch_model(plain, IOSpec.single([1, 12, 12])).parameters())
     assert build_keras_model(plain, IOSpec.single([1, 12, 12])).count_params() == torch_params

@@ -137,7 +137,7 @@ def kv_decoders(out: Path) -> list[dict]:
     import torch
     import transformers as tf
 
-    from compiler.models import causal_lm_with_cache
+    from compiler.frameworks.torch.models import causal_lm_with_cache
 
     small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=100,
                  max_position_embeddings=128)

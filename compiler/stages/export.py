@@ -1,6 +1,6 @@
 """Export stage: the trained framework model to ONNX, named and shaped by the resolved IO spec.
 
-ONNX recipes import their file here instead (stages/import_onnx.py): the first place that loads
+ONNX recipes import their file here instead (frameworks/onnx/importer.py): the first place that loads
 the weights, and the gate that says whether onnxruntime can run the file at all.
 """
 
@@ -31,18 +31,15 @@ class ExportConfig:
 
 
 def run(ctx: StageContext) -> StageResult:
-    out = ctx.work_dir / "model.onnx"
-    if ctx.cfg.framework.value == "onnx":
-        from compiler.stages.import_onnx import import_file
+    from compiler.frameworks import adapter
 
-        fixes = import_file(Path(ctx.cfg.model.path).expanduser(), out, ctx.io, ctx.plan)
+    out = ctx.work_dir / "model.onnx"
+    framework = adapter(ctx.cfg.framework.value)
+    if framework.reference_is_file:
+        fixes = framework.export(ctx.cfg, ctx.io, Path(ctx.cfg.model.path).expanduser(), out, ctx.plan)
         return StageResult("model.onnx", {**checked_model_info(out, strict=False), "source": str(ctx.cfg.model.path),
                                           "import_fixes": fixes})
-    if ctx.cfg.framework.value == "torch":
-        from compiler.stages.export_torch import export
-    else:
-        from compiler.stages.export_keras import export
-    export(ctx.cfg, ctx.io, ctx.inputs["train"], out)
+    framework.export(ctx.cfg, ctx.io, ctx.inputs["train"], out, ctx.plan)
     return StageResult("model.onnx", checked_model_info(out))
 
 

@@ -60,14 +60,15 @@ class TrainConfig:
     rdzv_endpoint: str = "127.0.0.1:0"        # host:port of node 0's rendezvous; port 0: a free one (one node)
 
 
-def run(ctx: StageContext) -> StageResult:
-    framework = ctx.cfg.framework.value
-    if ctx.cfg.data.source.value == "none":  # lint allows it for factory models only
-        from compiler.stages.train_as_built import save_as_built
+NOT_TRAINED = "not trained (data.source=none): the factory's weights as built"
 
-        return StageResult(*save_as_built(ctx.cfg, ctx.io, ctx.work_dir))
-    if framework == "torch":
-        from compiler.stages.train_torch import train
-    else:
-        from compiler.stages.train_keras import train
-    return train(ctx)
+
+def run(ctx: StageContext) -> StageResult:
+    from compiler.frameworks import trainable
+
+    framework = trainable(ctx.cfg.framework.value)
+    if ctx.cfg.data.source.value == "none":  # lint allows it for factory models only: nothing to train on
+        artifact, info = framework.save_as_built(ctx.cfg, ctx.io, ctx.work_dir)
+        return StageResult(artifact, {"trained": False, "note": NOT_TRAINED, "history": [], **info,
+                                      "train_samples": 0, "test_samples": 0, "final_val_accuracy": None})
+    return StageResult(*framework.train(ctx.cfg, ctx.io, ctx.work_dir, ctx.log))

@@ -95,7 +95,7 @@ class TorchDeviceRunner:
     def infer(self, feed: dict, check_inputs: bool = False) -> None:
         import torch
 
-        from compiler.stages.train_torch import predict_on_device
+        from compiler.frameworks.torch.runtime import predict_on_device
 
         predict_on_device(self._module, self._on_device(feed))
         torch.cuda.synchronize()
@@ -103,7 +103,7 @@ class TorchDeviceRunner:
     def copy_times(self, feed: dict) -> dict[str, float]:
         import torch
 
-        from compiler.stages.train_torch import predict_on_device
+        from compiler.frameworks.torch.runtime import predict_on_device
 
         outputs = predict_on_device(self._module, self._on_device(feed))
         torch.cuda.synchronize()

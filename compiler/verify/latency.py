@@ -160,13 +160,13 @@ def timing_reference_runner(cfg: Any, io: Any, plan: Any, artifacts: Mapping[str
                                                         mode=STRICT_FP32), "model.onnx")
         return onnx_runner("model.onnx", artifacts["export"], plan)
     if cfg.framework.value == "torch" and plan.gpu:
-        from compiler.stages import train_torch
+        from compiler.frameworks import trainable
+        from compiler.frameworks.torch.runtime import model_device
 
-        device = train_torch.reference_device(True)
-        if device.type == "cuda":
+        module = trainable("torch").load(cfg, io, artifacts["train"], gpu=True)
+        if model_device(module).type == "cuda":
             from compiler.verify.device_runners import TorchDeviceRunner
 
-            module = train_torch.load_trained(cfg, io, artifacts["train"], device=device)
             return TorchDeviceRunner(module, cfg.framework.value, STRICT_FP32)
     return CallableRunner(cfg.framework.value, framework_predictor(cfg, io, artifacts["train"], plan), io)
 

@@ -59,26 +59,16 @@ class CallableRunner(BaseRunner):
 def framework_predictor(cfg: Any, io: Any, artifact: Path, plan: Any = None) -> Predict:
     """The trained framework model as a feed dict -> outputs dict function (inference mode), in strict fp32
     (numerics.py), on the GPU when the engine runs on one (plan.gpu) and the framework sees it."""
+    from compiler.frameworks import trainable
     from compiler.numerics import STRICT_FP32
 
-    gpu = plan is not None and plan.gpu
-    if cfg.framework.value == "torch":
-        from compiler.stages import train_torch
+    framework = trainable(cfg.framework.value)
+    model = framework.load(cfg, io, artifact, gpu=plan is not None and plan.gpu)
 
-        module = train_torch.load_trained(cfg, io, artifact, device=train_torch.reference_device(gpu))
-
-        def predict(feed: dict) -> dict:
-            with STRICT_FP32.framework():
-                return train_torch.predict(module, feed)
-        return predict
-    from compiler.stages import train_keras
-
-    keras_model = train_keras.load_trained(artifact)
-
-    def predict_keras(feed: dict) -> dict:
+    def predict(feed: dict) -> dict:
         with STRICT_FP32.framework():
-            return train_keras.predict(keras_model, feed, io)
-    return predict_keras
+            return framework.predict(model, feed, io)
+    return predict
 
 
 def _tensor_runner(session_loader: Callable, name: str) -> BaseRunner:

@@ -1,5 +1,5 @@
 """Data-parallel training for torch recipes: one process per device, DistributedDataParallel, gloo on CPU
-and NCCL on GPUs. The train stage calls `launch`; every process runs the same loop (train_torch.fit) on its
+and NCCL on GPUs. The train stage calls `launch`; every process runs the same loop (fit.py) on its
 shard of each step's batch, and rank 0 writes the one `model.pt`.
 
 Launched from the train stage itself (torch.multiprocessing, spawn), so a recipe needs no `torchrun`; on
@@ -67,7 +67,7 @@ def _worker(local_rank: int, cfg: Any, io: Any, work_dir: str, host: str, port: 
     import torch
     import torch.distributed as dist
 
-    from compiler.stages.train_torch import fit
+    from compiler.frameworks.torch.fit import fit
 
     world = devices * int(cfg.train.nnodes)
     rank = int(cfg.train.node_rank) * devices + local_rank

@@ -16,8 +16,7 @@ import numpy as np  # noqa: E402
 from compiler.data.sources import load_dataset  # noqa: E402
 from compiler.errors import StageError  # noqa: E402
 from compiler.iospec import to_channels_last  # noqa: E402
-from compiler.model.keras_builder import build_keras_model  # noqa: E402
-from compiler.stages import StageContext, StageResult  # noqa: E402
+from compiler.frameworks.keras.builder import build_keras_model  # noqa: E402
 
 _OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
                "rmsprop": keras.optimizers.RMSprop}
@@ -60,10 +59,11 @@ def _labelled(model: keras.Model, io, label: str) -> keras.Model:
     return keras.Model(model.inputs, model.outputs[io.output_names.index(label)])
 
 
-def train(ctx: StageContext) -> StageResult:
+def train(cfg: Any, io: Any, work_dir: Path, log: Any) -> tuple[str, dict]:
+    """Fit the recipe's model and save it in work_dir: (artifact name, training info)."""
     from compiler.verify.metric import label_output
 
-    cfg, tcfg, io = ctx.cfg, ctx.cfg.train, ctx.io
+    tcfg = cfg.train
     if tcfg.precision.value != "fp32":
         raise StageError("train", f"train.precision={tcfg.precision.value} is implemented for torch recipes only",
                          fix="use train.precision=fp32 for TensorFlow recipes")
@@ -77,7 +77,7 @@ def train(ctx: StageContext) -> StageResult:
     x_train, x_test = keras_inputs(data.x_train, io), keras_inputs(data.x_test, io)
     fit = trained.fit(x_train, data.y_train, epochs=tcfg.epochs, batch_size=tcfg.batch_size,
                       validation_data=(x_test, data.y_test), shuffle=True, verbose=verbose,
-                      callbacks=[_EpochLog(ctx.log, tcfg.epochs)])
+                      callbacks=[_EpochLog(log, tcfg.epochs)])
     h = fit.history
     history = [{"epoch": i + 1, "loss": float(h["loss"][i]), "accuracy": float(h["accuracy"][i]),
                 "val_accuracy": float(h["val_accuracy"][i])} for i in range(len(h["loss"]))]
@@ -91,13 +91,13 @@ def train(ctx: StageContext) -> StageResult:
             entry["bn_stats"] = "moving (Keras)"
         history[-1]["val_accuracy_final_bn"] = float(trained.evaluate(x_test, data.y_test, verbose=0,
                                                                        return_dict=True)["accuracy"])
-    model.save(ctx.work_dir / "model.keras")
-    return StageResult("model.keras", {
+    model.save(work_dir / "model.keras")
+    return "model.keras", {
         "history": history, "device": "cpu" if not _has_gpu() else "gpu", "precision": "fp32",
         "train_samples": len(data.y_train), "test_samples": len(data.y_test),
         "parameters": int(model.count_params()),
         "final_val_accuracy": history[-1]["val_accuracy"] if history else None,
-    })
+    }
 
 
 def _recompute_bn_stats(model: keras.Model, x: Any, batch_size: int) -> bool:

@@ -12,8 +12,8 @@ import torch
 
 from compiler.errors import StageError
 from compiler.iospec import IOSpec
-from compiler.model.torch_builder import RecipeModule
-from compiler.stages.train_torch import load_trained
+from compiler.frameworks.torch.builder import RecipeModule
+from compiler.frameworks.torch.runtime import load_trained
 
 
 def sample_inputs(io: IOSpec) -> tuple[torch.Tensor, ...]:

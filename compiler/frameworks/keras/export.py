@@ -6,7 +6,7 @@ from pathlib import Path
 
 from compiler.errors import StageError
 from compiler.iospec import IOSpec
-from compiler.stages.train_keras import load_trained
+from compiler.frameworks.keras.fit import load_trained
 
 
 def export(cfg, io: IOSpec, weights: Path, out: Path) -> None:

@@ -13,8 +13,7 @@ from tqdm import tqdm
 from compiler.data.sources import load_dataset
 from compiler.errors import StageError
 from compiler.iospec import IOSpec
-from compiler.model.torch_builder import RecipeModule, build_torch_model
-from compiler.stages import StageContext, StageResult
+from compiler.frameworks.torch.builder import RecipeModule, build_torch_model
 from compiler.verify.metric import label_output
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
@@ -71,20 +70,6 @@ def recompute_bn_stats(model: RecipeModule, xs: list[torch.Tensor], batch: int) 
     return True
 
 
-def train(ctx: StageContext) -> StageResult:
-    from compiler.stages.train_ddp import world_size
-
-    if world_size(ctx.cfg.train) > 1:
-        from compiler.stages.train_ddp import launch
-
-        info = launch(ctx.cfg, ctx.io, ctx.work_dir)
-        (ctx.work_dir / "train_info.json").unlink()
-        return StageResult("model.pt", info)
-    model, info = fit(ctx.cfg, ctx.io, resolve_device(ctx.cfg.train.device.value), ctx.log)
-    torch.save(model.to("cpu").state_dict(), ctx.work_dir / "model.pt")
-    return StageResult("model.pt", info)
-
-
 def _global_sums(values: list[float], world: int, device: torch.device) -> list[float]:
     """Sums over every process (one process: the values themselves)."""
     if world == 1:
@@ -97,7 +82,7 @@ def _global_sums(values: list[float], world: int, device: torch.device) -> list[
 
 
 def fit(cfg, io: IOSpec, device: torch.device, log, rank: int = 0, world: int = 1) -> tuple[RecipeModule, dict]:
-    """The training loop. With world > 1 (train_ddp), this process takes every world-th sample of each step's
+    """The training loop. With world > 1 (ddp.py), this process takes every world-th sample of each step's
     batch and DistributedDataParallel averages the gradients: the step sees the same batch as one process."""
     tcfg = cfg.train
     torch.manual_seed(cfg.seed)
@@ -174,39 +159,3 @@ def fit(cfg, io: IOSpec, device: torch.device, log, rank: int = 0, world: int = 
         "train_seconds": seconds,
         "final_val_accuracy": history[-1]["val_accuracy"] if history else None,
     }
-
-
-def load_trained(cfg, io: IOSpec, path, device: str | torch.device = "cpu") -> RecipeModule:
-    """Rebuild the recipe's module and load its trained weights (weights_only: no pickled code)."""
-    model = build_torch_model(cfg.model, io)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model.eval().to(device)
-
-
-def reference_device(gpu: bool) -> torch.device:
-    """Where the framework reference runs: on the GPU when the engine does and torch sees one, else the CPU."""
-    return torch.device("cuda") if gpu and torch.cuda.is_available() else torch.device("cpu")
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(iter(model.parameters()), torch.empty(0)).device
-
-
-def predict(model: RecipeModule, feed: dict) -> dict[str, np.ndarray]:
-    """Outputs by name for a feed of named numpy inputs (or torch tensors already on the model's device)."""
-    device = model_device(model)
-    with torch.no_grad():
-        outputs = model(*[_on(feed[name], device) for name in model.input_names])
-    return {name: out.detach().cpu().numpy() for name, out in zip(model.output_names, outputs)}
-
-
-def predict_on_device(model: RecipeModule, feed: dict) -> list:
-    """The outputs as device tensors, for latency: nothing is copied back to the host."""
-    with torch.no_grad():
-        return list(model(*[feed[name] for name in model.input_names]))
-
-
-def _on(x, device: torch.device) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x.to(device)
-    return torch.from_numpy(np.ascontiguousarray(x)).to(device)

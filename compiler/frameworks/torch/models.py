@@ -53,19 +53,6 @@ def two_head_classifier(channels: int = 1, size: int = 16, classes: int = 10, wi
     return TwoHead()
 
 
-def keras_two_input(image_shape: list, features: int, classes: int = 10, width: int = 16,
-                    image_name: str = "image", features_name: str = "features"):
-    """A Keras functional model over two inputs: a channels-last image and a feature vector."""
-    import keras
-
-    image = keras.Input(tuple(image_shape), name=image_name)
-    extra = keras.Input((features,), name=features_name)
-    x = keras.layers.Conv2D(width, 3, padding="same", activation="relu")(image)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Concatenate()([x, keras.layers.Dense(width, activation="relu")(extra)])
-    return keras.Model([image, extra], keras.layers.Dense(classes)(x))
-
-
 def causal_lm_with_cache(config: Any):
     """A transformers causal LM (built from `config`: no download) whose KV cache is flat tensors, the layout
     deployment runtimes feed: forward(input_ids, attention_mask, past_key_values.0.key, .0.value, ...) returns

@@ -1,0 +1,28 @@
+"""The ONNX adapter: a file from anywhere is imported (importer.py: repairs, external weights) instead of
+trained and exported, and the original file itself is verification's reference."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Iterator
+
+
+class OnnxAdapter:
+    name = "onnx"
+    reference_is_file = True
+
+    def export(self, cfg: Any, io: Any, source: Path, out: Path, plan: Any) -> list[str]:
+        from compiler.frameworks.onnx.importer import import_file
+
+        return import_file(source, out, io, plan)
+
+    @contextlib.contextmanager
+    def math_mode(self, tf32: bool) -> Iterator[None]:
+        yield  # onnxruntime's math mode is a session option (backends/providers.py), not a global
+
+    def world_size(self, train_cfg: Any) -> int:
+        return 1
+
+
+ADAPTER = OnnxAdapter()
