@@ -80,6 +80,12 @@ CASES = {
         lambda: _model([helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Neg", ["x"], ["dead"])],
                        [_x(["N", 4])], [_x(None, "y")], [_init("unused", np.ones(3, np.float32))]),
         {}, ["Relu"]),
+    "fuse_parallel_matmuls": (
+        lambda: _model([helper.make_node("MatMul", ["x", "wq"], ["q"]), helper.make_node("MatMul", ["x", "wk"], ["k"]),
+                        helper.make_node("Add", ["q", "k"], ["y"])], [_x(["N", 4])], [_x(None, "y")],
+                       [_init("wq", RNG.standard_normal((4, 3)).astype(np.float32)),
+                        _init("wk", RNG.standard_normal((4, 3)).astype(np.float32))]),
+        {}, ["MatMul", "Split", "Add"]),
     "merge_duplicate_nodes": (
         lambda: _model([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Relu", ["x"], ["b"]),
                         helper.make_node("Add", ["a", "b"], ["y"])], [_x(["N", 4])], [_x(None, "y")]),
@@ -375,3 +381,29 @@ def test_a_slice_of_a_slice_on_other_axes_becomes_one_slice():
     run = [ort.InferenceSession(m.SerializeToString()).run(None, x)[0] for m in (model, merged)]
     np.testing.assert_array_equal(run[0], run[1])
     assert run[0].shape == (3, 2, 4)
+
+
+def test_q_k_v_projections_become_one_matmul_and_a_split():
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    from compiler.passes import fuse_parallel_matmuls
+
+    rng = np.random.default_rng(0)
+    inits = [nh.from_array(rng.standard_normal((8, n)).astype(np.float32), f"w{i}") for i, n in enumerate((8, 8, 4))]
+    inits.append(nh.from_array(rng.standard_normal((6, 8)).astype(np.float32), "other_depth"))
+    nodes = [h.make_node("MatMul", ["x", f"w{i}"], [f"m{i}"]) for i in range(3)]
+    nodes += [h.make_node("Concat", ["m0", "m1", "m2"], ["y"], axis=-1), h.make_node("MatMul", ["z", "other_depth"], ["u"])]
+    graph = h.make_graph(nodes, "qkv", [h.make_tensor_value_info("x", T.FLOAT, ["b", 5, 8]),
+                                        h.make_tensor_value_info("z", T.FLOAT, ["b", 6])],
+                         [h.make_tensor_value_info("y", T.FLOAT, None), h.make_tensor_value_info("u", T.FLOAT, None)], inits)
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    fused = fuse_parallel_matmuls.apply(model)
+    assert sorted(n.op_type for n in fused.graph.node) == ["Concat", "MatMul", "MatMul", "Split"]
+    feed = {"x": rng.standard_normal((2, 5, 8)).astype(np.float32), "z": rng.standard_normal((2, 6)).astype(np.float32)}
+    before, after = (ort.InferenceSession(m.SerializeToString()).run(None, feed) for m in (model, fused))
+    for a, b in zip(before, after):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)

@@ -47,6 +47,8 @@ REGISTRY: dict[str, PassInfo] = {p.name: p for p in [
     _info("fold_transpose_into_gemm", "fold Transpose -> flatten Reshape -> Gemm/MatMul into permuted weights"),
     _info("fuse_pad_into_conv", "fold a zero constant Pad on spatial axes into the next Conv's pads"),
     _info("dedup_constants", "share identical initializers and constants"),
+    _info("fuse_parallel_matmuls", "fuse MatMuls that read one input with constant weights of one depth (Q/K/V "
+          "projections) into one MatMul and a Split"),
     _info("merge_duplicate_nodes", "merge nodes with the same op, attributes and inputs (common subexpressions)"),
     _info("fold_shape_computations", "evaluate Shape->Gather/Slice->Concat->... subgraphs with symbolic dims: "
           "constants where fully known, 0/-1 in Reshape targets"),

@@ -17,7 +17,7 @@ from compiler.stages import StageContext, StageResult
 DEFAULT_PASSES = ["fold_constants", "fold_shape_computations", "fold_constants", "eliminate_noops",
                   "simplify_reshape", "fold_transpose_into_gemm", "merge_transposes_reshapes", "fuse_batchnorm",
                   "fold_mul_add", "fuse_pad_into_conv", "eliminate_noops", "fold_constants", "dedup_constants",
-                  "merge_duplicate_nodes", "cleanup", "toposort"]
+                  "merge_duplicate_nodes", "fuse_parallel_matmuls", "cleanup", "toposort"]
 
 
 @dataclass
