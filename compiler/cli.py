@@ -110,7 +110,11 @@ def run_job(cfg: DictConfig, recipe: str, run_dir: Path) -> int:
 
     from compiler.plan import resolve
 
-    result = compile_recipe(cfg, run_dir, log, resolve(cfg))
+    from compiler.cache import cache_root
+    from compiler.training_plot import TrainingPlot
+
+    plot = TrainingPlot(run_dir, cache_root(cfg.cache) if cfg.cache.enabled else None)
+    result = compile_recipe(cfg, run_dir, log, resolve(cfg), plot)
     result.input_domain = domain
     verify = result.by_name.get("verify")
     if result.error:
@@ -124,9 +128,7 @@ def run_job(cfg: DictConfig, recipe: str, run_dir: Path) -> int:
         status, code = "passed", EXIT_OK
     with working():  # plotting and writing are work: not while another job times
         report = build_report(cfg, recipe, result, status)
-        from compiler.cache import cache_root
-
-        write_report(report, run_dir, cache_root(cfg.cache) if cfg.cache.enabled else None)
+        write_report(report, run_dir, plot.wait())
         _track(cfg, report, run_dir)
     _print_summary(report, run_dir)
     return code
@@ -311,13 +313,18 @@ def main() -> None:
     if not multirun and not any(a.startswith("-") for a in argv):  # compose once first: Hydra's errors are ours
         from hydra.errors import HydraException
 
-        from compiler.composition import compose
+        from compiler.composition import compose, composed_before
 
         overrides = [a for a in argv if not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
-        try:
-            compose(overrides)
-        except HydraException as exc:
-            sys.exit(_invalid_command_line(exc, overrides))
+        memo = composed_before(overrides)
+        if memo is None or not memo.is_file():
+            try:
+                compose(overrides)
+            except HydraException as exc:
+                sys.exit(_invalid_command_line(exc, overrides))
+            if memo is not None:
+                memo.parent.mkdir(parents=True, exist_ok=True)
+                memo.touch()
     entry = hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_hydra_task)
     try:
         entry()

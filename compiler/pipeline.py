@@ -128,9 +128,11 @@ def _copy(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
-def compile_recipe(cfg: DictConfig, run_dir: Path, log: logging.Logger, plan: Any = None) -> CompileResult:
+def compile_recipe(cfg: DictConfig, run_dir: Path, log: logging.Logger, plan: Any = None,
+                   plot: Any = None) -> CompileResult:
     """Every stage in order (cached where it can be), then latency measured now. `plan`: the EnginePlan lint
-    resolved (resolved here when not given)."""
+    resolved (resolved here when not given). `plot` (training_plot.TrainingPlot) starts drawing once training
+    is done and is waited for before anything is timed."""
     from compiler.iospec import IOSpec
     from compiler.plan import resolve
 
@@ -140,7 +142,9 @@ def compile_recipe(cfg: DictConfig, run_dir: Path, log: logging.Logger, plan: An
     stages = [s for s in STAGES if s.name in COMMON] if plan.search else list(STAGES)
     records: list[StageRecord] = []
     with working():  # every stage, cached or not (imports, hashing, training): never while another job times
-        error = _stages(cfg, io, plan, cache, stages, records, run_dir, log)
+        error = _stages(cfg, io, plan, cache, stages, records, run_dir, log, plot)
+    if plot is not None:
+        plot.wait()
     if error:
         return CompileResult(records, error, plan=plan)
     if plan.search:
@@ -149,7 +153,7 @@ def compile_recipe(cfg: DictConfig, run_dir: Path, log: logging.Logger, plan: An
 
 
 def _stages(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, stages: list[Stage],
-            records: list[StageRecord], run_dir: Path, log: logging.Logger) -> StageError | None:
+            records: list[StageRecord], run_dir: Path, log: logging.Logger, plot: Any = None) -> StageError | None:
     """Run (or take from the cache) the stages in order, appending to `records`; the error that stopped them."""
     framework = cfg.framework.value
     for stage in stages:
@@ -177,6 +181,8 @@ def _stages(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, stage
             if artifact_path.parent != run_dir:
                 _place(artifact_path, run_dir)
             record.path = str(run_dir / artifact_path.name)
+            if stage.name == "train" and plot is not None:
+                plot.start(record.info.get("history", []))
         except StageError as exc:
             record.error = str(exc)
             return exc

@@ -77,10 +77,8 @@ def _io_spec(cfg: DictConfig) -> dict[str, Any]:
     return {k: model[k] for k in ("inputs", "outputs", "dims", "profiles", "label_output")}
 
 
-def write_report(report: dict[str, Any], run_dir: Path, cache_dir: Path | None = None) -> None:
-    """report.md (with the training plot) and report.json, last. The plot of a training history drawn before is
-    copied from `<cache dir>/.plots/`: matplotlib costs a second, and a cached training has the same curves."""
-    plot = _cached_plot(report["training"].get("history", []), run_dir / "plots", cache_dir)
+def write_report(report: dict[str, Any], run_dir: Path, plot: str | None = None) -> None:
+    """report.md (linking the training plot, training_plot.py) and report.json, last."""
     _atomic_write(run_dir / "report.md", render_markdown(report, plot))
     _atomic_write(run_dir / "report.json", json.dumps(report, indent=2, default=str))  # the manifest: last
 
@@ -89,51 +87,6 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def _cached_plot(history: list[dict], plots_dir: Path, cache_dir: Path | None) -> str | None:
-    if not history or cache_dir is None:
-        return _training_plot(history, plots_dir)
-    import hashlib
-    import shutil
-
-    digest = hashlib.sha256(json.dumps(history, sort_keys=True, default=str).encode()).hexdigest()[:32]
-    cached = cache_dir / ".plots" / f"{digest}.png"   # beside the stage folders, not one of them
-    if not cached.is_file():
-        plot = _training_plot(history, plots_dir)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.tmp-{os.getpid()}")
-        shutil.copyfile(plots_dir / "training.png", tmp)
-        os.replace(tmp, cached)
-        return plot
-    plots_dir.mkdir(exist_ok=True)
-    shutil.copyfile(cached, plots_dir / "training.png")
-    return "plots/training.png"
-
-
-def _training_plot(history: list[dict], plots_dir: Path) -> str | None:
-    if not history:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plots_dir.mkdir(exist_ok=True)
-    epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.2))
-    ax_loss.plot(epochs, [h["loss"] for h in history], marker="o")
-    ax_loss.set(title="training loss", xlabel="epoch")
-    ax_acc.plot(epochs, [h["accuracy"] for h in history], marker="o", label="train")
-    keras_bn = any(h.get("bn_stats") == "moving (Keras)" for h in history)
-    ax_acc.plot(epochs, [h["val_accuracy"] for h in history], marker="o",
-                label="test (Keras' moving BN statistics; final model re-estimates them)" if keras_bn else "test")
-    ax_acc.set(title="top-1 accuracy", xlabel="epoch")
-    ax_acc.legend()
-    fig.tight_layout()
-    fig.savefig(plots_dir / "training.png", dpi=100)
-    plt.close(fig)
-    return "plots/training.png"
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
