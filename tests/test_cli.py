@@ -88,6 +88,16 @@ def test_a_rerun_times_the_engine_now_and_shows_the_unchanged_references_earlier
     assert other.report["latency_conditions"]["framework_measured_at"] == other.report["latency_conditions"]["measured_at"]
 
 
+def test_a_command_line_that_composed_is_remembered_and_a_bad_one_still_exits_2(compile_cli, cache_dir):
+    """The pre-check's verdict is kept per command line and config files: three command lines, three entries."""
+    runs = [compile_cli("recipe=mlp_torch", *TINY, *extra) for extra in ([], [], ["train.epochs=2"])]
+    assert [r.code for r in runs] == [0, 0, 0]
+    assert len(list((cache_dir / ".compose").iterdir())) == 2
+    bad = compile_cli("recipe=mlp_torch", *TINY, "model.inptu=3")
+    assert bad.code == 2 and "model.inptu: unknown key" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(list((cache_dir / ".compose").iterdir())) == 2  # failures are composed (and diagnosed) every time
+
+
 def test_cache_can_be_disabled(compile_cli, cache_dir):
     run = compile_cli("recipe=cnn_torch", *TINY, "cache.enabled=false")
     assert run.code == 0, run.output
