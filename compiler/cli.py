@@ -6,6 +6,7 @@ run), 3 built but verification gates failed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -323,8 +324,9 @@ def main() -> None:
             except HydraException as exc:
                 sys.exit(_invalid_command_line(exc, overrides))
             if memo is not None:
-                memo.parent.mkdir(parents=True, exist_ok=True)
-                memo.touch()
+                with contextlib.suppress(OSError):  # an unwritable cache is lint's to report, with its key
+                    memo.parent.mkdir(parents=True, exist_ok=True)
+                    memo.touch()
     entry = hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(_hydra_task)
     try:
         entry()

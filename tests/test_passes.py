@@ -407,3 +407,31 @@ def test_q_k_v_projections_become_one_matmul_and_a_split():
     before, after = (ort.InferenceSession(m.SerializeToString()).run(None, feed) for m in (model, fused))
     for a, b in zip(before, after):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_shape_arithmetic_sees_through_a_reshape_minus_one():
+    """x [b, 3, 4] reshaped to [b, -1]: onnx's inference names the -1 afresh, onnxruntime's symbolic inference
+    knows it is 12, so a divisor read from that shape folds to a constant (ddddocr's OCR head, the KV decoders)."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto as T
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    from compiler.passes import fold_shape_computations
+
+    c = lambda name, v: nh.from_array(np.array(v, np.int64), name)  # noqa: E731
+    nodes = [h.make_node("Shape", ["x"], ["s"]), h.make_node("Gather", ["s", "zero"], ["b"], axis=0),
+             h.make_node("Unsqueeze", ["b", "axes"], ["u"]), h.make_node("Concat", ["u", "minus_one"], ["target"], axis=0),
+             h.make_node("Reshape", ["x", "target"], ["r"]), h.make_node("Shape", ["r"], ["s2"]),
+             h.make_node("Gather", ["s2", "one"], ["width"], axis=0), h.make_node("Cast", ["width"], ["w"], to=T.FLOAT),
+             h.make_node("Div", ["r", "w"], ["y"])]
+    graph = h.make_graph(nodes, "minus_one", [h.make_tensor_value_info("x", T.FLOAT, ["b", 3, 4])],
+                         [h.make_tensor_value_info("y", T.FLOAT, None)],
+                         [c("zero", 0), c("one", 1), c("axes", [0]), c("minus_one", [-1])])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    folded = fold_shape_computations.apply(model)
+    assert [n.op_type for n in folded.graph.node] == ["Reshape", "Div"]
+    x = {"x": np.random.default_rng(0).standard_normal((5, 3, 4)).astype(np.float32)}
+    before, after = (ort.InferenceSession(m.SerializeToString()).run(None, x)[0] for m in (model, folded))
+    np.testing.assert_array_equal(before, after)

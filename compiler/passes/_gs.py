@@ -12,14 +12,17 @@ import onnx_graphsurgeon as gs
 from compiler.weights import DiskValues, on_disk_in, spill
 
 
-def on_graph(model: onnx.ModelProto, edit: Callable[[gs.Graph], None], infer: bool = False) -> onnx.ModelProto:
+def on_graph(model: onnx.ModelProto, edit: Callable[[gs.Graph], None], infer: bool = False,
+             symbolic: bool = False) -> onnx.ModelProto:
     """Apply `edit` to the model's graphsurgeon graph and export it, keeping opsets and metadata.
 
-    With `infer`, shapes are inferred first so that `edit` can read tensor shapes and dtypes.
+    With `infer`, shapes are inferred first so that `edit` can read tensor shapes and dtypes; with `symbolic`
+    too, dims onnx's inference could only name afresh are tied together where onnxruntime's symbolic inference
+    proves them (inferred_graph).
     """
     if infer:  # from scratch: exporters leave value_info with their own names for symbolic dims
         kept_info, kept_outputs = list(model.graph.value_info), list(model.graph.output)
-        inferred = inferred_graph(model)
+        inferred = inferred_graph(model, symbolic)
         del model.graph.value_info[:], model.graph.output[:]
         model.graph.value_info.extend(inferred.value_info)
         model.graph.output.extend(inferred.output)
@@ -46,10 +49,11 @@ def on_graph(model: onnx.ModelProto, edit: Callable[[gs.Graph], None], infer: bo
 SHAPE_ONLY_BYTES = 1 << 16   # larger weights reach shape inference as shape and type only
 
 
-def inferred_graph(model: onnx.ModelProto) -> onnx.GraphProto:
+def inferred_graph(model: onnx.ModelProto, symbolic: bool = False) -> onnx.GraphProto:
     """The graph with shapes and types of every tensor inferred afresh (with data propagation): value_info and
     outputs. onnx's inference serialises the model, which stops at 2 GiB, and reads only the shapes of
-    weights: it gets a copy without large ones."""
+    weights: it gets a copy without large ones. `symbolic`: where onnx's inference had to invent dim names
+    (`unk__N`), onnxruntime's symbolic inference is asked instead (it costs a sympy import, so only then)."""
     light = onnx.ModelProto()
     for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
         setattr(light, field, getattr(model, field))
@@ -65,7 +69,28 @@ def inferred_graph(model: onnx.ModelProto) -> onnx.GraphProto:
             graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
         else:
             graph.initializer.append(tensor)
-    return onnx.shape_inference.infer_shapes(light, data_prop=True).graph
+    inferred = onnx.shape_inference.infer_shapes(light, data_prop=True).graph
+    if symbolic and any(d.dim_param.startswith("unk__") for v in inferred.value_info
+                        for d in v.type.tensor_type.shape.dim):
+        return _symbolic(light) or inferred
+    return inferred
+
+
+def _symbolic(light: onnx.ModelProto) -> onnx.GraphProto | None:
+    """onnxruntime's symbolic shape inference: dynamic dims become expressions of the inputs' dims that agree
+    across the graph (a Reshape's -1 of `batch * 512 / 1024` is `batch` again), where onnx's inference invents a
+    fresh name for each. It never merges two dims it cannot prove equal (no auto_merge), and when it cannot
+    finish (an op it does not know, an unprovable broadcast) onnx's inference is used instead."""
+    import contextlib
+    import io
+
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return SymbolicShapeInference.infer_shapes(light, auto_merge=False, guess_output_rank=False).graph
+    except Exception:
+        return None
 
 
 def _keep_io_types(before: onnx.ModelProto, after: onnx.ModelProto) -> None:

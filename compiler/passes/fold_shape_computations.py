@@ -1,7 +1,8 @@
 """Folds shape-computation subgraphs (Shape -> Gather/Slice -> Unsqueeze -> Concat -> Cast -> ...).
 
 Each tensor computed only from tensor shapes and constants is evaluated with symbols standing for
-dynamic dims (a dim is never negative: an Equal against -1 is known False, and a Where on it is chosen). A fully known value becomes a constant (e.g. `sqrt(head_dim)` in attention); a Reshape
+dynamic dims (onnxruntime's symbolic shape inference, _gs.inferred_graph, keeps one symbol per dim through the
+graph) (a dim is never negative: an Equal against -1 is known False, and a Where on it is chosen). A fully known value becomes a constant (e.g. `sqrt(head_dim)` in attention); a Reshape
 target that still holds the dynamic batch gets 0 ("copy this dim") or -1 in its place.
 """
 
@@ -161,4 +162,4 @@ def _reshape_target(target: np.ndarray, in_shape) -> np.ndarray | None:
 
 
 def apply(model: onnx.ModelProto) -> onnx.ModelProto:
-    return on_graph(model, _fold, infer=True)
+    return on_graph(model, _fold, infer=True, symbolic=True)
