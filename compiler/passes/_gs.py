@@ -83,14 +83,21 @@ def _symbolic(light: onnx.ModelProto) -> onnx.GraphProto | None:
     finish (an op it does not know, an unprovable broadcast) onnx's inference is used instead."""
     import contextlib
     import io
+    import os
+    import tempfile
 
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            return SymbolicShapeInference.infer_shapes(light, auto_merge=False, guess_output_rank=False).graph
-    except Exception:
-        return None
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="compiler-symbolic-") as scratch:
+        os.chdir(scratch)  # it saves temporary models (and their weights) into the working directory
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                return SymbolicShapeInference.infer_shapes(light, auto_merge=False, guess_output_rank=False).graph
+        except Exception:
+            return None
+        finally:
+            os.chdir(here)
 
 
 def _keep_io_types(before: onnx.ModelProto, after: onnx.ModelProto) -> None:
