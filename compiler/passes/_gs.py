@@ -76,6 +76,23 @@ def inferred_graph(model: onnx.ModelProto, symbolic: bool = False) -> onnx.Graph
     return inferred
 
 
+def _symbolic_shape_inference():
+    """onnxruntime's SymbolicShapeInference, loaded from its file: importing it as `onnxruntime.tools...` runs that
+    package's __init__, which imports torch (a TensorFlow recipe must never load torch)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "compiler._onnxruntime_symbolic_shape_infer"
+    if name not in sys.modules:
+        origin = importlib.util.find_spec("onnxruntime").origin
+        spec = importlib.util.spec_from_file_location(name, Path(origin).parent / "tools" / "symbolic_shape_infer.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name].SymbolicShapeInference
+
+
 def _symbolic(light: onnx.ModelProto) -> onnx.GraphProto | None:
     """onnxruntime's symbolic shape inference: dynamic dims become expressions of the inputs' dims that agree
     across the graph (a Reshape's -1 of `batch * 512 / 1024` is `batch` again), where onnx's inference invents a
@@ -86,8 +103,7 @@ def _symbolic(light: onnx.ModelProto) -> onnx.GraphProto | None:
     import os
     import tempfile
 
-    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
+    SymbolicShapeInference = _symbolic_shape_inference()
     here = os.getcwd()
     with tempfile.TemporaryDirectory(prefix="compiler-symbolic-") as scratch:
         os.chdir(scratch)  # it saves temporary models (and their weights) into the working directory
