@@ -30,31 +30,6 @@ def compose(overrides: list[str]) -> DictConfig:
         return hydra_compose("config", overrides=with_dict_keys(overrides))
 
 
-def composed_before(overrides: list[str]) -> Path | None:
-    """Where the fact "these overrides composed without error, over these very config files" is kept (None: not
-    kept, with the cache off). Composing is a pure function of the overrides, the conf/ and recipe files and the
-    compiler, so a command line that composed once need not be composed again before Hydra's own composition
-    (a third of a second on every rerun)."""
-    import hashlib
-    import os
-
-    from compiler import __version__
-    from compiler.recipe_source import ENV_VAR, recipe_dirs
-
-    given = dict(o.lstrip("+").split("=", 1) for o in overrides if "=" in o and not o.startswith("~"))
-    if given.get("cache.enabled", "true").lower() == "false":
-        return None
-    from types import SimpleNamespace
-
-    from compiler.cache import cache_root
-
-    root = cache_root(SimpleNamespace(dir=given.get("cache.dir")))
-    files = sorted(f for folder in (conf_dir(), *recipe_dirs()) if folder.is_dir() for f in folder.rglob("*.yaml"))
-    stats = [(str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files]
-    key = repr((overrides, os.environ.get(ENV_VAR, ""), __version__, stats))
-    return root / ".compose" / hashlib.sha256(key.encode()).hexdigest()
-
-
 def with_dict_keys(overrides: list[str]) -> list[str]:
     """`model.dims.seq=[8,64,256]` as `++model.dims.seq=...`: keys of the schema's free-form mappings (model.dims,
     layer precisions, CUDA options) may be new, and Hydra's struct mode would refuse them without `++`."""

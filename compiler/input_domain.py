@@ -28,13 +28,13 @@ from typing import Any, Iterator
 from omegaconf import DictConfig, OmegaConf
 
 from compiler.errors import Problem
+from compiler.onnx_io import PASS_THROUGH
 
 SEQUENCE_SIZES = (32, 64, 128, 256, 512, 1024, 4096)
 SPATIAL_SIZES = (224, 256, 320, 384, 448, 512, 640, 32, 64)
 MAX_TRIES = 24
 BUDGET_SECONDS = 120.0
 _COMPARISONS = {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"}
-_PASS_THROUGH = {"Cast", "Squeeze", "Unsqueeze", "Reshape", "Identity", "Flatten"}
 PROBE_VERSION = 1
 
 
@@ -164,7 +164,7 @@ def _compared_constants(cfg: DictConfig, ints: list[str]) -> dict[str, list[int]
                 for attribute in node.attribute:
                     if attribute.name == "value":
                         _scalar(constants, node.output[0], attribute.t, numpy_helper)
-            if node.op_type in _PASS_THROUGH and node.input and node.input[0] in copies:
+            if node.op_type in PASS_THROUGH and node.input and node.input[0] in copies:
                 copies[node.output[0]] = copies[node.input[0]]
             if node.op_type in _COMPARISONS and len(node.input) == 2:
                 for mine, other in (node.input, reversed(node.input)):

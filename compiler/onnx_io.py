@@ -137,6 +137,7 @@ def _fill(cfg: DictConfig, model: Any, opened: dict) -> tuple[list[Problem], lis
     derived.update(_state_batches(inputs, dims, defaulted, kinds))
     notes += [note.format(dims[name]) for name, note in defaulted.items() if name not in derived]
     notes += derived.values()
+    notes += _unused_dims(inputs, dims, set(defaulted))
     for value in model.graph.output:
         kind = value.type.WhichOneof("value")
         if kind is not None and kind != "tensor_type":
@@ -152,6 +153,30 @@ def _fill(cfg: DictConfig, model: Any, opened: dict) -> tuple[list[Problem], lis
     cfg.model.dims = dims
     opened.update(dims={name: kinds[name] for name in defaulted if name not in derived}, ints=open_ints, notes=notes)
     return [], notes
+
+
+def _unused_dims(inputs: list[dict], dims: dict, defaulted: set[str]) -> list[str]:
+    """A note per recipe dim that no input of the file names and no expression or range reads, yet is spelled
+    like one that is: a typo, which would otherwise leave the dim meant at its default without a word. (A dim
+    merely unused, like the recipe's `batch` on a file of fixed shapes, says nothing.)"""
+    import difflib
+
+    from compiler.dims import is_expression, names_in
+
+    read = {d for e in inputs for d in e["shape"] if isinstance(d, str)}
+    read |= {b for e in inputs for b in (e["range"] or []) if isinstance(b, str)}
+    read |= {n for v in dims.values() if is_expression(v) for n in names_in(v)}
+    notes = []
+    for name in dims:
+        close = difflib.get_close_matches(name, sorted(read), n=1, cutoff=0.6)
+        if name not in read and name not in defaulted and close:
+            notes.append(f"model.dims.{name} is named by no input of the file, so it has no effect; did you mean "
+                         f"'{close[0]}'? (++model.dims.{close[0]}={_plain_list(dims[name])})")
+    return notes
+
+
+def _plain_list(value: Any) -> str:
+    return "[" + ",".join(str(v) for v in value) + "]" if isinstance(value, list) else f"'{value}'"
 
 
 def _decoder_dims(inputs: list[dict], outputs: list[str], dims: dict, defaulted: set[str]) -> dict[str, str]:
@@ -226,7 +251,9 @@ def _dtype_name(elem_type: int) -> str | None:
     return names.get(elem_type)
 
 
-_PASS_THROUGH = ("Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity")
+# ops that carry a value through unchanged in what matters here (its values, up to shape and dtype): an input is
+# traced through them to the op that reads it (index bounds here, compared constants in input_domain.py)
+PASS_THROUGH = frozenset({"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity"})
 
 
 def _gather_limits(model: Any) -> dict[str, int | str]:
@@ -249,7 +276,7 @@ def _gather_limits(model: Any) -> dict[str, int | str]:
         return int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
 
     for node in model.graph.node:  # graph order: producers come first
-        if node.op_type in _PASS_THROUGH and node.input and source(node.input[0]):
+        if node.op_type in PASS_THROUGH and node.input and source(node.input[0]):
             copies[node.output[0]] = source(node.input[0])
         axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
         if node.op_type in ("Gather", "GatherElements") and len(node.input) == 2 and source(node.input[1]):

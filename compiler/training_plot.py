@@ -8,6 +8,7 @@ runs while another job times. A history drawn before is copied from `<cache dir>
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -55,12 +56,21 @@ class TrainingPlot:
                 print(f"compiler: warning: the plot process failed ({error.strip().splitlines()[-1:]}); drawing "
                       "it in this process", file=sys.stderr)
                 draw(self._history, self.png)
-            if self._cached is not None:
-                self._cached.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self._cached.with_name(f".{self._cached.name}.tmp-{os.getpid()}")
-                shutil.copyfile(self.png, tmp)
-                os.replace(tmp, self._cached)
+            if self._cached is not None and self.png.is_file():
+                self._remember()
         return PLOT if self._history and self.png.is_file() else None
+
+    def _remember(self) -> None:
+        """Keep the picture for the next run of the same history; a cache that cannot take it (a full disk)
+        costs the next run a redraw, never this run."""
+        tmp = self._cached.with_name(f".{self._cached.name}.tmp-{os.getpid()}")
+        try:
+            self._cached.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.png, tmp)
+            os.replace(tmp, self._cached)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
 
 def draw(history: list[dict], png: Path) -> None:

@@ -88,14 +88,27 @@ def test_a_rerun_times_the_engine_now_and_shows_the_unchanged_references_earlier
     assert other.report["latency_conditions"]["framework_measured_at"] == other.report["latency_conditions"]["measured_at"]
 
 
-def test_a_command_line_that_composed_is_remembered_and_a_bad_one_still_exits_2(compile_cli, cache_dir):
-    """The pre-check's verdict is kept per command line and config files: three command lines, three entries."""
-    runs = [compile_cli("recipe=mlp_torch", *TINY, *extra) for extra in ([], [], ["train.epochs=2"])]
-    assert [r.code for r in runs] == [0, 0, 0]
-    assert len(list((cache_dir / ".compose").iterdir())) == 2
-    bad = compile_cli("recipe=mlp_torch", *TINY, "model.inptu=3")
-    assert bad.code == 2 and "model.inptu: unknown key" in bad.stderr and "Traceback" not in bad.stderr
-    assert len(list((cache_dir / ".compose").iterdir())) == 2  # failures are composed (and diagnosed) every time
+def test_a_run_composes_its_command_line_once_and_a_bad_one_still_exits_2_with_our_diagnosis(compile_cli, tmp_path):
+    """Hydra's own composition is the check (none beforehand, and not Hydra's second one that only reads
+    hydra.mode); its failure is worded by us, never by Hydra ("To append to your config use ...")."""
+    counter = tmp_path / "compositions"
+    hook = tmp_path / "sitecustomize.py"
+    hook.write_text(
+        "import atexit, hydra._internal.hydra as h\n"
+        "calls = []\n"
+        "original = h.Hydra.compose_config\n"
+        "def counted(self, *a, **k):\n"
+        "    calls.append(1)\n"
+        "    return original(self, *a, **k)\n"
+        "h.Hydra.compose_config = counted\n"
+        f"atexit.register(lambda: open({str(counter)!r}, 'a').write(f'{{len(calls)}}\\n'))\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    good = compile_cli("recipe=mlp_torch", *TINY, env=env)
+    assert good.code == 0, good.output
+    assert counter.read_text().split()[-1] == "1"   # the main process (the plot's process composes nothing)
+    bad = compile_cli("recipe=mlp_torch", *TINY, "model.inptu=3", env=env)
+    assert bad.code == 2 and "model.inptu: unknown key" in bad.stderr, bad.stderr
+    assert "Traceback" not in bad.stderr and "To append to your config" not in bad.stderr
 
 
 def test_cache_can_be_disabled(compile_cli, cache_dir):
@@ -141,3 +154,18 @@ def test_default_run_dir_is_outputs_recipe_timestamp(compile_cli, tmp_path):
     run = compile_cli("recipe=cnn_torch", *TINY, "hydra.run.dir=outputs/${hydra:runtime.choices.recipe}/fixed")
     assert run.code == 0, run.output
     assert json.loads((tmp_path / "outputs" / "cnn_torch" / "fixed" / "report.json").read_text())["status"] == "passed"
+
+
+def test_a_plot_cache_that_cannot_take_the_picture_costs_the_run_nothing(tmp_path):
+    """`<cache>/.plots` as a file, not a folder: the picture cannot be kept, the run's own plot is still there."""
+    from compiler.training_plot import PLOT, TrainingPlot
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / ".plots").write_text("in the way")
+    plot = TrainingPlot(tmp_path / "run", cache)
+    plot.start([{"epoch": 1, "loss": 1.0, "accuracy": 0.5, "val_accuracy": 0.4},
+                {"epoch": 2, "loss": 0.5, "accuracy": 0.8, "val_accuracy": 0.7}])
+    assert plot.wait() == PLOT
+    assert (tmp_path / "run" / PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (cache / ".plots").read_text() == "in the way"

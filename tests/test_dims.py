@@ -141,3 +141,18 @@ def test_inputs_outside_the_models_domain_exit_2_naming_the_keys(compile_cli, tm
     assert "onnxruntime refused the generated inputs at 'min'" in run.stderr and "also tried:" in run.stderr
     assert "model.dims.total='past + seq'" in run.stderr and "Traceback" not in run.stderr
     assert not (run.run_dir / "model.onnx").exists()
+
+
+def test_a_dim_spelled_like_the_files_but_named_by_no_input_gets_a_note(tmp_path):
+    """`++model.dims.tota=...` leaves `total` at what it was: lint says so, with the override meant."""
+    from compiler.onnx_io import resolve_onnx_io
+
+    path = tmp_path / "kv.onnx"
+    kv_model(path)
+    cfg = recipe_cfg("onnx_file", f"model.path={path}", "model.dims.batch=[1,2,4]", "++model.dims.past=[0,16,128]",
+                     "++model.dims.seq=[1,1,16]", "++model.dims.tota=[1,17,144]", "++model.dims.unrelated=[1,1,1]")
+    problems, notes = resolve_onnx_io(cfg)
+    assert problems == []
+    assert ("model.dims.tota is named by no input of the file, so it has no effect; did you mean 'total'? "
+            "(++model.dims.total=[1,17,144])") in notes
+    assert not any("unrelated" in n for n in notes)
