@@ -71,6 +71,15 @@ def _file_key(path: Path) -> tuple:
     return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
+def known_sha256(path: Path) -> str | None:
+    """The file's sha256 when this run has already computed it (or copied the file from one it had), else None:
+    a question that never reads the file."""
+    try:
+        return _hashed.get(_file_key(path))
+    except OSError:
+        return None
+
+
 def same_content(source: Path, copy: Path) -> None:
     """`copy` was just made byte for byte from `source`: its hash is the source's, when that is known."""
     known = _hashed.get(_file_key(source))

@@ -322,7 +322,7 @@ def main() -> None:
             # a sweep was linted whole before it started: a failure now (a launcher's worker killed, say) is a
             # failed run, even though its jobs ran in other processes
             sys.exit(EXIT_STAGE_FAILED if multirun else exc.code)
-    _exit(_SESSION.exit_code)
+    _exit(_SESSION.exit_code, multirun)
 
 
 def _diagnose_composition(overrides: list[str]) -> None:
@@ -347,13 +347,18 @@ def _diagnose_composition(overrides: list[str]) -> None:
     Hydra.compose_config = compose_config
 
 
-def _exit(code: int) -> None:
-    """Exit without the interpreter's teardown (a second once torch or TensorFlow is loaded, for nothing):
-    every atexit handler still runs (temporary folders, worker pools, MLflow, logging), then the streams are
-    flushed and the process ends."""
+def _exit(code: int, multirun: bool = False) -> None:
+    """Exit. A single run skips the interpreter's teardown (a second once torch or TensorFlow is loaded, for
+    nothing): what Python's own exit does first still runs, in its order (non-daemon threads joined and the
+    hooks registered with threading, such as a worker pool's shutdown; then every atexit handler: temporary
+    folders, MLflow, logging), then the streams are flushed and the process ends. A sweep exits as usual."""
+    if multirun:
+        sys.exit(code)
     import atexit
     import os
+    import threading
 
+    threading._shutdown()
     atexit._run_exitfuncs()
     logging.shutdown()
     sys.stdout.flush()

@@ -199,7 +199,9 @@ def _graphs(graph: Any) -> Iterator[Any]:
 def _session(cfg: DictConfig) -> Any:
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
+    from compiler.backends.onnxruntime import without_prepacking
+
+    options = without_prepacking()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 4  # a refusal is expected here: no error lines on the console
     from compiler.plan import custom_op_libraries

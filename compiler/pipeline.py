@@ -18,7 +18,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from compiler.cache import StageCache, artifact_files, cache_root, sha256_artifact, sha256_path, stage_key, tool_versions
+from compiler.cache import (StageCache, artifact_files, cache_root, same_content, sha256_artifact, sha256_path, stage_key,
+                            tool_versions)
 from compiler.errors import StageError, debug_enabled, describe
 from compiler.stages import Stage, StageContext
 from compiler.verify.timing import working
@@ -108,12 +109,42 @@ def _config_slice(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
 def _place(src: Path, run_dir: Path) -> None:
     """Put an artifact and its weights files into the run dir atomically, as copies (a reflink where the file
     system has them): a hard link would let an edit in the run dir change the cache, and onnx refuses
-    external data with several links."""
-    for file in artifact_files(src):
+    external data with several links. A weights file byte for byte one already placed (a cleaned model whose
+    passes changed no weight) is not copied again: the run dir's model names that file instead."""
+    files = artifact_files(src)
+    shared = _placed_before(files[1:], run_dir)
+    for file in files:
+        if file.name in shared:
+            continue
         dst = run_dir / file.name
         tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-        _copy(file, tmp)
+        if file == files[0] and shared:
+            from compiler.weights import save_with_locations
+
+            save_with_locations(file, tmp, shared)
+        else:
+            _copy(file, tmp)
         os.replace(tmp, dst)
+        if not (file == files[0] and shared):
+            same_content(file, dst)  # its hash is the cache file's: a stage that copies it on is not read again
+
+
+def _placed_before(weights: list[Path], run_dir: Path) -> dict[str, str]:
+    """{weights file name: the run dir's file with the same bytes}, from hashes this run already knows (nothing
+    is read to find out)."""
+    from compiler.cache import known_sha256
+
+    found = {}
+    for file in weights:
+        digest = known_sha256(file)
+        if digest is None:
+            continue
+        size = file.stat().st_size
+        for other in run_dir.glob("*.data"):
+            if other.name != file.name and other.stat().st_size == size and known_sha256(other) == digest:
+                found[file.name] = other.name
+                break
+    return found
 
 
 def _copy(src: Path, dst: Path) -> None:

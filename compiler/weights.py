@@ -164,18 +164,39 @@ def digest(constant: Any, prefix: int | None = None) -> str:
     return h.hexdigest()
 
 
-def on_disk_in(graph: Any) -> None:
-    """Give every on-disk constant of a graphsurgeon graph (and its subgraphs) DiskValues."""
+def on_disk_in(graph: Any, found: list | None = None) -> list:
+    """Give every on-disk constant of a graphsurgeon graph (and its subgraphs) DiskValues; returns them as
+    (constant, its DiskValues) for `still_on_disk`."""
     import onnx_graphsurgeon as gs
 
+    found = [] if found is None else found
     for tensor in graph.tensors().values():
         if isinstance(tensor, gs.Constant) and type(tensor._values) is LazyValues and is_external(tensor._values.tensor):
             tensor._values = DiskValues(tensor._values.tensor)
+            found.append((tensor, tensor._values))
     for node in graph.nodes:
         for value in node.attrs.values():
             for sub in value if isinstance(value, list) else [value]:
                 if isinstance(sub, gs.Graph):
-                    on_disk_in(sub)
+                    on_disk_in(sub, found)
+    return found
+
+
+RESTORE_BYTES = 1 << 20   # a weight read by a pass and left as it was is compared with its file up to this size
+
+
+def still_on_disk(on_disk: list) -> None:
+    """Weights that a pass read (graphsurgeon keeps what it read in memory) and left as they were point at their
+    file again, so that saving copies nothing new for them and the file can stay whole (weights.save)."""
+    import numpy as np
+
+    for constant, disk in on_disk:
+        values = constant._values
+        if values is disk or not isinstance(values, np.ndarray) or values.nbytes > RESTORE_BYTES:
+            continue
+        original = disk.load()
+        if values.dtype == original.dtype and values.shape == original.shape and np.array_equal(values, original):
+            constant._values = disk
 
 
 @contextlib.contextmanager
@@ -309,6 +330,18 @@ def save(model: Any, path: Path, external: bool) -> None:
         same_content(Path(whole), data)
     for tensor, offset, length in moved:  # and in memory, the file itself
         _set_location(tensor, str(data.resolve()), offset, length)
+
+
+def save_with_locations(src: Path, dst: Path, renamed: dict[str, str]) -> None:
+    """Copy the model file `src` to `dst` with its external tensors' locations renamed (`{old: new}`, names
+    beside the model); the weights files themselves are not touched."""
+    import onnx
+
+    model = onnx.load(str(src), load_external_data=False)
+    for tensor in tensors(model):
+        if is_external(tensor) and _info(tensor)["location"] in renamed:
+            _set_location(tensor, renamed[_info(tensor)["location"]])
+    onnx.save_model(model, str(dst))
 
 
 def _mostly_one_file(model: Any, share: float = 0.9) -> str | None:

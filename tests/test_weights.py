@@ -13,13 +13,13 @@ from compiler.onnx_files import save_model
 WIDTH = 512  # 1 MiB per weight: SPILL_BYTES, below LARGE_FOLD_BYTES
 
 
-def _chain(path, layers: int = 3, transpose_last: bool = False):
+def _chain(path, layers: int = 3, transpose_last: bool = False, scale: float = 1.0, bias_step: float = 0.0):
     """Gemm + Relu layers, weights in a .data file; the last weight optionally through a foldable Transpose."""
     rng = np.random.default_rng(0)
     nodes, inits, previous = [], [], "x"
     for i in range(layers):
-        w = rng.standard_normal((WIDTH, WIDTH)).astype(np.float32)
-        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.full(WIDTH, 0.5, np.float32), f"b{i}")]
+        w = (rng.standard_normal((WIDTH, WIDTH)) * scale).astype(np.float32)
+        inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(np.full(WIDTH, 0.5 + bias_step * i, np.float32), f"b{i}")]
         weight = f"w{i}"
         if transpose_last and i == layers - 1:
             nodes.append(helper.make_node("Transpose", [weight], [f"wt{i}"], perm=[1, 0]))
@@ -113,3 +113,25 @@ def test_fp16_conversion_streams_the_weights_from_disk(tmp_path):
     x = np.random.default_rng(3).standard_normal((2, WIDTH)).astype(np.float32)
     reference = _run(tmp_path / "m.onnx", x)
     assert np.linalg.norm(_run(tmp_path / "m.fp16.onnx", x) - reference) / np.linalg.norm(reference) < 1e-2
+
+
+def test_a_run_dir_keeps_one_weights_file_where_surgery_changed_no_weight(compile_cli, tmp_path):
+    """The cleaned model names model.onnx.data in the run dir (no second copy), runs the same, and a changed
+    weight (the folded Transpose) gets a file of its own again."""
+    x = np.random.default_rng(3).standard_normal((2, WIDTH)).astype(np.float32)
+    for transpose in (False, True):
+        src = tmp_path / f"src{int(transpose)}" / "m.onnx"
+        src.parent.mkdir()
+        # activations of unit size through the layers; biases apart (equal ones would be merged: a changed weight)
+        _chain(src, transpose_last=transpose, scale=WIDTH ** -0.5, bias_step=0.1)
+        run = compile_cli("recipe=onnx_file", f"model.path={src}", "++model.dims.n=[1,2,4]", "verify.samples=4",
+                          "verify.latency.iterations=2", "verify.latency.warmup=1", "verify.latency.batch_sizes=[1]")
+        assert run.code == 0, run.output
+        data = sorted(p.name for p in run.run_dir.glob("*.data"))
+        clean = onnx.load(str(run.run_dir / "model.clean.onnx"), load_external_data=False)
+        named = {e.value for t in clean.graph.initializer for e in t.external_data if e.key == "location"}
+        assert named == ({"model.clean.onnx.data"} if transpose else {"model.onnx.data"})
+        assert "model.onnx.data" in data and ("model.clean.onnx.data" in data) == transpose
+        contents = [(run.run_dir / name).read_bytes() for name in data]
+        assert len(set(contents)) == len(contents)  # no two weights files in the run dir hold the same bytes
+        np.testing.assert_allclose(_run(run.run_dir / "model.clean.onnx", x), _run(src, x), rtol=1e-5, atol=1e-5)

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from compiler.weights import DiskValues, on_disk_in, spill
+from compiler.weights import DiskValues, on_disk_in, spill, still_on_disk
 
 
 def on_graph(model: onnx.ModelProto, edit: Callable[[gs.Graph], None], infer: bool = False,
@@ -34,8 +34,9 @@ def on_graph(model: onnx.ModelProto, edit: Callable[[gs.Graph], None], infer: bo
             model.graph.output.extend(kept_outputs)
     else:
         graph = gs.import_onnx(model)
-    on_disk_in(graph)  # weights on disk are read only when a pass asks for their values (compiler/weights.py)
+    on_disk = on_disk_in(graph)  # weights on disk are read only when a pass asks for their values (weights.py)
     edit(graph)
+    still_on_disk(on_disk)
     out = gs.export_onnx(graph, do_type_check=False)
     spill(out)
     out.ir_version = model.ir_version

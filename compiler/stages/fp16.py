@@ -95,7 +95,9 @@ def _tensor_peaks(model, samples: dict) -> dict[str, float]:
     marked.CopyFrom(model)  # modify_outputs marks in place; the caller's model keeps its outputs
     marked = modify_outputs(marked, outputs=constants.MARK_ALL)
     serialized, folder = session_bytes(marked)
-    options = ort.SessionOptions()
+    from compiler.backends.onnxruntime import without_prepacking
+
+    options = without_prepacking()
     if folder:
         options.add_session_config_entry(SESSION_FOLDER_KEY, folder)
     session = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])

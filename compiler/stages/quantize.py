@@ -153,7 +153,9 @@ def score(path: Path, x: dict, y, metric, batch: int) -> float:
 
     from compiler.verify.metric import evaluate
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    from compiler.backends.onnxruntime import without_prepacking
+
+    session = ort.InferenceSession(str(path), without_prepacking(), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return evaluate(lambda feed: dict(zip(names, session.run(None, feed))), x, y, metric, batch)
 
@@ -213,7 +215,9 @@ def _judge(cfg, io, plan, src: Path, x_eval: dict, y_eval) -> Judge:
 def _outputs(path: Path, feed: dict) -> dict:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    from compiler.backends.onnxruntime import without_prepacking
+
+    session = ort.InferenceSession(str(path), without_prepacking(), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(None, feed)))
 

@@ -108,7 +108,9 @@ def _load_error(model: Any, level: str = "disable") -> str | None:
         inline(copy)
         model = copy
 
-    options = ort.SessionOptions()
+    from compiler.backends.onnxruntime import without_prepacking
+
+    options = without_prepacking()
     options.graph_optimization_level = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
                                         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
     options.log_severity_level = 4

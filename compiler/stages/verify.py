@@ -81,7 +81,8 @@ def _runners(ctx: StageContext):
         artifacts.append((ctx.inputs["quantize"].name, ctx.inputs["quantize"]))  # the converted model, in the ledger
     # a converted model at "basic": its Casts of weights (fp16 -> fp32 on the CPU) folded once, exactly, instead of
     # a full fp32 copy of the weights made anew on every call beside the fp16 ones
-    runners = [onnx_runner(name, path, plan, "disable" if i < 2 else "basic") for i, (name, path) in enumerate(artifacts)]
+    runners = [onnx_runner(name, path, plan, "disable" if i < 2 else "basic", timed=False)
+               for i, (name, path) in enumerate(artifacts)]
     runners.append(engine_runner(plan, ctx.inputs["build"]))
     names = [name for name, _ in artifacts] + ["engine"]
     if cfg.framework.value != "onnx":  # else the original file is the reference
@@ -178,7 +179,7 @@ def _raise_domain_error(ctx: StageContext, feeds: list, exc: Exception) -> None:
     from compiler.errors import InputDomainError
     from compiler.verify.runners import onnx_runner
 
-    reference = onnx_runner("model.onnx", ctx.inputs["export"], ctx.plan)
+    reference = onnx_runner("model.onnx", ctx.inputs["export"], ctx.plan, timed=False)
     with reference:
         for label, feed in feeds:
             if label in ("test split", "your inputs"):
@@ -236,7 +237,7 @@ def _profile_shape_checks(cfg, io, plan, clean_onnx, engine, atol, rtol) -> list
     rng = np.random.default_rng(cfg.seed)
     for index in range(1, len(io.profiles)):
         feeds = [(label, io.random_feed(rng, shapes)) for label, shapes in io.check_shapes([index])]
-        runners = [onnx_runner("model.clean.onnx", clean_onnx, plan), trt_runner(engine, plan.backend, index)]
+        runners = [onnx_runner("model.clean.onnx", clean_onnx, plan, timed=False), trt_runner(engine, plan.backend, index)]
         for row in error_ledger(runners, feeds, [(0, 1)], atol, rtol):
             row.update(reference="model.clean.onnx", candidate=f"engine[profile {index}]")
             rows.append(row)

@@ -84,13 +84,15 @@ def _tensor_runner(session_loader: Callable, name: str) -> BaseRunner:
     return TensorOutputs(session_loader, name=name)
 
 
-def onnx_runner(name: str, path: Path, plan: Any, optimization_level: str = "disable") -> BaseRunner:
-    """An onnxruntime runner over an ONNX file with graph optimisation off, to see the file as written."""
+def onnx_runner(name: str, path: Path, plan: Any, optimization_level: str = "disable",
+                timed: bool = True) -> BaseRunner:
+    """An onnxruntime runner over an ONNX file with graph optimisation off, to see the file as written;
+    `timed=False` for one that only compares (no prepacking: backends/onnxruntime.without_prepacking)."""
     from compiler.backends.onnxruntime import load_session
     from compiler.numerics import STRICT_FP32
 
-    return _tensor_runner(lambda: load_session(path, plan, optimization_level=optimization_level, mode=STRICT_FP32),
-                          name)
+    return _tensor_runner(lambda: load_session(path, plan, optimization_level=optimization_level, mode=STRICT_FP32,
+                                               prepack=timed), name)
 
 
 def engine_runner(plan: Any, path: Path, intra_op_threads: int | None = None) -> BaseRunner:

@@ -25,7 +25,7 @@ def onnxruntime_load_error(path: Path, plan: Any) -> str | None:
 
     from compiler.backends.onnxruntime import session_options
 
-    options = session_options(plan.onnxruntime, "disable")
+    options = session_options(plan.onnxruntime, "disable", prepack=False)
     try:
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -122,7 +122,9 @@ def _run_once(src: Path, io: IOSpec) -> dict:
     import onnxruntime as ort
 
     try:
-        session = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+        from compiler.backends.onnxruntime import without_prepacking
+
+        session = ort.InferenceSession(str(src), without_prepacking(), providers=["CPUExecutionProvider"])
         feed = io.random_feed(np.random.default_rng(0), io.shapes(0, "opt"))
         names = [o.name for o in session.get_outputs()]
         return {n: np.asarray(v) for n, v in zip(names, session.run(None, feed)) if isinstance(v, np.ndarray)}
