@@ -101,31 +101,33 @@ def peer(name: str, model: Path, work: Path) -> dict:
 
 
 def compile_once(model: Path, work: Path, *extra: str) -> dict:
-    """The compiler through onnx_file in a process of its own: exit, wall time, peak RSS, cleaning time."""
+    """The compiler through onnx_file in a process of its own: exit, wall time, peak RSS, cleaning time. The peak
+    is the child's own high-water mark from wait4 (the compiler ends with os._exit, after its exit handlers, so
+    it prints nothing after its run)."""
     import json
 
     shutil.rmtree(work / "cache", ignore_errors=True)
     shutil.rmtree(work / "run", ignore_errors=True)
     env = {**os.environ, "COMPILER_CACHE_DIR": str(work / "cache")}
-    code = _WRAP.format(code="import runpy\nsys.argv = ['compiler', *sys.argv[3:]]\ntry:\n"
-                             "    runpy.run_module('compiler', run_name='__main__')\n"
-                             "except SystemExit as exc:\n    print('EXIT', exc.code)")
-    cmd = [sys.executable, "-c", code, str(model), "-", "recipe=onnx_file", f"model.path={model}",
+    cmd = [sys.executable, "-m", "compiler", "recipe=onnx_file", f"model.path={model}",
            f"hydra.run.dir={work / 'run'}", "++model.dims.batch=[1,2,4]", "verify.samples=4",
            "verify.latency.iterations=3", "verify.latency.warmup=1", "verify.latency.batch_sizes=[1,4]", *extra]
     started = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    line = next((l for l in proc.stdout.splitlines() if l.startswith("PEAK")), "PEAK 0 0 0")
-    status = next((l.split()[1] for l in proc.stdout.splitlines() if l.startswith("EXIT")), "?")
+    with tempfile.TemporaryFile("w+") as output:
+        proc = subprocess.Popen(cmd, env=env, stdout=output, stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        output.seek(0)
+        text = output.read()
     try:
         report = json.loads((work / "run" / "report.json").read_text())
         stages = {name: s["seconds"] for name, s in report["stages"].items()}
     except (OSError, ValueError, KeyError):
         stages = {}
-    if status != "0":
-        print(proc.stdout[-1500:], proc.stderr[-1500:], sep="\n")
-    return {"exit": status, "seconds": seconds, "peak": max(int(v) for v in line.split()[1:3]),
+    if proc.returncode != 0:
+        print(text[-3000:])
+    return {"exit": proc.returncode, "seconds": seconds, "peak": usage.ru_maxrss * 1024,
             "cleaning": stages.get("export", 0) + stages.get("surgery", 0) if stages else None, "stages": stages}
 
 

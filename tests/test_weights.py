@@ -135,3 +135,16 @@ def test_a_run_dir_keeps_one_weights_file_where_surgery_changed_no_weight(compil
         contents = [(run.run_dir / name).read_bytes() for name in data]
         assert len(set(contents)) == len(contents)  # no two weights files in the run dir hold the same bytes
         np.testing.assert_allclose(_run(run.run_dir / "model.clean.onnx", x), _run(src, x), rtol=1e-5, atol=1e-5)
+
+
+def test_to_float16_is_onnxruntimes_conversion_element_for_element():
+    """Edge values (tiny, huge, at the limits, zeros of both signs, inf, NaN) and a chunk boundary crossed."""
+    from onnxruntime.transformers.float16 import convert_np_to_float16
+
+    edges = np.array([0.0, -0.0, 1e-9, -1e-9, 5.96e-08, -5.96e-08, 6e-08, 65504.0, -65504.0, 65505.0, 7e4, -7e4,
+                      1e30, -1e30, np.inf, -np.inf, np.nan, 1.0, -3.5], np.float32)
+    values = np.concatenate([edges, np.random.default_rng(0).standard_normal(weights._FP16_CHUNK + 7)
+                             .astype(np.float32) * 1e5]).reshape(-1, 1)
+    ours, theirs = weights.to_float16(values), convert_np_to_float16(values)
+    assert ours.dtype == theirs.dtype == np.float16 and ours.shape == theirs.shape
+    assert ours.tobytes() == theirs.tobytes()
