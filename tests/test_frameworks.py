@@ -51,7 +51,7 @@ def test_a_compile_never_imports_the_other_framework(tmp_path, recipe, forbidden
         sys.argv = ["compiler", "recipe={recipe}", "hydra.run.dir={tmp_path / 'run'}", *{TINY!r}]
         import compiler.cli
 
-        def exit_here(code):  # the CLI ends a TensorFlow process with os._exit; stay to look at sys.modules
+        def exit_here(code, multirun=False):  # the CLI ends a single run with os._exit; stay to look at sys.modules
             raise SystemExit(code)
 
         compiler.cli._exit = exit_here
