@@ -111,22 +111,20 @@ def _place(src: Path, run_dir: Path) -> None:
     system has them): a hard link would let an edit in the run dir change the cache, and onnx refuses
     external data with several links. A weights file byte for byte one already placed (a cleaned model whose
     passes changed no weight) is not copied again: the run dir's model names that file instead."""
-    files = artifact_files(src)
-    shared = _placed_before(files[1:], run_dir)
-    for file in files:
-        if file.name in shared:
-            continue
+    model, *weights = artifact_files(src)
+    shared = _placed_before(weights, run_dir)
+    for file in [model, *(w for w in weights if w.name not in shared)]:
         dst = run_dir / file.name
         tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-        if file == files[0] and shared:
+        if file is model and shared:  # the model names the run dir's file instead: other bytes than the cache's
             from compiler.weights import save_with_locations
 
             save_with_locations(file, tmp, shared)
-        else:
-            _copy(file, tmp)
+            os.replace(tmp, dst)
+            continue
+        _copy(file, tmp)
         os.replace(tmp, dst)
-        if not (file == files[0] and shared):
-            same_content(file, dst)  # its hash is the cache file's: a stage that copies it on is not read again
+        same_content(file, dst)  # its hash is the cache file's: a stage that copies it on is not read again
 
 
 def _placed_before(weights: list[Path], run_dir: Path) -> dict[str, str]:

@@ -21,14 +21,14 @@ _LEVELS = {
 }
 
 
-def without_prepacking(options: ort.SessionOptions | None = None) -> ort.SessionOptions:
+def without_prepacking() -> ort.SessionOptions:
     """Options for a session that only loads, probes, converts or compares a model, never one that is timed or
     shipped (the engine keeps onnxruntime's defaults). Prepacking copies every Gemm/MatMul/Conv weight into a
     layout of its own when the session loads: a second copy of the weights (on a 2.25 GiB model +255 MB and 8 s
     per session) for a speed these sessions do not need; the weights stay mapped from their file instead. The
     kernels, and so the outputs, are the same (bitwise on 61 of 62 corpus files at every optimisation level,
     1.7e-10 apart on the other)."""
-    options = options or ort.SessionOptions()
+    options = ort.SessionOptions()
     options.add_session_config_entry("session.disable_prepacking", "1")
     return options
 
