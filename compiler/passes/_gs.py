@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from compiler.passes._shape_stand_ins import stand_in
 from compiler.weights import DiskValues, on_disk_in, spill, still_on_disk
 
 
@@ -53,7 +54,8 @@ SHAPE_ONLY_BYTES = 1 << 16   # larger weights reach shape inference as shape and
 def inferred_graph(model: onnx.ModelProto, symbolic: bool = False) -> onnx.GraphProto:
     """The graph with shapes and types of every tensor inferred afresh (with data propagation): value_info and
     outputs. onnx's inference serialises the model, which stops at 2 GiB, and reads only the shapes of
-    weights: it gets a copy without large ones. `symbolic`: where onnx's inference had to invent dim names
+    weights: it gets a copy without large ones, where onnxruntime's quantizer and optimizer ops have standard
+    stand-ins (_shape_stand_ins). `symbolic`: where onnx's inference had to invent dim names
     (`unk__N`), onnxruntime's symbolic inference is asked instead (it costs a sympy import, so only then)."""
     light = onnx.ModelProto()
     for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
@@ -63,6 +65,8 @@ def inferred_graph(model: onnx.ModelProto, symbolic: bool = False) -> onnx.Graph
     graph = light.graph
     graph.name = model.graph.name
     graph.node.extend(model.graph.node)
+    for node in graph.node:
+        stand_in(node)
     graph.input.extend(model.graph.input)
     graph.output.extend(model.graph.output)
     for tensor in model.graph.initializer:
@@ -73,8 +77,37 @@ def inferred_graph(model: onnx.ModelProto, symbolic: bool = False) -> onnx.Graph
     inferred = onnx.shape_inference.infer_shapes(light, data_prop=True).graph
     if symbolic and any(d.dim_param.startswith("unk__") for v in inferred.value_info
                         for d in v.type.tensor_type.shape.dim):
-        return _symbolic(light) or inferred
+        twin = onnx.ModelProto()
+        twin.CopyFrom(light)
+        for node in twin.graph.node:
+            stand_in(node, symbolic=True)
+        found = _symbolic(twin)
+        return inferred if found is None else _merged(inferred, found)
     return inferred
+
+
+def _merged(inferred: onnx.GraphProto, symbolic: onnx.GraphProto) -> onnx.GraphProto:
+    """The symbolic graph with onnx's element types (its stand-ins have their own) and onnx's static dims where
+    sympy left an expression it could not simplify (a Reshape's `floor((1024*w + 1024)/(w + 1))` is 1024).
+    Both inferences are sound on intermediate values; a graph output's declared shape may not be, so outputs
+    take only the element type."""
+    known = {v.name: v.type.tensor_type for v in inferred.value_info if v.type.HasField("tensor_type")}
+    outputs = {v.name: v.type.tensor_type for v in inferred.output if v.type.HasField("tensor_type")}
+    seen = set()
+    for value, dims in [*((v, True) for v in symbolic.value_info), *((v, False) for v in symbolic.output)]:
+        seen.add(value.name)
+        theirs = (known if dims else outputs).get(value.name)
+        if theirs is None or not value.type.HasField("tensor_type"):
+            continue
+        ours = value.type.tensor_type
+        if theirs.elem_type:
+            ours.elem_type = theirs.elem_type
+        if dims and theirs.HasField("shape") and ours.HasField("shape") and len(theirs.shape.dim) == len(ours.shape.dim):
+            for mine, other in zip(ours.shape.dim, theirs.shape.dim):
+                if other.HasField("dim_value"):
+                    mine.dim_value = other.dim_value
+    symbolic.value_info.extend(v for v in inferred.value_info if v.name not in seen)
+    return symbolic
 
 
 def _symbolic_shape_inference():
