@@ -7,6 +7,7 @@ leaves open and the recipe does not give gets a default that is printed as a not
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,12 @@ def _fill(cfg: DictConfig, model: Any, opened: dict) -> tuple[list[Problem], lis
     kinds: dict[str, str] = {}      # dim -> which default (batch, spatial, other)
     open_ints: list[str] = []
     inputs = []
-    gather_limits = _gather_limits(model)
+    keys = dim_keys(graph_inputs)
+    for (name, axis), key in keys.items():  # a recipe file may name a dim as the model file does ("p2o.Dim.0": ...)
+        original = next(i for i in graph_inputs if i.name == name).type.tensor_type.shape.dim[axis].dim_param
+        if original != key and original in dims and key not in dims:
+            dims[key] = dims.pop(original)
+    gather_limits = _gather_limits(model, keys)
     for value in graph_inputs:
         tensor = value.type.tensor_type
         given = given_in.get(value.name)
@@ -108,12 +114,13 @@ def _fill(cfg: DictConfig, model: Any, opened: dict) -> tuple[list[Problem], lis
                 if d.HasField("dim_value") and d.dim_value > 0:
                     shape.append(int(d.dim_value))
                     continue
-                name = d.dim_param or f"{value.name}_dim{axis}"
+                name = keys[(value.name, axis)]
                 shape.append(name)
                 if name not in dims:
                     kinds[name] = _default_kind(axis, len(tensor.shape.dim))
                     dims[name] = list(DEFAULTS[kinds[name]])
-                    defaulted[name] = f"input '{value.name}' dim {axis} ('{name}') has no range: using {{}}; " \
+                    called = f"'{name}'" if d.dim_param in ("", name) else f"'{d.dim_param}', called '{name}' here"
+                    defaulted[name] = f"input '{value.name}' dim {axis} ({called}) has no range: using {{}}; " \
                                       f"set ++model.dims.{name}=[min,opt,max] to choose"
         entry: dict[str, Any] = {"name": value.name, "shape": shape, "dtype": dtype, "range": None}
         if given is not None and given["values"] is not None:
@@ -256,7 +263,41 @@ def _dtype_name(elem_type: int) -> str | None:
 PASS_THROUGH = frozenset({"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity"})
 
 
-def _gather_limits(model: Any) -> dict[str, int | str]:
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def dim_keys(graph_inputs: list) -> dict[tuple[str, int], str]:
+    """The recipe's name for each dynamic dim of the inputs, by (input, axis): the file's own name where a command
+    line can address it (`++model.dims.NAME=...`); else that name with every run of other characters as `_`
+    (paddle2onnx's `p2o.DynamicDimension.0` is `p2o_DynamicDimension_0`: Hydra reads dots as nesting), made unique;
+    a dim with no name, or a name of no letters or digits (`?`), is `INPUT_dimAXIS`, a dim of its own."""
+    dynamic = [(value.name, axis, d.dim_param) for value in graph_inputs if value.type.tensor_type.HasField("shape")
+               for axis, d in enumerate(value.type.tensor_type.shape.dim)
+               if not (d.HasField("dim_value") and d.dim_value > 0)]
+    named = {param for _, _, param in dynamic if _KEY.fullmatch(param)}
+    taken = {param: param for param in named}  # key -> the file's name it stands for ("" for a dim of its own)
+    keys: dict[tuple[str, int], str] = {}
+    for name, axis, param in dynamic:
+        if param in named:
+            keys[(name, axis)] = param
+            continue
+        original = param if re.search(r"[A-Za-z0-9]", param) else ""
+        key = base = _as_key(original or f"{name}_dim{axis}")
+        n = 1
+        while key in taken and not (original and taken[key] == original):  # one name in the file is one dim
+            n += 1
+            key = f"{base}_{n}"
+        taken[key] = original
+        keys[(name, axis)] = key
+    return keys
+
+
+def _as_key(name: str) -> str:
+    key = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_")
+    return key if _KEY.fullmatch(key) else f"d_{key}"
+
+
+def _gather_limits(model: Any, keys: dict[tuple[str, int], str]) -> dict[str, int | str]:
     """Integer inputs used as indices, with the bound their values must stay below: the rows of a weight table
     (an embedding), or the size of another input's dim (RoiAlign's batch_indices below its images' batch, a
     Gather into another input): a number, or the name of that dim."""
@@ -273,7 +314,7 @@ def _gather_limits(model: Any) -> dict[str, int | str]:
         if not -len(dims) <= axis < len(dims):
             return None
         d = dims[axis]
-        return int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
+        return int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else keys.get((name, axis % len(dims)))
 
     for node in model.graph.node:  # graph order: producers come first
         if node.op_type in PASS_THROUGH and node.input and source(node.input[0]):

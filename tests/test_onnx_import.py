@@ -178,3 +178,37 @@ def test_npz_arrays_feed_inputs_by_name_and_a_metric_hook_scores_them(compile_cl
     assert r["verified_shapes"]["test split"] == {"ids": [8, 6], "extra": [8, 5]}  # real samples, by input name
     accuracy = r["metrics"]["accuracy"]
     assert accuracy["engine"] == accuracy["framework"] and 0.4 < accuracy["engine"] < 0.9  # the hook's figure
+
+
+def test_dim_names_a_command_line_cannot_address_get_keys_it_can():
+    """paddle2onnx names dims `p2o.DynamicDimension.0` (Hydra reads the dots as nesting) and some exporters `?`:
+    the first becomes a key with underscores, still one dim wherever the file uses it, without taking a name the
+    file itself uses; a name of no letters or digits, or none, is a dim of its own."""
+    from compiler.onnx_io import dim_keys
+
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["p2o.DynamicDimension.0", 3, "?", "w.1"]),
+              helper.make_tensor_value_info("y:0", TensorProto.FLOAT, [None, "p2o_DynamicDimension_0",
+                                                                       "p2o.DynamicDimension.0", "?", "7x"])]
+    assert dim_keys(inputs) == {
+        ("x", 0): "p2o_DynamicDimension_0_2", ("x", 2): "x_dim2", ("x", 3): "w_1",
+        ("y:0", 0): "y_0_dim0", ("y:0", 1): "p2o_DynamicDimension_0", ("y:0", 2): "p2o_DynamicDimension_0_2",
+        ("y:0", 3): "y_0_dim3", ("y:0", 4): "d_7x"}
+
+
+def test_a_dotted_dim_is_set_by_the_key_its_note_prints(compile_cli, tmp_path):
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=0),
+             helper.make_node("Add", ["m", "y:0"], ["out"])]
+    graph = helper.make_graph(nodes, "paddle_like", [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["p2o.DynamicDimension.0", 3, "?", "p2o.DynamicDimension.1"]),
+        helper.make_tensor_value_info("y:0", TensorProto.FLOAT, ["p2o.DynamicDimension.0", 3])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["p2o.DynamicDimension.0", 3])])
+    path = tmp_path / "paddle_like.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+    run = compile_cli("recipe=onnx_file", f"model.path={path}", "++model.dims.p2o_DynamicDimension_1=[5,6,7]",
+                      "++model.dims.x_dim2=[2,2,3]", *FAST)
+
+    assert run.code == 0, run.output
+    assert ("input 'x' dim 0 ('p2o.DynamicDimension.0', called 'p2o_DynamicDimension_0' here) has no range: using "
+            "[1, 4, 8]; set ++model.dims.p2o_DynamicDimension_0=[min,opt,max] to choose") in run.stderr
+    assert run.report["verified_shapes"]["max"] == {"x": [8, 3, 3, 7], "y:0": [8, 3]}
