@@ -88,10 +88,6 @@ def _fill(cfg: DictConfig, model: Any, opened: dict) -> tuple[list[Problem], lis
     open_ints: list[str] = []
     inputs = []
     keys = dim_keys(graph_inputs)
-    for (name, axis), key in keys.items():  # a recipe file may name a dim as the model file does ("p2o.Dim.0": ...)
-        original = next(i for i in graph_inputs if i.name == name).type.tensor_type.shape.dim[axis].dim_param
-        if original != key and original in dims and key not in dims:
-            dims[key] = dims.pop(original)
     gather_limits = _gather_limits(model, keys)
     for value in graph_inputs:
         tensor = value.type.tensor_type
@@ -116,6 +112,8 @@ def _fill(cfg: DictConfig, model: Any, opened: dict) -> tuple[list[Problem], lis
                     continue
                 name = keys[(value.name, axis)]
                 shape.append(name)
+                if name not in dims and d.dim_param in dims:  # a recipe file may use the model file's own name
+                    dims[name] = dims.pop(d.dim_param)
                 if name not in dims:
                     kinds[name] = _default_kind(axis, len(tensor.shape.dim))
                     dims[name] = list(DEFAULTS[kinds[name]])

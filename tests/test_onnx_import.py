@@ -195,7 +195,7 @@ def test_dim_names_a_command_line_cannot_address_get_keys_it_can():
         ("y:0", 3): "y_0_dim3", ("y:0", 4): "d_7x"}
 
 
-def test_a_dotted_dim_is_set_by_the_key_its_note_prints(compile_cli, tmp_path):
+def _paddle_like(tmp_path):
     nodes = [helper.make_node("ReduceMean", ["x"], ["m"], axes=[2, 3], keepdims=0),
              helper.make_node("Add", ["m", "y:0"], ["out"])]
     graph = helper.make_graph(nodes, "paddle_like", [
@@ -204,7 +204,23 @@ def test_a_dotted_dim_is_set_by_the_key_its_note_prints(compile_cli, tmp_path):
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["p2o.DynamicDimension.0", 3])])
     path = tmp_path / "paddle_like.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
 
+
+def test_a_recipe_file_may_name_a_dim_as_the_model_file_does(tmp_path):
+    from compiler.onnx_io import resolve_onnx_io
+    from tests.conftest import recipe_cfg
+
+    cfg = recipe_cfg("onnx_file", f"model.path={_paddle_like(tmp_path)}")
+    cfg.model.dims["p2o.DynamicDimension.0"] = [2, 3, 5]  # as YAML can say it: {"p2o.DynamicDimension.0": [2, 3, 5]}
+    problems, notes = resolve_onnx_io(cfg)
+    assert problems == []
+    assert cfg.model.dims["p2o_DynamicDimension_0"] == [2, 3, 5] and "p2o.DynamicDimension.0" not in cfg.model.dims
+    assert not any("dim 0" in note for note in notes)
+
+
+def test_a_dotted_dim_is_set_by_the_key_its_note_prints(compile_cli, tmp_path):
+    path = _paddle_like(tmp_path)
     run = compile_cli("recipe=onnx_file", f"model.path={path}", "++model.dims.p2o_DynamicDimension_1=[5,6,7]",
                       "++model.dims.x_dim2=[2,2,3]", *FAST)
 

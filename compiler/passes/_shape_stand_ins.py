@@ -53,19 +53,19 @@ SYMBOLIC: dict[str, StandIn] = {  # onnx ops
 }
 
 
-def stand_in(node: onnx.NodeProto, symbolic: bool = False) -> bool:
-    """Turn `node` (in inference's copy) into its stand-in; False where it has none. `symbolic`: for onnxruntime's
+def stand_in(node: onnx.NodeProto, symbolic: bool = False) -> None:
+    """Turn `node` (in inference's copy) into its stand-in, where it has one. `symbolic`: for onnxruntime's
     symbolic inference, whose element types the caller does not use."""
     if node.domain == _MICROSOFT:
         entry = CONTRIB.get(node.op_type)
     else:
         entry = SYMBOLIC.get(node.op_type) if symbolic and node.domain in ("", "ai.onnx") else None
     if entry is None:
-        return False
+        return
     attributes = {a.name: a for a in node.attribute}
     if any(name in attributes and onnx.helper.get_attribute_value(attributes[name]) == value
            for name, value in entry.unless):
-        return False
+        return
     kept = [attributes[name] for name in entry.attributes if name in attributes]
     inputs = [node.input[i] if i < len(node.input) else "" for i in entry.inputs]
     while inputs and not inputs[-1]:
@@ -75,4 +75,3 @@ def stand_in(node: onnx.NodeProto, symbolic: bool = False) -> bool:
     node.input.extend(inputs)
     del node.attribute[:]
     node.attribute.extend(kept)
-    return True
