@@ -1,15 +1,20 @@
-"""`precision: best` on a GPU against the raw onnxruntime CUDA session and torch eager, at one batch, inputs on
-the device. Needs onnxruntime-gpu, torch with CUDA and a GPU.
+"""`precision: best` on a GPU against what a user would pick instead: the raw onnxruntime CUDA session, torch eager,
+torch under autocast fp16, and torch.compile under autocast. Needs onnxruntime-gpu, torch with CUDA and a GPU.
 
-    python benchmarks/gpu_best.py --recipe resnet_torch --timm vit_small_patch16_224 convnext_tiny [--batch 64]
+    python benchmarks/gpu_best.py --recipe resnet_torch --timm vit_small_patch16_224 convnext_tiny resnet50 \\
+        --bert --batch 64
 
-For each target it runs `python -m compiler ... engine.precision=best` (exit code and choice printed), then times,
-interleaved in rounds under the same conditions (median round, p50 per call, inputs and outputs on the device):
+For each target it runs `python -m compiler ... engine.precision=best` (exit code, every candidate and the choice
+printed), then times, interleaved in rounds under the same conditions (median round, p50 per call, inputs and
+outputs on the device):
 - raw: `InferenceSession(model.onnx)` on the CUDA provider with its defaults (TF32 on), through I/O binding;
-- torch eager fp32 with torch's defaults, and torch eager under autocast fp16 (channels_last for conv nets);
-- every candidate engine the compiler built (candidates/<precision>/), loaded as the compiler loads it.
-A `--timm` model is built with random weights (timm ships in the GPU image), exported to ONNX here and compiled
-through `recipe=onnx_file` with no data: the agreement gate judges its reduced precisions.
+- torch eager fp32 with torch's defaults; torch eager under autocast fp16 (channels_last for conv nets);
+  torch.compile (default mode) under autocast fp16 — contenders, not engines;
+- every candidate engine the compiler built (candidates/<label>/), opened with the runtime settings written beside
+  it (`<engine>.runtime.json`: providers, layout, CUDA graphs) exactly as the compiler verified and timed it.
+A `--timm` model is built with random weights (timm ships in the GPU image), `--bert` is BERT-base from
+`BertConfig()` at sequence 128 (transformers, no download); both are exported to ONNX here and compiled through
+`recipe=onnx_file` with no data: the agreement gate judges their reduced precisions.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 TIMING = SimpleNamespace(iterations=100, warmup=10, max_seconds=1.0, warmup_seconds=0.5, quiet_tries=1)
+RAW = "raw onnxruntime CUDA (defaults)"
+BERT_SEQ = 128
 
 
 class Wrapped:
@@ -62,84 +69,123 @@ def compile_best(target: dict, out: Path, batch: int) -> dict:
         row["tail"] = (proc.stdout + proc.stderr)[-3000:]
         return row
     report = json.loads((run_dir / "report.json").read_text())
-    row["search"] = report["search"]
-    row["chosen"] = next(r["precision"] for r in report["search"] if r["chosen"])
+    row["search"], row["report"] = report["search"], report
+    row["chosen"] = next(r["candidate"] for r in report["search"] if r["chosen"])
     return row
 
 
-def timm_target(name: str, out: Path, batch: int) -> tuple[dict, object]:
-    import timm
+def _export(model, feeds: dict, path: Path, dynamic: dict) -> None:
     import torch
+
+    args = tuple(torch.from_numpy(v[:2]) for v in feeds.values())
+    torch.onnx.export(model, args, str(path), input_names=list(feeds), output_names=["logits"], opset_version=17,
+                      dynamic_axes={**dynamic, "logits": {0: "batch"}}, dynamo=False)
+
+
+def timm_target(name: str, out: Path, batch: int) -> dict:
+    import timm
 
     model = timm.create_model(name, pretrained=False).eval()
     path = out / f"{name}.onnx"
-    x = torch.randn(2, 3, 224, 224)
-    try:
-        torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["logits"], opset_version=17,
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
-    except Exception as exc:  # the TorchScript exporter may be gone: the dynamo exporter
-        print(f"{name}: TorchScript export failed ({exc}); dynamo", flush=True)
-        torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["logits"],
-                          dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=256)}}, dynamo=True)
+    feeds = {"input": np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)}
+    _export(model, feeds, path, {"input": {0: "batch"}})
     args = ["recipe=onnx_file", f"model.path={path}", f"model.dims.batch=[1,{batch},{batch}]", "verify.samples=8"]
-    return {"name": name, "args": args, "onnx": path}, model
+    return {"name": name, "args": args, "onnx": path, "module": model, "feeds": feeds, "conv": "vit" not in name}
 
 
-def recipe_target(recipe: str) -> dict:
-    return {"name": recipe, "args": [f"recipe={recipe}"]}
+class _LastHidden:
+    """BertModel's last hidden state from positional (input_ids, attention_mask)."""
+
+    def __new__(cls, model):
+        import torch
+
+        class LastHidden(torch.nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, input_ids, attention_mask):
+                return self.inner(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+        return LastHidden(model)
+
+
+def bert_target(out: Path, batch: int) -> dict:
+    """BERT-base from `BertConfig()` (eager attention: the form onnxruntime 1.31/1.32 fuse for transformers 5) at
+    sequence 128, batch and sequence dynamic as BERT ships."""
+    import transformers
+
+    model = _LastHidden(transformers.BertModel(transformers.BertConfig(attn_implementation="eager")).eval())
+    rng = np.random.default_rng(0)
+    feeds = {"input_ids": rng.integers(0, 30522, (batch, BERT_SEQ)).astype(np.int64),
+             "attention_mask": np.ones((batch, BERT_SEQ), np.int64)}
+    path = out / "bert_base.onnx"
+    _export(model, feeds, path, {k: {0: "batch", 1: "seq"} for k in feeds})
+    inputs = ("'model.inputs=[{name: input_ids, dtype: int64, shape: [batch, seq], range: [0, 30522]}, "
+              "{name: attention_mask, dtype: int64, shape: [batch, seq], values: [1]}]'")
+    args = ["recipe=onnx_file", f"model.path={path}", f"model.dims.batch=[1,{batch},{batch}]",
+            f"++model.dims.seq=[{BERT_SEQ},{BERT_SEQ},{BERT_SEQ}]", inputs.strip("'"), "verify.samples=8"]
+    return {"name": "bert_base", "args": args, "onnx": path, "module": model, "feeds": feeds, "conv": False}
+
+
+def recipe_target(recipe: str, batch: int) -> dict:
+    return {"name": recipe, "args": [f"recipe={recipe}"], "conv": True}
 
 
 def torch_module_of(target: dict, compiled: dict):
-    """The torch model behind a target: the timm module, or the recipe's trained model.pt."""
+    """The torch model behind a target: the exported module, or the recipe's trained model.pt."""
     if "module" in target:
         return target["module"]
     from omegaconf import OmegaConf
 
+    from compiler.frameworks.torch.runtime import load_trained
     from compiler.iospec import IOSpec
     from compiler.schema import RecipeConfig
-    from compiler.frameworks.torch.runtime import load_trained
 
     run_dir = compiled["run_dir"]
     cfg = OmegaConf.merge(OmegaConf.structured(RecipeConfig), OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
     return load_trained(cfg, IOSpec.from_cfg(cfg), run_dir / "model.pt")
 
 
+def _feeds(target: dict, compiled: dict, batch: int) -> dict:
+    if "feeds" in target:
+        return target["feeds"]
+    shape = compiled["report"]["io_spec"]["inputs"][0]["shape"]
+    name = compiled["report"]["io_spec"]["inputs"][0]["name"]
+    return {name: np.random.default_rng(0).standard_normal((batch, *shape[1:])).astype(np.float32)}
+
+
 def contenders(target: dict, compiled: dict, feed: dict) -> dict:
     import onnxruntime as ort
     import torch
 
-    from compiler.backends.onnxruntime import load_session
-    from compiler.plan import EnginePlan
-    from compiler.verify.device_runners import OrtDeviceRunner, TorchDeviceRunner
+    from compiler.backends.onnxruntime import engine_session, read_runtime
+    from compiler.verify.device_runners import OrtDeviceRunner, OrtGraphRunner, TorchDeviceRunner
 
     run_dir = compiled["run_dir"]
     raw_path = target.get("onnx") or run_dir / "model.onnx"
-    runners = {"raw onnxruntime CUDA (defaults)": OrtDeviceRunner(
+    runners = {RAW: OrtDeviceRunner(
         lambda: ort.InferenceSession(str(raw_path), providers=["CUDAExecutionProvider", "CPUExecutionProvider"]), "raw")}
     module = torch_module_of(target, compiled).cuda().eval()
     names = list(feed)
-    conv = any(isinstance(m, torch.nn.Conv2d) for m in module.modules())
     runners["torch eager fp32 (defaults)"] = TorchDeviceRunner(Wrapped(module, names), "torch", Defaults())
-    fp16 = module
-    if conv:
-        fp16 = module.to(memory_format=torch.channels_last)
-    runners["torch eager autocast fp16" + (" (channels_last)" if conv else "")] = TorchDeviceRunner(
-        Wrapped(fp16, names, lambda: torch.autocast("cuda", dtype=torch.float16)), "torch-fp16", Defaults())
-    report = json.loads((run_dir / "report.json").read_text())
-    base = report["engine"]["plan"]
-    onnxruntime_cfg = report["recipe_config"]["engine"]["onnxruntime"]
+    fp16 = module.to(memory_format=torch.channels_last) if target.get("conv") else module
+    tag = " (channels_last)" if target.get("conv") else ""
+    autocast = lambda: torch.autocast("cuda", dtype=torch.float16)  # noqa: E731
+    runners["torch eager autocast fp16" + tag] = TorchDeviceRunner(Wrapped(fp16, names, autocast), "torch-fp16",
+                                                                    Defaults())
+    runners["torch.compile + autocast fp16" + tag] = TorchDeviceRunner(
+        Wrapped(torch.compile(fp16), names, autocast), "torch-compile", Defaults())
     for row in compiled["search"]:
-        folder = run_dir / "candidates" / row["precision"]
+        folder = run_dir / "candidates" / row["candidate"]
         engine = next((f for f in (folder / "model.opt.onnx", folder / "model.ort") if f.exists()), None)
-        if engine is None:
+        settings = read_runtime(engine) if engine else None
+        if settings is None:
             continue
-        plan = EnginePlan(backend=base["backend"], reason="", precision=row["precision"],
-                          onnxruntime={**onnxruntime_cfg, "providers": base.get("providers"),
-                                       "disabled_optimizers": ["QDQPropagationTransformer"]
-                                       if row["precision"] == "int8" else []})
-        runners[f"compiler {row['precision']}" + (" (chosen)" if row["chosen"] else "") +
-                ("" if row["passed"] else " (failed its gates)")] = OrtDeviceRunner(
-            lambda e=engine, p=plan: load_session(e, p), row["precision"])
+        runner = OrtGraphRunner if settings.get("cuda_graph") else OrtDeviceRunner
+        label = f"compiler {row['candidate']}" + (" (chosen)" if row["chosen"] else "") + \
+            ("" if row["passed"] else " (failed its gates)")
+        runners[label] = runner(lambda e=engine, s=settings: engine_session(e, s), row["candidate"])
     return runners
 
 
@@ -147,6 +193,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", nargs="*", default=["resnet_torch"])
     parser.add_argument("--timm", nargs="*", default=["vit_small_patch16_224"])
+    parser.add_argument("--bert", action="store_true", help="BERT-base from BertConfig() at sequence 128")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--out", type=Path, default=Path("/tmp/gpu_best"))
     args = parser.parse_args()
@@ -155,11 +202,10 @@ def main() -> None:
     from compiler.verify.latency import compare
 
     args.out.mkdir(parents=True, exist_ok=True)
-    targets = [recipe_target(r) for r in args.recipe]
-    for name in args.timm:
-        target, module = timm_target(name, args.out, args.batch)
-        target["module"] = module
-        targets.append(target)
+    targets = [recipe_target(r, args.batch) for r in args.recipe]
+    targets += [timm_target(name, args.out, args.batch) for name in args.timm]
+    if args.bert:
+        targets.append(bert_target(args.out, args.batch))
     table = []
     for target in targets:
         compiled = compile_best(target, args.out, args.batch)
@@ -167,25 +213,22 @@ def main() -> None:
               + (f", chose {compiled['chosen']}" if compiled["code"] == 0 else "\n" + compiled.get("tail", "")), flush=True)
         if compiled["code"] != 0:
             continue
+        fused = (compiled["report"].get("quantize") or {}).get("fused_for_gpu")
+        if fused:
+            print(f"  fused ({fused['model_type']}, {fused['num_heads']} heads): {fused['fused_operators']}")
         for row in compiled["search"]:
-            print(f"  candidate {row['precision']}: passed={row['passed']} ({row['why']})")
-        shape = (args.batch, *_sample_shape(compiled))
-        feed = {"input": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+            print(f"  candidate {row['candidate']}: passed={row['passed']} memcpy={row['memcpy']} ({row['why']})")
+        feed = _feeds(target, compiled, args.batch)
         runners = contenders(target, compiled, feed)
         timed = compare(runners, {name: {args.batch: feed} for name in runners}, TIMING)
-        raw = timed["raw onnxruntime CUDA (defaults)"][f"b{args.batch}"]["p50"]
+        raw = timed[RAW][f"b{args.batch}"]["p50"]
         for name, per in timed.items():
             p50 = per[f"b{args.batch}"]["p50"]
             table.append((target["name"], name, p50, args.batch * 1e3 / p50, raw / p50))
-    print(f"\n| model | contender | p50 ms at b{args.batch} | images/s | vs raw session |\n|---|---|---|---|---|")
+        print(flush=True)
+    print(f"\n| model | contender | p50 ms at b{args.batch} | samples/s | vs raw session |\n|---|---|---|---|---|")
     for model, name, p50, ips, ratio in table:
         print(f"| {model} | {name} | {p50:.3f} | {ips:,.0f} | {ratio:.2f}x |")
-
-
-def _sample_shape(compiled: dict) -> tuple:
-    report = json.loads((compiled["run_dir"] / "report.json").read_text())
-    shape = report["io_spec"]["inputs"][0]["shape"]
-    return tuple(d for d in shape[1:])
 
 
 if __name__ == "__main__":

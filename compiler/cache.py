@@ -87,13 +87,24 @@ def same_content(source: Path, copy: Path) -> None:
         _hashed[_file_key(copy)] = known
 
 
+RUNTIME_SUFFIX = ".runtime.json"  # an engine's runtime settings, beside it (backends/onnxruntime.runtime_file)
+
+
+def runtime_file(engine: Path) -> Path:
+    """Where an engine's runtime settings live: beside it, `model.opt.onnx` -> `model.opt.runtime.json`."""
+    return engine.with_name(engine.name.rsplit(".", 1)[0] + RUNTIME_SUFFIX)
+
+
 def artifact_files(path: Path) -> list[Path]:
-    """An artifact's files: an ONNX model with the external-data files beside it; anything else alone."""
+    """An artifact's files: an ONNX model with the external-data files beside it, and an engine's runtime
+    settings; anything else alone."""
+    sidecar = runtime_file(path)
+    extra = [sidecar] if sidecar.is_file() and sidecar != path else []
     if path.suffix != ".onnx":
-        return [path]
+        return [path] + extra
     from compiler.onnx_files import artifact_files as onnx_artifact_files
 
-    return onnx_artifact_files(path)
+    return onnx_artifact_files(path) + extra
 
 
 def sha256_artifact(path: Path) -> str:

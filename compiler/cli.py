@@ -44,6 +44,9 @@ OmegaConf.register_new_resolver("compiler_job_dir", job_dir_name, replace=True)
 class _Session:
     jobs: int = 0
     exit_code: int = EXIT_OK
+    checked: Any = None                      # a single run's Checked, from before Hydra made its run dir
+    checked_cfg: Any = None                  # the recipe it checked (an ONNX recipe's IO filled from its file)
+    existed: frozenset = frozenset()         # the run dir and its parents that existed before this run
 
 
 _SESSION = _Session()
@@ -64,7 +67,8 @@ def recipe_problems(cfg: DictConfig, opened: dict | None = None) -> list:
         return _problems(cfg, opened)
     except OmegaConfBaseException as exc:  # a value no check anticipated: still the recipe's fault, with its key
         key = getattr(exc, "full_key", None) or "<recipe>"
-        return [Problem(str(key), str(exc).splitlines()[0], fix="correct or remove this key")]
+        return [Problem(str(key), str(exc).splitlines()[0], getattr(exc, "value", None) if hasattr(exc, "value") else key,
+                        "a value of the key's type (README, 'Options')", fix="correct or remove this key")]
 
 
 def _problems(cfg: DictConfig, opened: dict | None = None) -> list:
@@ -81,16 +85,26 @@ def _problems(cfg: DictConfig, opened: dict | None = None) -> list:
     return lint(cfg)
 
 
-def run_job(cfg: DictConfig, recipe: str, run_dir: Path) -> int:
-    """Lint, then (unless mode=lint) compile one composed recipe; return its exit code."""
+@dataclass
+class Checked:
+    """What checking a composed recipe gave: an exit code when it may not run (2) or was only linted (0),
+    else the domain notes the run reports."""
+
+    code: int | None
+    domain: list
+
+
+def check_recipe(cfg: DictConfig, recipe: str) -> Checked:
+    """Lint, and for an ONNX file try its generated inputs on it: everything that can refuse a run (exit 2),
+    before any run dir, log or cache entry is written."""
     opened: dict = {}
     problems = recipe_problems(cfg, opened)
     if problems:
         print(f"compiler: {RecipeError(problems).render()}", file=sys.stderr)
-        return EXIT_INVALID_RECIPE
+        return Checked(EXIT_INVALID_RECIPE, [])
     if cfg.mode.value == "lint":
         print(f"compiler: recipe '{recipe}' is valid")
-        return EXIT_OK
+        return Checked(EXIT_OK, [])
     domain = list(opened.get("notes", []))
     if cfg.framework.value == "onnx":  # the generated inputs, tried on the file before anything is built
         from compiler.input_domain import probe
@@ -98,10 +112,20 @@ def run_job(cfg: DictConfig, recipe: str, run_dir: Path) -> int:
         probed = probe(cfg, opened)
         if probed.problem:
             print(f"compiler: {RecipeError([probed.problem]).render()}", file=sys.stderr)
-            return EXIT_INVALID_RECIPE
+            return Checked(EXIT_INVALID_RECIPE, [])
         for note in probed.notes:
             print(f"compiler: note: {note}", file=sys.stderr)
         domain += probed.notes
+    return Checked(None, domain)
+
+
+def run_job(cfg: DictConfig, recipe: str, run_dir: Path, checked: Checked | None = None) -> int:
+    """Check (unless the caller already did), then (unless mode=lint) compile one composed recipe; return its
+    exit code."""
+    checked = checked or check_recipe(cfg, recipe)
+    if checked.code is not None:
+        return checked.code
+    domain = checked.domain
 
     from compiler.pipeline import compile_recipe
     from compiler.report import build_report, write_report
@@ -166,6 +190,15 @@ def _print_summary(report: dict, run_dir: Path) -> None:
             lines.append(f"  FAILED gate {gate['name']}: {gate['detail']}")
     lines.append(f"  report: {run_dir / 'report.md'}")
     print("\n".join(lines))
+    _to_log_file("\n".join(lines))
+
+
+def _to_log_file(text: str) -> None:
+    """compiler.log ends with the verdict too (the console already has it: only the run's file handler gets it)."""
+    record = log.makeRecord(log.name, logging.INFO, __file__, 0, text, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def _hydra_task(cfg: DictConfig) -> int:
@@ -176,7 +209,8 @@ def _hydra_task(cfg: DictConfig) -> int:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     error = ""
     try:
-        code = run_job(cfg, hydra_cfg.runtime.choices.get("recipe", "?"), run_dir)
+        checked_cfg = _SESSION.checked_cfg if _SESSION.checked is not None else cfg
+        code = run_job(checked_cfg, hydra_cfg.runtime.choices.get("recipe", "?"), run_dir, _SESSION.checked)
     except RecipeError as exc:  # found late (e.g. the factory's allow-list re-check)
         error = exc.render()
         print(f"compiler: {error}", file=sys.stderr)
@@ -189,6 +223,8 @@ def _hydra_task(cfg: DictConfig) -> int:
             print(f"compiler: {error}", file=sys.stderr)
         code = EXIT_STAGE_FAILED
     multirun = hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN"
+    if code == EXIT_INVALID_RECIPE and not multirun:
+        _remove_run_dir(run_dir)
     if multirun:  # the sweep summary reads this, whatever happened to the job
         from compiler.sweep import JOB_FILE
 
@@ -198,6 +234,28 @@ def _hydra_task(cfg: DictConfig) -> int:
             code = EXIT_STAGE_FAILED  # a sweep fails as a whole if any job failed
     _SESSION.exit_code = max(_SESSION.exit_code, code)
     return code
+
+
+def _remove_run_dir(run_dir: Path) -> None:
+    """A refused run (exit 2) leaves nothing: its run dir (Hydra's .hydra/ and log) goes, and so does every
+    parent folder that this run created and that is empty now."""
+    import shutil
+
+    for handler in logging.getLogger().handlers[:]:  # Hydra's file handler holds compiler.log open
+        if isinstance(handler, logging.FileHandler):
+            handler.close()
+            logging.getLogger().removeHandler(handler)
+    run_dir = run_dir.absolute()
+    if run_dir in _SESSION.existed:
+        for name in (".hydra", "compiler.log"):  # a folder the user named: only what Hydra wrote there
+            shutil.rmtree(run_dir / name, ignore_errors=True) if name == ".hydra" else (run_dir / name).unlink(
+                missing_ok=True)
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in run_dir.parents:
+        if parent in _SESSION.existed or not parent.is_dir() or any(parent.iterdir()):
+            break
+        parent.rmdir()
 
 
 def _invalid_command_line(exc: BaseException, overrides: list[str]) -> int:
@@ -285,6 +343,40 @@ def _discovery(argv: list[str]) -> str | None:
     return None
 
 
+def _print_page(page: str) -> None:
+    """Print a page; a reader that closes the pipe early (`--help | head -1`) is no error."""
+    import os
+
+    try:
+        print(page)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush would raise again
+
+
+MAX_NAME = 120  # a key or a config name Hydra looks up as a file: file systems refuse names over 255 bytes
+
+
+def _overlong_names(argv: list[str]) -> list:
+    """Keys, and the names of config groups (recipe=, hydra/launcher=), too long to be a file name or a key."""
+    from compiler.errors import Problem
+
+    problems = []
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        bare = key.lstrip("+~")
+        if any(len(part) > MAX_NAME for part in bare.replace("/", ".").split(".")):
+            problems.append(Problem(bare, "a key name is too long", bare, f"names of at most {MAX_NAME} characters",
+                                    fix="check the command line for a pasted value in place of a key"))
+        elif (bare == "recipe" or "/" in bare) and len(value) > MAX_NAME:
+            problems.append(Problem(bare, "a config name is too long", value, f"names of at most {MAX_NAME} "
+                                    "characters (`python -m compiler list` shows the recipes)",
+                                    fix=f"{bare}=<a shorter name>"))
+    return problems
+
+
 def main() -> None:
     recipe_source.register()
     schema.register()
@@ -296,8 +388,12 @@ def main() -> None:
     argv = sys.argv[1:]
     page = _discovery(argv)
     if page is not None:
-        print(page)
+        _print_page(page)
         sys.exit(EXIT_OK)
+    too_long = _overlong_names(argv)
+    if too_long:
+        print(f"compiler: {RecipeError(too_long).render()}", file=sys.stderr)
+        sys.exit(EXIT_INVALID_RECIPE)
     from compiler.composition import with_dict_keys
 
     argv = sys.argv[1:] = with_dict_keys(argv)
@@ -339,12 +435,38 @@ def _diagnose_composition(overrides: list[str]) -> None:
     def compose_config(self: Any, *args: Any, **kwargs: Any) -> Any:
         Hydra.compose_config = original
         try:
-            return original(self, *args, **kwargs)
+            cfg = original(self, *args, **kwargs)
         except HydraException as exc:
             sys.exit(_invalid_command_line(exc, overrides))
+        _check_before_run_dir(cfg)
+        return cfg
 
     Hydra.get_mode = lambda self, config_name, overrides: None
     Hydra.compose_config = compose_config
+
+
+def _check_before_run_dir(cfg: DictConfig) -> None:
+    """Check the composed recipe before Hydra creates the run dir, so a refused run writes nothing; remember
+    which folders on the run dir's path already existed (a late refusal removes only what this run made)."""
+    import copy
+
+    from omegaconf import open_dict
+
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().set_config(cfg)  # as Hydra's run_job does next: hydra.run.dir reads ${hydra:...}
+    try:
+        path = Path(str(OmegaConf.select(cfg, "hydra.run.dir"))).expanduser().absolute()
+        _SESSION.existed = frozenset(p for p in (path, *path.parents) if p.exists())
+    except Exception:  # an unresolvable run dir: Hydra words that itself, next
+        pass
+    task = copy.deepcopy(cfg)
+    with open_dict(task):
+        del task["hydra"]
+    recipe = OmegaConf.select(cfg, "hydra.runtime.choices.recipe", default=None) or "?"
+    _SESSION.checked, _SESSION.checked_cfg = check_recipe(task, recipe), task
+    if _SESSION.checked.code == EXIT_INVALID_RECIPE:
+        sys.exit(EXIT_INVALID_RECIPE)
 
 
 def _exit(code: int, multirun: bool = False) -> None:

@@ -125,19 +125,34 @@ def _problem_of(exc: BaseException, overrides: list[str]) -> Problem:
     key = next((str(e.full_key) for e in chain if getattr(e, "full_key", None)), None)
     if "OverrideParseException" in names or "LexerNoViableAltException" in names:
         bad = next((o for o in overrides if o in str(exc)), None) or _unparseable(overrides)
-        return Problem("<command line>", f"Hydra cannot parse the override {bad!r} ({first})",
+        allowed = "key=value in Hydra's override grammar; quote values with spaces or non-ASCII characters"
+        if bad and not bad.isascii() and "=" in bad:  # Hydra's lexer takes non-ASCII only inside quotes
+            key, value = bad.split("=", 1)
+            return Problem("<command line>", "Hydra's override grammar takes non-ASCII characters only inside "
+                           "quotes", bad, allowed, fix=f"quote the value: \"{key}='{value}'\" (the outer quotes are "
+                           "for the shell)")
+        return Problem("<command line>", f"Hydra cannot parse the override ({first})", bad, allowed,
                        fix="check its brackets and quotes (quote the whole override for the shell); a list element "
                            f"is addressed as key.0.field, not key[0].field; syntax: {GRAMMAR}")
     from compiler.recipe_source import YAML_ERROR
 
     if first.startswith(YAML_ERROR):
-        return Problem("recipe", first, fix="correct the YAML at that line (a mapping's `{` and `}`, list dashes, "
+        return Problem("recipe", first, "the recipe file", "a YAML mapping", fix="correct the YAML at that line (a mapping's `{` and `}`, list dashes, "
                                             "indentation)")
     if "You must specify 'recipe'" in first:
         from compiler.recipe_source import available_recipes
 
-        return Problem("recipe", "no recipe given", allowed=", ".join(available_recipes()),
+        return Problem("recipe", "no recipe given", None, allowed=", ".join(available_recipes()),
                        fix="add recipe=NAME, e.g. recipe=cnn_torch (`python -m compiler --help` lists them)")
+    base = re.match(r"In 'recipe/([^']+)': Could not (?:load|find) '(?:recipe/)?([^']+)'", first)
+    if "MissingConfigException" in names and base:  # the recipe exists; a base in its `defaults` does not
+        from compiler.recipe_source import available_recipes
+
+        close = difflib.get_close_matches(base.group(2), available_recipes(), n=1)
+        return Problem(f"recipe {base.group(1)}: defaults", f"names the base recipe '{base.group(2)}', which does "
+                       "not exist", base.group(2), ", ".join(available_recipes()),
+                       fix=(f"did you mean '{close[0]}'? " if close else "") + f"correct the `defaults:` list of "
+                       f"{base.group(1)}.yaml")
     if "MissingConfigException" in names and "recipe" in first:
         from compiler.recipe_source import available_recipes
 
@@ -149,19 +164,20 @@ def _problem_of(exc: BaseException, overrides: list[str]) -> Problem:
     text = " ".join(str(e) for e in chain)
     if "does not support deletion" in text and key:
         return Problem(key, "cannot be deleted: it is part of every recipe's schema", f"~{key}",
-                       fix=f"remove `~{key}` from the command line; to change it, set the keys inside it")
+                       "setting the keys inside it", fix=f"remove `~{key}` from the command line; to change it, set the keys inside it")
     if "Could not delete" in text or ("delete" in first.lower() and "not exist" in text):
         target = key or first
-        return Problem(str(target), "nothing to delete: no such key", fix="check the key's spelling (`--cfg job` "
+        return Problem(str(target), "nothing to delete: no such key", f"~{target}", "~KEY of an existing key",
+                       fix="check the key's spelling (`--cfg job` "
                                                                           "prints the composed recipe)")
     invalid = re.search(r"Invalid value '([^']*)', expected one of \[([^\]]*)\]", text)
     if invalid and key:
         allowed = [a.strip() for a in invalid.group(2).split(",")]
         close = difflib.get_close_matches(invalid.group(1), allowed, n=1)
         return Problem(key, "not an allowed value", invalid.group(1), ", ".join(allowed),
-                       fix=f"did you mean '{close[0]}'?" if close else "")
+                       fix=f"did you mean '{close[0]}'?" if close else "use one of the allowed values")
     return Problem(key or "<command line>", first.replace("Error merging override ", "cannot apply "),
-                   fix="check the override against README.md, 'Options' (`python -m compiler --help`)")
+                   key or " ".join(overrides), "the keys and types of README.md, 'Options'", fix="check the override against README.md, 'Options' (`python -m compiler --help`)")
 
 
 def _unparseable(overrides: list[str]) -> str:

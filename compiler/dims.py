@@ -91,7 +91,7 @@ def problems(dims: Mapping[str, Any], batch_dims: set[str]) -> list[Problem]:
                 unknown = [n for n in names_in(value) if n not in dims]
             except (SyntaxError, ValueError) as exc:
                 found.append(Problem(path, f"not a dim expression ({exc})", value,
-                                     fix="e.g. model.dims.total='past + seq'"))
+                                     "dim names and integers with + - * // and parentheses", fix="e.g. model.dims.total='past + seq'"))
                 continue
             if unknown:
                 found.append(Problem(path, f"the expression names {', '.join(repr(n) for n in unknown)}, which "
@@ -104,22 +104,26 @@ def problems(dims: Mapping[str, Any], batch_dims: set[str]) -> list[Problem]:
     try:
         order(dims)
     except ValueError as exc:
-        return [Problem("model.dims", f"the dim expressions form a cycle ({exc})", fix="give one of them a "
+        return [Problem("model.dims", f"the dim expressions form a cycle ({exc})", str(exc), "expressions that do not read "
+                        "themselves", fix="give one of them a "
                         "[min,opt,max] range")]
     resolved = resolve(dims)
     for name in order(dims):
         low, opt, high = resolved[name]
         if not 0 <= low <= opt <= high:
             found.append(Problem(f"model.dims.{name}", f"evaluates to [{low}, {opt}, {high}], which is not "
-                                 "0 <= min <= opt <= max", dims[name], fix="check the ranges it reads"))
+                                 "0 <= min <= opt <= max", dims[name], "an expression that gives 0 <= min <= opt <= max",
+                                 fix="check the ranges it reads"))
     return found
 
 
 def range_problems(path: str, r: Any, allow_zero: bool = True) -> list[Problem]:
     if not isinstance(r, (list, tuple)) or len(r) != 3 or not all(isinstance(v, int) and not isinstance(v, bool)
                                                                   for v in r):
-        return [Problem(path, "needs [min, opt, max] integers, or an expression of other dims", r)]
+        return [Problem(path, "needs [min, opt, max] integers, or an expression of other dims", r,
+                        "[min, opt, max] integers, or e.g. 'past + seq'", fix=f"e.g. {path}=[1,8,32]")]
     floor = 0 if allow_zero else 1
     if not floor <= r[0] <= r[1] <= r[2]:
-        return [Problem(path, f"needs {floor} <= min <= opt <= max", list(r))]
+        return [Problem(path, f"needs {floor} <= min <= opt <= max", list(r), f"[min, opt, max] with {floor} <= min <= opt <= max",
+                        fix=f"e.g. {path}=[{max(floor, min(r))},{sorted(r)[1]},{max(r)}]")]
     return []

@@ -51,13 +51,24 @@ def recipe_summaries() -> list[tuple[str, str]]:
 
 
 def _first_comment(path: Path) -> str:
+    """The recipe's description: its leading comment lines up to the `Run:` line, joined into one sentence or
+    more (a description that wraps onto a second line is not cut)."""
+    words: list[str] = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         text = line.strip()
-        if text.startswith("#") and "@package" not in text:
-            return text.lstrip("# ").strip()
-        if text and not text.startswith("#"):
-            break
-    return ""
+        if not text.startswith("#"):
+            if text:
+                break
+            continue
+        body = text.lstrip("#").strip()
+        if "@package" in body:
+            continue
+        if not body or body.startswith("Run:"):
+            if words:
+                break
+            continue
+        words.append(body)
+    return " ".join(words)
 
 
 def help_text() -> str:
@@ -97,8 +108,9 @@ def list_text() -> str:
     out = ["Recipes:"] + [f"  {n:<18} {s}" for n, s in recipe_summaries()]
     out += ["", "Surgery passes (surgery.passes; * = in the default list):"]
     for name, info in REGISTRY.items():
-        args = ", ".join(f"{k}={v!r}" for k, v in info.args.items())
-        out.append(f"  {'*' if name in DEFAULT_PASSES else ' '} {name}{f'({args})' if args else ''}: {info.summary}")
+        out.append(f"  {'*' if name in DEFAULT_PASSES else ' '} {name}: {info.summary}")
+        out += [f"        {arg}: {declared.allowed()}; default {declared.default!r}" + (
+            f" ({declared.help})" if declared.help else "") for arg, declared in info.args.items()]
     out += ["", "Precisions (engine.precision):"] + [f"  {p:<5} {what}" for p, what in PRECISIONS.items()]
     out += ["", "Backends (engine.backend) and the precisions each builds:"]
     for backend, what in BACKENDS.items():

@@ -16,6 +16,13 @@ EXIT_INVALID_RECIPE = 2
 EXIT_VERIFY_FAILED = 3
 
 _UNSET = object()
+MAX_SHOWN = 200  # characters of a bad value a message repeats
+
+
+def shown(value: Any) -> str:
+    """A bad value as a message shows it: its repr, cut to MAX_SHOWN characters with the length said."""
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else f"{text[:MAX_SHOWN]}... ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -31,7 +38,7 @@ class Problem:
     def __str__(self) -> str:
         parts = [f"{self.path}: {self.message}"]
         if self.value is not _UNSET:
-            parts.append(f"got {self.value!r}")
+            parts.append(f"got {shown(self.value)}")
         if self.allowed:
             parts.append(f"allowed: {self.allowed}")
         text = "; ".join(parts)
@@ -80,7 +87,7 @@ def describe(exc: BaseException) -> str:
     parts, seen = [], set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        text = " ".join(str(exc).split())  # the whole message on one line (Hydra's are several sentences)
         for hint in _HINTS:
             text = text.replace(hint, "")
         parts.append(f"{type(exc).__name__}: {text.rstrip('.: ')}" if text else type(exc).__name__)

@@ -97,7 +97,8 @@ def _verdict(cfg: DictConfig, first: Any, tried: list[str], found: Any) -> Probe
     own = [d for d in (spec.shape if spec is not None else []) if isinstance(d, str)]
     sizes = " ".join(f"++model.dims.{d}=[min,opt,max]" for d in own) or "++model.dims.NAME=[min,opt,max]"
     return Probe([said + tried_text], Problem(
-        f"model.inputs[{names[0]}]" if names else "model.dims", said + tried_text,
+        f"model.inputs[{names[0]}]" if names else "model.dims", said + tried_text, names or sizes,
+        "inputs the model runs on: declared dims, ranges or values, or real data",
         fix=f"declare the domain: the sizes of its dims ({sizes}; a relation: ++model.dims.total='past + seq'), "
             "integer values ('model.inputs=[{name: X, range: [0,N]}]', a bound naming a dim, or values: [A,B]), "
             "or real inputs (data.source=npz data.path=...)"))

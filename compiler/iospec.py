@@ -314,27 +314,28 @@ def io_problems(cfg: Any, from_file: bool = False) -> list[Problem]:
     c.problems += dim_rules.problems(dims, {d for d in firsts if isinstance(d, str)} or {"batch"})
     names = [i.name for i in model.inputs]
     if not model.inputs and not from_file:
-        c.add("model.inputs", "a trained model needs at least one input",
+        c.add("model.inputs", "a trained model needs at least one input", [], "a list of {name, shape, dtype}",
               fix="e.g. 'model.inputs=[{name: input, shape: [batch,1,28,28]}]'")
     if not model.outputs and not from_file:
-        c.add("model.outputs", "list the model's outputs", fix="e.g. 'model.outputs=[{name: logits}]'")
+        c.add("model.outputs", "list the model's outputs", [], "a list of {name}", fix="e.g. 'model.outputs=[{name: logits}]'")
     for dup in sorted({n for n in names if names.count(n) > 1}):
-        c.add("model.inputs", "input names must be unique", dup)
+        c.add("model.inputs", "input names must be unique", dup, "each name once", fix=f"rename one '{dup}'")
     out_names = [o.name for o in model.outputs]
     for dup in sorted({n for n in out_names if out_names.count(n) > 1}):
-        c.add("model.outputs", "output names must be unique", dup)
+        c.add("model.outputs", "output names must be unique", dup, "each name once", fix=f"rename one '{dup}'")
     used: set[str] = set()
     for i, spec in enumerate(model.inputs):
         base = f"model.inputs[{i}]"
         if spec.shape is None:
             if not from_file:
-                c.add(f"{base}.shape", "missing required value", fix="e.g. shape: [batch, 3, 224, 224]")
+                c.add(f"{base}.shape", "missing required value", None, "a list of sizes and dim names", fix="e.g. shape: [batch, 3, 224, 224]")
             continue
         for axis, d in enumerate(spec.shape):
             d = _dim(d)
             if isinstance(d, int):
                 if d < 1:
-                    c.add(f"{base}.shape[{axis}]", "a fixed size must be positive", d)
+                    c.add(f"{base}.shape[{axis}]", "a fixed size must be positive", d, "1, 2, ... or a dim name",
+                      fix="give a positive size, or a dim name declared under model.dims")
             elif d not in dims:
                 c.add(f"{base}.shape[{axis}]", "unknown dim name", d, ", ".join(sorted(dims)) or "none declared",
                       fix=f"declare it under model.dims (command line: ++model.dims.{d}=[min,opt,max])")
@@ -349,7 +350,28 @@ def io_problems(cfg: Any, from_file: bool = False) -> list[Problem]:
         if input_values(spec) is not None:
             _check_values(c, f"{base}.values", list(input_values(spec)), dtype)
     _check_profiles(c, model, dims, names)
+    if not c.problems and dims:
+        _check_memory(c, model, dims)
     return c.problems
+
+
+def _check_memory(c: _Checker, model: Any, dims: Mapping[str, Any]) -> None:
+    """The largest generated batch (every input at its dims' max) must fit in the machine's memory."""
+    from compiler import dims as dim_rules
+    from compiler.memory import GIB, INPUT_SHARE, batch_bytes, machine_bytes
+
+    maxima = {name: r[2] for name, r in dim_rules.resolve(dims).items()}
+    need = batch_bytes([(i.dtype.value if i.dtype is not None else "float32", [_dim(d) for d in i.shape])
+                        for i in model.inputs if i.shape], maxima)
+    budget = machine_bytes() * INPUT_SHARE
+    if need > budget:
+        dynamic = sorted({str(_dim(d)) for i in model.inputs if i.shape for d in i.shape if not isinstance(_dim(d), int)})
+        c.add("model.dims", f"the largest generated input batch (every input at its dims' max) takes "
+              f"{need / GIB:.1f} GiB, and this machine's {machine_bytes() / GIB:.0f} GiB allow "
+              f"{budget / GIB:.1f} GiB for inputs", {d: list(dims[d]) if not isinstance(dims[d], str) else dims[d]
+                                                     for d in dynamic if d in dims},
+              f"max dims whose inputs fit in {budget / GIB:.1f} GiB",
+              fix="lower the max of " + ", ".join(f"model.dims.{d}" for d in dynamic))
 
 
 def _check_value_range(c: _Checker, path: str, r: list, dims: Mapping[str, Any]) -> None:
@@ -361,7 +383,8 @@ def _check_value_range(c: _Checker, path: str, r: list, dims: Mapping[str, Any])
                   fix=f"declare it (model.dims.{name}=[min,opt,max]) or give a number")
     numbers = [float(v) for v in r if not (isinstance(v, str) and not _is_number(v))]
     if len(r) != 2 or (len(numbers) == 2 and not numbers[0] < numbers[1]):
-        c.add(path, "needs [low, high) with low < high", r)
+        c.add(path, "needs [low, high) with low < high", r, "[low, high) numbers or dim names, low < high",
+              fix=f"e.g. {path}=[0,1000]")
 
 
 def input_values(spec: Any) -> Any:
@@ -386,17 +409,18 @@ DTYPE_LIMITS = {"int8": (-128, 127), "uint8": (0, 255), "int32": (-2 ** 31, 2 **
 def _check_values(c: _Checker, path: str, values: list, dtype: str) -> None:
     """An enum-like input's values: a non-empty list that the input's dtype can hold."""
     if not values:
-        c.add(path, "needs at least one value", values)
+        c.add(path, "needs at least one value", values, "a non-empty list", fix="list the values the input takes")
         return
     limits = DTYPE_LIMITS.get(dtype)
     for v in values:
         if not _is_number(v):
-            c.add(path, "values must be numbers", v)
+            c.add(path, "values must be numbers", v, "numbers", fix="list numbers only")
         elif limits and (float(v) != int(float(v)) or not limits[0] <= int(float(v)) <= limits[1]):
             c.add(path, f"{v} does not fit the input's {dtype}", v, f"integers in [{limits[0]}, {limits[1]}]",
                   fix="give values the dtype can hold, or change model.inputs.N.dtype")
         elif dtype == "float16" and abs(float(v)) > 65504:
-            c.add(path, f"{v} does not fit float16", v, "|v| <= 65504")
+            c.add(path, f"{v} does not fit float16", v, "|v| <= 65504", fix="use values within float16's range, or "
+                  "dtype float32")
 
 
 def _check_range(c: _Checker, path: str, r: Any) -> None:
@@ -410,13 +434,15 @@ def _check_profiles(c: _Checker, model: Any, dims: Mapping[str, Any], names: lis
     for p_index, profile in enumerate(_plain(model.profiles)):
         base = f"model.profiles[{p_index}]"
         if not isinstance(profile, Mapping):
-            c.add(base, "a profile maps dim names to [min, opt, max] or input names to {min, opt, max}", profile)
+            c.add(base, "a profile maps dim names to [min, opt, max] or input names to {min, opt, max}", profile,
+                  "{dim: [min, opt, max]} or {input: {min, opt, max}}", fix="e.g. model.profiles=[{batch: [1,8,32]}]")
             continue
         for key, value in profile.items():
             path = f"{base}.{key}"
             if isinstance(value, Mapping):
                 if key not in by_name:
-                    c.add(path, "a profile for a missing input", key, ", ".join(names) or "no inputs")
+                    c.add(path, "a profile for a missing input", key, ", ".join(names) or "no inputs",
+                  fix="name one of the model's inputs")
                     continue
                 _check_explicit(c, path, value, by_name[key].shape)
             elif key in dims:
@@ -429,14 +455,18 @@ def _check_profiles(c: _Checker, model: Any, dims: Mapping[str, Any], names: lis
 def _check_explicit(c: _Checker, path: str, value: Mapping[str, Any], shape: Any) -> None:
     missing = [k for k in POSITIONS if k not in value]
     if missing:
-        c.add(path, f"missing {', '.join(missing)}", fix="give min, opt and max shapes")
+        c.add(path, f"missing {', '.join(missing)}", sorted(missing), "{min, opt, max} shapes", fix="give min, opt and max shapes")
         return
     mn, op, mx = (list(value[k]) for k in POSITIONS)
     rank = len(shape) if shape is not None else len(mn)
     if not len(mn) == len(op) == len(mx) == rank:
-        c.add(path, f"shapes need {rank} dims (batch first)", {"min": mn, "opt": op, "max": mx})
+        c.add(path, f"shapes need {rank} dims (batch first)", {"min": mn, "opt": op, "max": mx},
+                  f"shapes of {rank} dims", fix=f"give min, opt and max with {rank} dims each")
     elif not all(1 <= a <= o <= z for a, o, z in zip(mn, op, mx)):
-        c.add(path, "needs 1 <= min <= opt <= max in every dimension", {"min": mn, "opt": op, "max": mx})
+        c.add(path, "needs 1 <= min <= opt <= max in every dimension", {"min": mn, "opt": op, "max": mx},
+                  "shapes with 1 <= min <= opt <= max per axis", fix="reorder or correct the shapes per axis")
     elif shape is not None and any(isinstance(_dim(d), int) and not a == o == z == _dim(d)
                                    for d, a, o, z in zip(shape, mn, op, mx)):
-        c.add(path, f"a fixed dimension cannot vary; the input's shape is {list(shape)}", {"min": mn, "opt": op, "max": mx})
+        c.add(path, f"a fixed dimension cannot vary; the input's shape is {list(shape)}", {"min": mn, "opt": op, "max": mx},
+                  "the same size in min, opt and max on fixed axes", fix="make the fixed axes equal, or name the dim in "
+                  "the input's shape")

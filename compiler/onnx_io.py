@@ -29,16 +29,22 @@ def resolve_onnx_io(cfg: DictConfig, opened: dict | None = None) -> tuple[list[P
     what got a default rather than a value from the file or the recipe: {"dims": {name: kind}, "ints": [input]},
     kind one of batch/spatial/other: the input domain probe (input_domain.py) may change only those."""
     if OmegaConf.is_missing(cfg.model, "path") or not cfg.model.path:
-        return [Problem("model.path", "missing required value", fix="model.path=/abs/path/model.onnx")], []
+        return [Problem("model.path", "missing required value", None, "the path of an .onnx file", fix="model.path=/abs/path/model.onnx")], []
     path = Path(cfg.model.path).expanduser()
     if not path.is_file():
-        return [Problem("model.path", "file not found", str(path), fix="give an existing .onnx file")], []
+        return [Problem("model.path", "file not found", str(path), "an existing .onnx file", fix="give an existing .onnx file")], []
     import onnx
 
+    fix = "re-export the model, or check it with `polygraphy inspect model`"
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and others
-        return [Problem("model.path", f"not a readable ONNX model ({type(exc).__name__})", str(path))], []
+        return [Problem("model.path", f"not a readable ONNX model ({type(exc).__name__})", str(path),
+                        "an ONNX ModelProto file", fix=fix)], []
+    if not model.graph.output or not model.opset_import:  # an empty file parses as an empty ModelProto
+        what = "an empty file" if path.stat().st_size == 0 else "no graph outputs or opset (not an ONNX model)"
+        return [Problem("model.path", f"not a loadable ONNX model: {what}", str(path), "an ONNX ModelProto file",
+                        fix=fix)], []
     problems = _external_data_problems(path, model) + _domain_problems(model, cfg)
     if problems:
         return problems, []
@@ -50,6 +56,7 @@ def _external_data_problems(path: Path, model: Any) -> list[Problem]:
 
     bad = escaping_locations(path, external_locations(model))
     return [Problem("model.path", "external data must be a file inside the model's folder", loc,
+                    "a relative location inside the model's folder",
                     fix=f"move the weights file next to {path.name} and name it relatively") for loc in bad]
 
 
@@ -62,6 +69,7 @@ def _domain_problems(model: Any, cfg: DictConfig) -> list[Problem]:
         return []
     ops = ", ".join(f"{op} (domain {domain})" for op, domain in custom)
     return [Problem("model.path", f"custom ops that onnxruntime does not know: {ops}", str(cfg.model.path),
+                    "ops of onnxruntime's domains, or custom ops with their library",
                     fix="give their onnxruntime custom-op library (engine.onnxruntime.custom_op_libraries=[/abs/lib.so]) "
                         "and, for TensorRT, their plugin library (engine.tensorrt.plugins=[/abs/plugin.so])")]
 
@@ -77,11 +85,13 @@ def _fill(cfg: DictConfig, model: Any, opened: dict) -> tuple[list[Problem], lis
     for name in given_in:
         if name not in {i.name for i in model.graph.input}:
             problems.append(Problem("model.inputs", "no such input in the file", name,
-                                    ", ".join(i.name for i in graph_inputs) or "none"))
+                                    ", ".join(i.name for i in graph_inputs) or "none",
+                                    fix="name the file's inputs as `polygraphy inspect model` lists them"))
     file_outputs = [o.name for o in model.graph.output]
     for name in given_out:
         if name not in file_outputs:
-            problems.append(Problem("model.outputs", "no such output in the file", name, ", ".join(file_outputs)))
+            problems.append(Problem("model.outputs", "no such output in the file", name, ", ".join(file_outputs),
+                                    fix="name one of the file's outputs, or remove model.outputs"))
     dims = OmegaConf.to_container(cfg.model.dims, resolve=True)
     defaulted: dict[str, str] = {}  # dim -> the note saying which default it got
     kinds: dict[str, str] = {}      # dim -> which default (batch, spatial, other)
@@ -96,12 +106,14 @@ def _fill(cfg: DictConfig, model: Any, opened: dict) -> tuple[list[Problem], lis
         if dtype is None:
             problems.append(Problem("model.path", f"input '{value.name}' has a dtype verification cannot feed",
                                     onnx.TensorProto.DataType.Name(tensor.elem_type),
-                                    "float32, float16, bfloat16, int64, int32, int8, uint8, bool"))
+                                    "float32, float16, bfloat16, int64, int32, int8, uint8, bool",
+                                    fix="re-export the model with inputs of an allowed dtype"))
             continue
         if given is not None and given.shape is not None:
             shape = list(given.shape)
         elif not tensor.HasField("shape"):
             problems.append(Problem("model.inputs", f"input '{value.name}' has no shape in the file", value.name,
+                                    "an input whose shape the recipe or the file gives",
                                     fix=f"give it, with its real sizes: 'model.inputs=[{{name: {value.name}, shape: [batch,3,224,224]}}]'"))
             continue
         else:

@@ -30,7 +30,8 @@ STAGES: tuple[Stage, ...] = (
     Stage("train", "compiler.stages.train:run", ("framework", "seed", "data", "model", "train")),
     Stage("export", "compiler.stages.export:run", ("framework", "model", "export"), ("train",), ("onnx", "onnxscript"),
           plan_key="load_key"),
-    Stage("surgery", "compiler.stages.surgery:run", ("framework", "surgery"), ("export",), ("onnx", "onnx-graphsurgeon", "onnxruntime")),
+    Stage("surgery", "compiler.stages.surgery:run", ("framework", "surgery"), ("export",), ("onnx", "onnx-graphsurgeon", "onnxruntime"),
+          plan_key="surgery_key"),
     Stage("quantize", "compiler.stages.quantize:run", ("framework", "seed", "data", "model", "quantize", "verify"),
           ("surgery",), ("onnxruntime", "onnx", "nvidia-modelopt"), plan_key="conversion_key"),
     Stage("build", "compiler.stages.build:run", (), ("surgery", "quantize"),
@@ -226,42 +227,61 @@ def _stages(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, stage
 
 def _search(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, common: list[StageRecord],
             run_dir: Path, log: logging.Logger) -> CompileResult:
-    """`precision: best`: convert, build and verify every candidate precision, time their engines on the same
-    inputs, and keep the fastest whose accuracy stays within the budget (its verify gates passed)."""
+    """`precision: best`: convert, build and verify every candidate precision, and on the CUDA provider the
+    runtime variants of each that passed (layout, CUDA graphs, fusion: EnginePlan.variants); time their engines
+    on the same inputs, and keep the fastest whose gates all passed."""
     from compiler.verify.latency import time_engines
 
     outcomes: dict[str, tuple[Any, list[StageRecord], StageError | None]] = {}
-    for precision in plan.search:
-        candidate, folder, records = plan.with_precision(precision), run_dir / "candidates" / precision, list(common)
+
+    def build(candidate: Any) -> None:
+        folder, records = run_dir / "candidates" / candidate.label, list(common)
         folder.mkdir(parents=True, exist_ok=True)
-        log.info("best: building the %s candidate", precision)
+        log.info("best: building the %s candidate", candidate.label)
         with working():
-            error = _stages(cfg, io, candidate, cache, [s for s in STAGES if s.name not in COMMON], records, folder, log)
-        outcomes[precision] = (candidate, records, error)
-    built = {p: (c, [x for x in r if x.name == "build" and x.path]) for p, (c, r, _) in outcomes.items()}
-    latency = time_engines(cfg, {p: (c, Path(b[0].path)) for p, (c, b) in built.items() if b})
-    rows = [search_row(p, *outcomes[p], latency.get(p, {})) for p in plan.search]
+            error = _stages(cfg, io, candidate, cache, [s for s in STAGES if s.name not in COMMON], records, folder,
+                            log)
+        outcomes[candidate.label] = (candidate, records, error)
+
+    for precision in plan.search:
+        build(plan.with_precision(precision))
+    for label, (candidate, records, error) in list(outcomes.items()):
+        verify = next((r.info for r in records if r.name == "verify" and r.info), {})
+        engine = next((Path(r.path) for r in records if r.name == "build" and r.path), None)
+        if error is None and verify.get("passed") and engine is not None and candidate.cuda_provider:
+            from compiler.backends.onnxruntime import has_convolutions
+
+            placed = verify.get("placement") or {}
+            capturable = placed.get("memcpy", 1) == 0 and not placed.get("cpu_nodes", [None])
+            for variant in candidate.variants(has_convolutions(engine), capturable):
+                build(variant)
+    built = {label: (c, [x for x in r if x.name == "build" and x.path]) for label, (c, r, _) in outcomes.items()}
+    latency = time_engines(cfg, {label: (c, Path(b[0].path)) for label, (c, b) in built.items() if b})
+    rows = [search_row(label, *outcomes[label], latency.get(label, {})) for label in outcomes]
     passed = [r for r in rows if r["passed"]]
     if not passed:
-        reasons = "; ".join(f"{r['precision']}: {r['why']}" for r in rows)
+        reasons = "; ".join(f"{r['candidate']}: {r['why']}" for r in rows)
         return CompileResult(common, StageError("verify", f"precision=best: no candidate passed ({reasons})"),
                              plan=plan, search=rows)
     winner = min(passed, key=lambda r: r["speed_ms"])
     winner["chosen"] = True
-    candidate, records, _ = outcomes[winner["precision"]]
+    candidate, records, _ = outcomes[winner["candidate"]]
     for record in records[len(common):]:  # the winner's artifacts take their place in the run dir
         _place(Path(record.path), run_dir)
         record.path = str(run_dir / record.artifact)
-    log.info("best: %s (%s)", winner["precision"], winner["why"])
+    log.info("best: %s (%s)", winner["candidate"], winner["why"])
     return _timed(CompileResult(records, plan=candidate, search=rows), cfg, run_dir, log)
 
 
-def search_row(precision: str, plan: Any, records: list[StageRecord], error: StageError | None,
+def search_row(label: str, plan: Any, records: list[StageRecord], error: StageError | None,
                latency: dict) -> dict:
-    """One candidate of `precision: best`: what it converted with, its accuracy, its gates, its speed."""
+    """One candidate of `precision: best`: what it converted with, its runtime settings, its accuracy, its gates,
+    its speed."""
     verify = next((r.info for r in records if r.name == "verify" and r.info), {})
     largest = max(latency, key=lambda b: int(b[1:]), default=None)
-    row = {"precision": precision, "conversion": plan.conversion, "tool": plan.tool,
+    row = {"candidate": label, "precision": plan.precision, "conversion": plan.conversion, "tool": plan.tool,
+           "fusion": plan.fusion, "layout": plan.layout, "cuda_graph": plan.cuda_graph,
+           "memcpy": (verify.get("placement") or {}).get("memcpy"),
            "accuracy": verify.get("accuracy", {}).get("engine"),
            "reference_accuracy": verify.get("accuracy", {}).get(plan.reference),
            "passed": error is None and bool(verify.get("passed")), "latency_ms": {b: v["p50"] for b, v in latency.items()},
@@ -269,6 +289,8 @@ def search_row(precision: str, plan: Any, records: list[StageRecord], error: Sta
     if error is not None or not verify.get("passed"):
         failed = [g["name"] for g in verify.get("gates", []) if not g["passed"]]
         row["why"] = str(error) if error and error.stage != "verify" else "failed " + ", ".join(failed)
+    elif row["speed_ms"] is None:
+        row.update(passed=False, why="not timed")
     else:
         row["why"] = f"passed every gate; {row['speed_ms']:.3f} ms p50 at {largest}"
     return row

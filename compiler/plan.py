@@ -65,6 +65,10 @@ REMOVED_FLAGS_11 = {
 }
 
 
+# passes of the default surgery list that undo what onnxruntime's CUDA attention fusion needs (EnginePlan.surgery_key)
+GPU_SKIPPED_PASSES = ("fuse_parallel_matmuls",)
+
+
 # QDQPropagationTransformer moves each QuantizeLinear up through MaxPool/Reshape/Transpose. The quantize stage
 # already puts Q/DQ on every op onnxruntime runs in int8, so all propagation adds is int8 inside the fp32
 # islands it left on purpose: an fp32 conv -> uint8 NCHW MaxPool costs 2 ms of a 2.3 ms model (cnn_torch, b32).
@@ -154,6 +158,12 @@ class EnginePlan:
     search: tuple[str, ...] = ()       # precision=best: the precisions built and compared
     reduced_at: Optional[str] = None   # the first artifact in reduced precision: "conversion" | "engine" | None
     disabled_asked: Optional[tuple] = None  # engine.onnxruntime.disabled_optimizers as asked (null: by conversion)
+    # the CUDA provider's runtime settings (onnxruntime backend): transformer fusion before an fp16 conversion,
+    # the convolution layout, and CUDA graph capture; written beside the engine (backends/onnxruntime.runtime)
+    fusion: bool = False
+    fusion_choice: Optional[bool] = None  # engine.onnxruntime.fusion as asked (null: by the provider)
+    layout: str = "auto"               # auto | nchw | nhwc
+    cuda_graph: bool = False
 
     # -- derived -------------------------------------------------------------------------
     @property
@@ -189,9 +199,48 @@ class EnginePlan:
     def intra_op_threads(self) -> Any:
         return self.onnxruntime.get("intra_op_threads", 0)
 
+    @property
+    def cuda_provider(self) -> bool:
+        """An onnxruntime engine on the CUDA provider: where fusion, layout and CUDA graphs apply."""
+        return self.backend == "onnxruntime" and "CUDAExecutionProvider" in self.providers
+
     def with_precision(self, precision: str) -> "EnginePlan":
         """The plan this recipe gets with another engine.precision (the candidates of `best`)."""
         return _resolve_precision(dataclasses.replace(self, precision=precision, search=()), self.tool_choice)
+
+    def variants(self, has_convolutions: bool, graph_capturable: bool) -> list["EnginePlan"]:
+        """`best` on the CUDA provider searches runtime settings too: for this (passing) precision candidate, the
+        other layout where the model has convolutions, CUDA graphs where every node runs on the GPU, and the
+        conversion without fusion where it fused. Each is built, verified and timed like a precision."""
+        if not self.cuda_provider:
+            return []
+        out = []
+        if has_convolutions:
+            out.append(dataclasses.replace(self, layout="nchw" if self.layout in ("auto", "nhwc") else "nhwc"))
+        if graph_capturable and not self.cuda_graph:
+            out.append(dataclasses.replace(self, cuda_graph=True))
+            if has_convolutions:
+                out.append(dataclasses.replace(out[0], cuda_graph=True))
+        if self.fusion:
+            out.append(dataclasses.replace(self, fusion=False))
+        return out
+
+    @property
+    def label(self) -> str:
+        """The candidate's name in `best`'s table and folder: its precision and what differs from the defaults."""
+        parts = [self.precision]
+        if self.layout != "auto":
+            parts.append(self.layout)
+        if self.cuda_graph:
+            parts.append("graph")
+        if self.cuda_provider and self.conversion == "fp16" and not self.fusion:
+            parts.append("unfused")
+        return "+".join(parts)
+
+    def surgery_key(self) -> dict:
+        """What the surgery list leaves out for this engine: onnxruntime's CUDA attention fusion needs q, k and v
+        as three projections, so `fuse_parallel_matmuls` (which pays on the CPU and TensorRT) is skipped there."""
+        return {"skip": list(GPU_SKIPPED_PASSES)} if self.cuda_provider else {}
 
     # -- cache keys: what each stage reads of the plan -----------------------------------
     def load_key(self) -> dict:
@@ -203,7 +252,8 @@ class EnginePlan:
             key["high_precision"] = self.high_precision
         if self.tool == "onnxruntime":  # its float16 converter and QDQ runs differ by backend only through this
             key["backend"] = self.backend
-            key["gpu"] = self.gpu           # fp16 for the CUDA provider fuses first (stages/fp16.py)
+            key["gpu"] = self.gpu
+            key["fusion"] = self.fusion     # fp16 for the CUDA provider fuses first (backends/cuda_fusion.py)
         return key
 
     def build_key(self) -> dict:
@@ -214,6 +264,7 @@ class EnginePlan:
                        builder_precisions=list(self.builder_precisions), calibrator=self.calibrator, tensorrt=section)
         else:
             key["onnxruntime"] = {k: v for k, v in self.onnxruntime.items() if k != "intra_op_threads"}
+            key.update(layout=self.layout, cuda_graph=self.cuda_graph)  # written beside the engine
         return key
 
     def verify_key(self) -> dict:
@@ -226,6 +277,8 @@ class EnginePlan:
                "math_mode": self.math_mode.name, "gpu": self.gpu}
         if self.backend == "onnxruntime":
             out["providers"] = self.providers
+        if self.cuda_provider:
+            out.update(fusion=self.fusion, layout=self.layout, cuda_graph=self.cuda_graph)
         if self.nvidia:
             out.update(tensorrt_version=self.tensorrt_version, strongly_typed=self.strongly_typed,
                        builder_precisions=list(self.builder_precisions), calibrator=self.calibrator,
@@ -293,8 +346,10 @@ def _resolve_precision(p: EnginePlan, tool_choice: str) -> EnginePlan:
     reduced = "conversion" if conversion != "none" else \
         ("engine" if builder or precision in MATH_MODE_PRECISIONS else None)
     ort = {**p.onnxruntime, "disabled_optimizers": _disabled_optimizers(p.disabled_asked, conversion)}
+    fusion = p.fusion_choice is True or (p.fusion_choice is None and p.cuda_provider and conversion == "fp16"
+                                         and tool == "onnxruntime")
     return dataclasses.replace(
-        p, conversion=conversion, tool=tool, builder_precisions=builder, onnxruntime=ort,
+        p, conversion=conversion, tool=tool, builder_precisions=builder, onnxruntime=ort, fusion=fusion,
         calibrator=weak and precision == "int8" and conversion == "none",
         high_precision="fp16" if p.nvidia else "fp32",
         reduced_at=reduced, tool_choice=tool_choice)
@@ -329,6 +384,7 @@ def resolve(cfg: Any) -> EnginePlan:
 
     backend, reason = choose_backend(engine["backend"])
     ort = dict(engine["onnxruntime"])
+    fusion, layout, cuda_graph = ort.pop("fusion"), ort.pop("layout"), ort.pop("cuda_graph")
     ort["providers"] = resolve_providers(ort["providers"], has_cuda_gpu())
     if backend == "onnxruntime":
         reason += "; " + _onnxruntime_where(ort["providers"], engine["onnxruntime"]["providers"])
@@ -346,7 +402,8 @@ def resolve(cfg: Any) -> EnginePlan:
     plan = EnginePlan(backend=backend, reason=reason, precision=engine["precision"], tensorrt_version=major,
                       strongly_typed=strongly_typed, tensorrt=trt, onnxruntime=ort,
                       disabled_asked=None if disabled is None else tuple(disabled),
-                      timing_cache=timing if backend != "onnxruntime" else None)
+                      timing_cache=timing if backend != "onnxruntime" else None,
+                      fusion_choice=fusion, layout=layout, cuda_graph=bool(cuda_graph))
     plan = _resolve_precision(plan, cfg.quantize.tool.value)
     if plan.precision == "best":
         plan = dataclasses.replace(plan, search=_search_space(backend, ort["providers"]))
@@ -397,28 +454,51 @@ def plan_problems(cfg: Any) -> list[Problem]:
     if engine.tensorrt.tf32 is not None and bool(engine.tensorrt.tf32) != (plan.precision == "tf32") \
             and plan.precision != "best":
         problems.append(Problem("engine.tensorrt.tf32", "TF32 is a reduced precision: it follows engine.precision "
-                                "(on for tf32 only; fp32 means strict fp32)", engine.tensorrt.tf32,
+                                "(on for tf32 only; fp32 means strict fp32)", engine.tensorrt.tf32, "null (follows engine.precision)",
                                 fix="remove engine.tensorrt.tf32, and use engine.precision=tf32 to ask for TF32"))
     if "use_tf32" in engine.onnxruntime.cuda_options:
         problems.append(Problem("engine.onnxruntime.cuda_options.use_tf32", "TF32 follows engine.precision",
-                                engine.onnxruntime.cuda_options.use_tf32,
+                                engine.onnxruntime.cuda_options.use_tf32, "no use_tf32 key (it follows engine.precision)",
                                 fix="remove it, and use engine.precision=tf32 to ask for TF32"))
     if plan.tool == "modelopt" and installed_version("modelopt") is None:
         problems.append(Problem("engine.precision", f"{plan.precision} is converted by ModelOpt here, which is not "
-                                "installed", plan.precision,
+                                "installed", plan.precision, "quantize.tool=onnxruntime, or ModelOpt installed",
                                 fix='pip install -e ".[modelopt]" (from a checkout), or use quantize.tool=onnxruntime'))
     if cfg.data.calibration_size < 1:
-        problems.append(Problem("data.calibration_size", "must be positive", cfg.data.calibration_size))
+        problems.append(Problem("data.calibration_size", "must be positive", cfg.data.calibration_size, "1, 2, ...",
+                                fix="e.g. data.calibration_size=256"))
     threads = plan.intra_op_threads
     if not (threads == "auto" or (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 0)):
         problems.append(Problem("engine.onnxruntime.intra_op_threads", "a thread count or auto", threads,
-                                "0 (onnxruntime's default), 1, 2, ..., auto"))
+                                "0 (onnxruntime's default), 1, 2, ..., auto",
+                                fix="e.g. engine.onnxruntime.intra_op_threads=auto"))
     for i, library in enumerate(plan.onnxruntime["custom_op_libraries"]):
         if not Path(library).expanduser().is_file():
-            problems.append(Problem(f"engine.onnxruntime.custom_op_libraries[{i}]", "library not found", library))
+            problems.append(Problem(f"engine.onnxruntime.custom_op_libraries[{i}]", "library not found", library,
+                                "paths of existing custom-op libraries (.so)", fix="give the library's absolute path"))
+    problems += _runtime_problems(engine.onnxruntime, plan)
     if plan.nvidia or requested == "auto":
         problems += _removed_option_problems(engine.tensorrt, plan.tensorrt_version, engine.precision.value)
         problems += tensorrt_problems(engine.tensorrt, plan)
+    return problems
+
+
+def _runtime_problems(o: Any, plan: EnginePlan) -> list[Problem]:
+    """The CUDA provider's runtime settings asked for where they cannot apply."""
+    problems = []
+    if o.cuda_graph and not plan.cuda_provider:
+        problems.append(Problem("engine.onnxruntime.cuda_graph", "CUDA graphs need onnxruntime's CUDA provider, and "
+                                f"the engine is {plan.backend} on {', '.join(plan.providers)}", True,
+                                "null, false (true needs engine.onnxruntime.providers=[cuda, cpu] and a GPU)",
+                                fix="remove engine.onnxruntime.cuda_graph, or run on a CUDA machine"))
+    if o.fusion and (plan.backend != "onnxruntime" or plan.precision not in ("fp16", "best")):
+        problems.append(Problem("engine.onnxruntime.fusion", "onnxruntime's transformer fusions are made before an "
+                                "fp16 conversion, for onnxruntime engines (TensorRT cannot read the fused ops)", True,
+                                "null, false; true with engine.backend=onnxruntime and engine.precision=fp16 or best",
+                                fix="remove engine.onnxruntime.fusion, or set engine.precision=fp16"))
+    if o.layout.value != "auto" and not plan.cuda_provider:
+        problems.append(Problem("engine.onnxruntime.layout", "the layout is a CUDA provider setting", o.layout.value,
+                                "auto (on the CPU)", fix="remove engine.onnxruntime.layout"))
     return problems
 
 
@@ -457,7 +537,7 @@ def _tf32_problems(plan: EnginePlan) -> list[Problem]:
     cc = compute_capability()
     if cc is not None and float(cc) < TF32_MIN_CAPABILITY:
         return [Problem("engine.precision", f"tf32 needs compute capability {TF32_MIN_CAPABILITY} or more; this GPU "
-                        f"has {cc}", "tf32", fix="use engine.precision=fp32 or fp16")]
+                        f"has {cc}", "tf32", "fp32, fp16 on this GPU", fix="use engine.precision=fp32 or fp16")]
     return []
 
 
@@ -468,15 +548,16 @@ def _removed_option_problems(t: Any, major: int, precision: str) -> list[Problem
                                 ("engine.tensorrt.layer_precisions", bool(t.layer_precisions)),
                                 ("engine.tensorrt.calibration_cache", t.calibration_cache is not None)) if on]
     if major >= 11:
-        return [Problem(key, f"removed in TensorRT {major}: {REMOVED_IN_TENSORRT_11[key][0]}", _value(t, key),
+        return [Problem(key, f"removed in TensorRT {major}: {REMOVED_IN_TENSORRT_11[key][0]}", _value(t, key), "the TensorRT 11 options",
                         fix=f"replace it: {REMOVED_IN_TENSORRT_11[key][1]}") for key in used]
     if t.strongly_typed is not False:
         return [Problem(key, "a weak-typing option, and the network is strongly typed", _value(t, key),
+                        "strongly typed options",
                         fix="set engine.tensorrt.strongly_typed=false (TensorRT 10 only), or "
                             + REMOVED_IN_TENSORRT_11[key][1]) for key in used]
     if t.calibration_cache is not None and precision != "int8":
         return [Problem("engine.tensorrt.calibration_cache", "the calibrator makes int8 engines only",
-                        t.calibration_cache, fix="set engine.precision=int8, or remove calibration_cache")]
+                        t.calibration_cache, "a calibration cache with engine.precision=int8", fix="set engine.precision=int8, or remove calibration_cache")]
     return []
 
 

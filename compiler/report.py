@@ -35,6 +35,7 @@ def build_report(cfg: DictConfig, recipe: str, result: CompileResult, status: st
         "search": result.search,
         "gates": verify.get("gates", []), "ledger": verify.get("ledger", []),
         "agreement": verify.get("agreement", []), "math_modes": verify.get("math_modes", {}),
+        "placement": verify.get("placement"),
         "training": infos.get("train", {}), "surgery": infos.get("surgery", {}).get("passes", []),
         "quantize": infos.get("quantize"),
         "io": infos.get("export", {}).get("io"),
@@ -56,7 +57,12 @@ def _modes(row: dict) -> str:
 def _engine(cfg: DictConfig, result: CompileResult, build: dict) -> dict[str, Any]:
     """The plan the engine was built by, what the build saw, and the reproducers, rendered now from the plan and
     the recipe's tolerances (never from a cached build, so a changed verify.atol shows)."""
-    engine = {k: build.get(k) for k in ("backend", "reason", "layers", "io_tensors", "disabled_optimizers", "tensorrt")}
+    engine = {k: build.get(k) for k in ("backend", "reason", "layers", "io_tensors", "disabled_optimizers", "tensorrt",
+                                        "runtime")}
+    if build.get("runtime"):  # the engine's runtime settings: the file beside it holds the same
+        from compiler.cache import runtime_file
+
+        engine["runtime_file"] = runtime_file(Path(result.by_name["build"].artifact)).name
     plan = result.plan
     if plan is None:
         return engine
@@ -69,7 +75,21 @@ def _engine(cfg: DictConfig, result: CompileResult, build: dict) -> dict[str, An
                                             cfg.verify.atol, cfg.verify.rtol)
         engine["reproducers_for"] = f"TensorRT {plan.tensorrt_version}" + (" (TensorRT-RTX)" if
                                                                             plan.backend == "tensorrt_rtx" else "")
+    if build.get("runtime"):
+        engine["runtime_reproducer"] = _ort_reproducer(result.by_name["build"].artifact, build["runtime"])
     return engine
+
+
+def _ort_reproducer(engine: str, settings: dict) -> str:
+    """A Python line that opens the engine as the compiler verified and timed it."""
+    s = settings["session"]
+    providers = [(name, opts) if opts else name for name, opts in settings["providers"]]
+    return (f"python -c \"import onnxruntime as ort; o = ort.SessionOptions(); o.graph_optimization_level = "
+            f"ort.GraphOptimizationLevel.ORT_{'DISABLE_ALL' if s['graph_optimization_level'] == 'disable' else 'ENABLE_' + s['graph_optimization_level'].upper()}; "
+            f"s = ort.InferenceSession('{engine}', o, providers={providers!r}, "
+            f"disabled_optimizers={s['disabled_optimizers']!r}); print(s.get_providers())\""
+            + ("  # then run it through I/O binding with gpu_graph_id set: the CUDA graphs need fixed buffers"
+               if settings.get("cuda_graph") else ""))
 
 
 def _io_spec(cfg: DictConfig) -> dict[str, Any]:
@@ -126,12 +146,27 @@ def _io_lines(report: dict[str, Any]) -> list[str]:
 def _search_lines(rows: list[dict]) -> list[str]:
     chosen = next((r for r in rows if r["chosen"]), None)
     head = ["## precision: best", "", "Every precision the backend runs well was converted, built, verified and timed "
-            "in this run on the same inputs; the fastest that passed every gate was kept" +
-            (f": **{chosen['precision']}** ({chosen['why']})." if chosen else ". None passed."), ""]
-    return head + _table(["precision", "conversion", "tool", "accuracy", "reference accuracy", "p50 ms", "at", "passed",
-                          "chosen", "why"],
-                         [[r["precision"], r["conversion"], r["tool"], r["accuracy"], r["reference_accuracy"],
+            "in this run on the same inputs (on the CUDA provider also the runtime variants of each that passed: "
+            "layout, CUDA graphs, fusion); the fastest that passed every gate was kept" +
+            (f": **{chosen['candidate']}** ({chosen['why']})." if chosen else ". None passed."), ""]
+    return head + _table(["candidate", "conversion", "tool", "fusion", "layout", "CUDA graph", "Memcpy", "accuracy",
+                          "reference accuracy", "p50 ms", "at", "passed", "chosen", "why"],
+                         [[r["candidate"], r["conversion"], r["tool"], r["fusion"], r["layout"], r["cuda_graph"],
+                           "-" if r["memcpy"] is None else r["memcpy"], r["accuracy"], r["reference_accuracy"],
                            r["speed_ms"], r["speed_batch"], r["passed"], r["chosen"], r["why"]] for r in rows]) + [""]
+
+
+def _placement_lines(report: dict[str, Any]) -> list[str]:
+    """Where the engine's nodes run on the CUDA provider: CPU nodes and Memcpy nodes are host<->device copies."""
+    placed = report.get("placement")
+    if not placed:
+        return []
+    providers = ", ".join(f"{p} {n}" for p, n in sorted(placed["by_provider"].items()))
+    lines = ["## Node placement (CUDA provider)", "", f"{placed['nodes']} nodes ran ({providers}); **{placed['memcpy']} "
+             f"Memcpy** nodes, {len(placed['cpu_nodes'])} other nodes on the CPU.", ""]
+    if placed["cpu_nodes"] or placed["memcpy_nodes"]:
+        lines += ["On the CPU or copying: " + ", ".join(placed["cpu_nodes"] + placed["memcpy_nodes"]) + ".", ""]
+    return lines
 
 
 def render_markdown(report: dict[str, Any], plot: str | None) -> str:
@@ -152,6 +187,13 @@ def render_markdown(report: dict[str, Any], plot: str | None) -> str:
                                                                         if k not in ("backend", "reason")]) + [""]
     if report.get("search"):
         lines += _search_lines(report["search"])
+    lines += _placement_lines(report)
+    if report["engine"].get("runtime"):
+        lines += ["Runtime settings (every session that verified and timed the engine used them; "
+                  f"`{report['engine']['runtime_file']}` beside the engine holds them):", "", "```json",
+                  json.dumps(report["engine"]["runtime"], indent=1, sort_keys=True), "```", "",
+                  "Open it the same way outside the compiler, from the run directory:", "", "```bash",
+                  report["engine"]["runtime_reproducer"], "```", ""]
     if report["engine"].get("disabled_optimizers"):
         engine = report["stages"]["build"]["artifact"]
         lines += ["Load the engine with the transformers it was built without (loading without them gives the same "
@@ -211,8 +253,12 @@ def render_markdown(report: dict[str, Any], plot: str | None) -> str:
             lines += [f"Kept fp32 for speed (reduction depth below {q['min_reduction_depth']}): "
                       f"{', '.join(q['kept_fp32_shallow'])}.", ""]
         if q.get("fused_for_gpu"):
-            lines += ["Fused for the CUDA provider before the conversion (onnxruntime's transformer fusions): " +
-                      ", ".join(f"{op} x{n}" for op, n in q["fused_for_gpu"].items()) + ".", ""]
+            f = q["fused_for_gpu"]
+            lines += ["Fused before the conversion (onnxruntime's transformer optimizer, for its CUDA kernels: "
+                      f"model type {f['model_type']}, {f['num_heads']} heads, hidden size {f['hidden_size']}; "
+                      f"{f.get('packed_projections_split', 0)} packed q/k/v projections split and "
+                      f"{f.get('attention_scales_moved', 0)} attention scales moved first): " +
+                      (", ".join(f"{op} x{n}" for op, n in f["fused_operators"].items()) or "nothing fused") + ".", ""]
         if q.get("kept_fp32_overflow"):
             lines += [f"Kept fp32 for range (tensors beyond fp16 on calibration data): "
                       f"{', '.join(q['kept_fp32_overflow'])}.", ""]

@@ -149,13 +149,14 @@ def _plot(rows: list[dict], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in points:
-        ax.scatter(r["latency_b1_ms"], r["accuracy"], c="tab:red" if r["pareto"] else "tab:gray")
-        ax.annotate(r["job"].split("_")[0], (r["latency_b1_ms"], r["accuracy"]), fontsize=7)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, r in enumerate(points):  # each job by its overrides, in the legend, so a point says what it is
+        ax.scatter(r["latency_b1_ms"], r["accuracy"], marker="o" if r["pareto"] else "x", s=40,
+                   label=f"{r['overrides'] or r['job']}" + (" (Pareto)" if r["pareto"] else ""))
     front = sorted((r for r in points if r["pareto"]), key=lambda r: r["latency_b1_ms"])
-    ax.plot([r["latency_b1_ms"] for r in front], [r["accuracy"] for r in front], c="tab:red")
+    ax.plot([r["latency_b1_ms"] for r in front], [r["accuracy"] for r in front], c="tab:red", lw=1)
     ax.set(xlabel="engine latency, batch 1 (ms)", ylabel="engine top-1 accuracy", title="Pareto front")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from compiler.cache import RESULT_FILE, sha256_file
+from compiler.cache import RESULT_FILE, sha256_artifact
 from tests.conftest import TINY
 
 ARGS = ["recipe=cnn_torch", *TINY]
@@ -33,7 +33,7 @@ def _cache_is_sound(cache: Path) -> None:
         if entry.name.startswith(".tmp-") or entry.parent.name.startswith("."):
             continue  # an interrupted build's workspace: never looked up; .plots and .latency are not entries
         result = json.loads((entry / RESULT_FILE).read_text())
-        assert sha256_file(entry / result["artifact"]) == result["sha256"], entry
+        assert sha256_artifact(entry / result["artifact"]) == result["sha256"], entry  # with its weights and runtime
 
 
 def test_killed_compiles_never_leave_a_trusted_partial_artifact(tmp_path):

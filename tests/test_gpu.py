@@ -76,3 +76,21 @@ def test_fp16_of_a_foreign_file_without_labels_falls_back_where_it_overflows(com
     assert {"scale_up", "scale_down"} <= set(r["quantize"]["kept_fp32_overflow"])
     assert r["quantize"]["judged_by"] == "agreement"
     assert [a["output"] for a in r["agreement"]] == ["y"] and r["agreement"][0]["passed"]
+
+
+def test_a_cuda_graph_engine_is_verified_and_timed_through_its_graphs(compile_cli):
+    run = compile_cli("recipe=cnn_torch", *TINY, "engine.onnxruntime.cuda_graph=true")
+    assert run.code == 0, run.output
+    r = run.report
+    assert r["engine"]["runtime"]["cuda_graph"] is True
+    cuda = dict(r["engine"]["runtime"]["providers"])["CUDAExecutionProvider"]
+    assert cuda["enable_cuda_graph"] == "1" and cuda["use_tf32"] == "0"
+    assert r["placement"]["memcpy"] == 0 and r["metrics"]["max_abs_error"]["engine"] <= 1e-4
+
+
+def test_fp16_of_an_attention_model_fuses_and_has_no_host_copies(compile_cli):
+    run = compile_cli("recipe=transformer_torch", *ON_GPU, "engine.precision=fp16")
+    assert run.code == 0, run.output
+    r = run.report
+    assert r["quantize"]["fused_for_gpu"]["fused_operators"]
+    assert r["placement"]["memcpy"] == 0, r["placement"]

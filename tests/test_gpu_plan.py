@@ -148,3 +148,48 @@ def test_reduced_precision_without_labels_lints(machine, where, precision, tmp_p
     cfg = recipe_cfg("onnx_file", f"model.path={path}", f"engine.precision={precision}")
     assert resolve_onnx_io(cfg)[0] == []
     assert lint(cfg) == []
+
+
+# --- the CUDA provider's runtime settings: fusion, layout, CUDA graphs, the surgery list (EnginePlan) ----------
+
+@pytest.mark.parametrize("where, overrides, expected", [
+    # (machine, overrides) -> (fusion, layout, cuda_graph, surgery skips, label)
+    (CPU, ["engine.precision=fp16"], (False, "auto", False, {}, "fp16")),
+    (ORT_GPU, [], (False, "auto", False, {"skip": ["fuse_parallel_matmuls"]}, "fp32")),
+    (ORT_GPU, ["engine.precision=fp16"], (True, "auto", False, {"skip": ["fuse_parallel_matmuls"]}, "fp16")),
+    (ORT_GPU, ["engine.precision=fp16", "engine.onnxruntime.fusion=false"],
+     (False, "auto", False, {"skip": ["fuse_parallel_matmuls"]}, "fp16+unfused")),
+    (ORT_GPU, ["engine.precision=fp16", "engine.onnxruntime.layout=nchw", "engine.onnxruntime.cuda_graph=true"],
+     (True, "nchw", True, {"skip": ["fuse_parallel_matmuls"]}, "fp16+nchw+graph")),
+    (ORT_GPU, ["engine.onnxruntime.providers=[cpu]", "engine.precision=fp16"], (False, "auto", False, {}, "fp16")),
+    (TRT, ["engine.precision=fp16"], (False, "auto", False, {}, "fp16")),
+])
+def test_the_cuda_providers_runtime_settings_are_decided_in_the_plan(machine, where, overrides, expected):
+    machine(**where)
+    p = plan_module.resolve(recipe_cfg("cnn_torch", *overrides))
+    assert (p.fusion, p.layout, p.cuda_graph, p.surgery_key(), p.label) == expected
+    assert p.build_key().get("cuda_graph", False) == p.cuda_graph  # the runtime settings are part of the engine
+
+
+def test_best_searches_layout_graphs_and_fusion_of_a_passing_candidate(machine):
+    machine(**ORT_GPU)
+    fp16 = plan_module.resolve(recipe_cfg("cnn_torch", "engine.precision=best")).with_precision("fp16")
+    assert [v.label for v in fp16.variants(has_convolutions=True, graph_capturable=True)] == [
+        "fp16+nchw", "fp16+graph", "fp16+nchw+graph", "fp16+unfused"]
+    assert [v.label for v in fp16.variants(has_convolutions=False, graph_capturable=False)] == ["fp16+unfused"]
+    fp32 = fp16.with_precision("fp32")
+    assert [v.label for v in fp32.variants(has_convolutions=False, graph_capturable=True)] == ["fp32+graph"]
+    machine(**CPU)
+    cpu = plan_module.resolve(recipe_cfg("cnn_torch", "engine.precision=best")).with_precision("int8")
+    assert cpu.variants(has_convolutions=True, graph_capturable=True) == []
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["engine.onnxruntime.cuda_graph=true"], "engine.onnxruntime.cuda_graph"),
+    (["engine.onnxruntime.layout=nhwc"], "engine.onnxruntime.layout"),
+    (["engine.onnxruntime.fusion=true"], "engine.onnxruntime.fusion"),
+])
+def test_runtime_settings_where_they_cannot_apply_are_refused(machine, overrides, key):
+    machine(**CPU)
+    problems = plan_module.plan_problems(recipe_cfg("cnn_torch", *overrides))
+    assert [p.path for p in problems] == [key] and problems[0].fix

@@ -55,7 +55,23 @@ BAD_INPUTS = [
     (["+train.epocs=3"], "train.epocs", "did you mean 'epochs'"),
     (["data.path=/tmp/data.npz"], "data.path", "only the npz and image_folder sources read a path"),
     (["surgery.passes=[{set_batch: {size: eight}}]"], "surgery.passes[0].set_batch.size",
-     "expected int | Literal['dynamic']"),
+     "allowed: an integer >= 1 or 'dynamic'"),
+    # values a pass cannot take, targets that resolve outside the allow-list, and the gaps lint used to pass
+    (["surgery.passes=[{set_batch: {size: -3}}]"], "surgery.passes[0].set_batch.size", "got -3"),
+    (["surgery.passes=[{convert_opset: {version: 3}}]"], "surgery.passes[0].convert_opset.version", "7..23"),
+    (["model.layers=[]", "+model.factory={_target_: compiler.cache.os.makedirs, name: /tmp/x}"],
+     "model.factory._target_", "reached through another module's attribute"),
+    (["model.layers=[]", "+model.factory={_target_: compiler.cache.os.system, command: ls}"],
+     "model.factory._target_", "compiler.cache.os is the module os"),
+    (["model.layers=[]", "+model.factory={_target_: compiler.cache.Path}"], "model.factory._target_",
+     "defined outside the allow-list"),
+    (["seed=-1"], "seed", "not a valid random seed"),
+    (["model.label_output=nope"], "model.label_output", "names no output of the model"),
+    (["verify.metric={_target_: compiler.nothere.top5}"], "verify.metric._target_", "has no attribute 'nothere'"),
+    (["model.dims.batch=[1,32,100000000]"], "model.dims", "the largest generated input batch"),
+    (["train.epochs=1000000000"], "train.epochs", "allowed: 1..10000"),
+    (["recipe=" + "x" * 300], "recipe", "a config name is too long"),
+    (["+" + "k" * 300 + "=1"], "k" * 120, "a key name is too long"),
     (["cache.dir=/proc/nope/cache"], "cache.dir", "cannot create the cache"),
 ]
 
@@ -65,6 +81,11 @@ def test_bad_input_exits_2_naming_the_key(compile_cli, cache_dir, overrides, pat
     recipe = [] if any(o.startswith("recipe=") for o in overrides) else ["recipe=cnn_torch"]
     run = compile_cli(*recipe, *overrides)
     assert run.code == 2, run.output
+    assert "Traceback" not in run.output
+    assert not run.run_dir.exists() and not cache_dir.exists(), "a refused run wrote files"
+    for line in (line for line in run.stderr.splitlines() if line.startswith("  - ")):
+        for part in ("got ", "; allowed: ", ". Fix: "):  # key path, bad value, what is allowed, a fix
+            assert part in line, f"{part!r} missing from: {line}"
     assert path in run.stderr and words in run.stderr, run.stderr
     assert not cache_dir.exists() or not any(cache_dir.rglob("result.json"))  # nothing was built
     assert not (run.run_dir / "model.pt").exists()

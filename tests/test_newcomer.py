@@ -50,7 +50,8 @@ def test_list_shows_passes_precisions_backends_and_providers(how):
     run = _cli(*how)
     assert run.returncode == 0, run.stderr
     out = run.stdout
-    assert "* fold_constants(fold_shapes=True, size_threshold=None)" in out
+    assert "* fold_constants: evaluate constant subgraphs" in out
+    assert "        fold_shapes: true or false; default True (fold Shape ops of static dims too)" in out
     assert "  tf32  fp32 layers in TF32" in out and "  cuda      CUDAExecutionProvider" in out
     assert "onnxruntime  onnxruntime, on its providers" in out and "CPU: fp32, fp16, int8" in out
 
@@ -90,7 +91,7 @@ def test_a_newcomers_bad_input_exits_2_with_its_key_and_a_fix(args, key, words, 
 def test_a_sweep_that_does_not_parse_exits_2(tmp_path):
     run = _cli("-m", "recipe=cnn_torch", "train.epochs=choice(1,", cwd=tmp_path)
     assert run.returncode == 2 and "Traceback" not in run.stderr
-    assert "Hydra cannot parse the override 'train.epochs=choice(1,'" in run.stderr
+    assert "Hydra cannot parse the override" in run.stderr and "got 'train.epochs=choice(1,'" in run.stderr
 
 
 def test_a_user_recipe_with_bad_yaml_names_the_file_and_line(tmp_path):

@@ -39,6 +39,25 @@ def test_readme_command_runs(compile_cli, args):
         assert run.stdout.startswith(("compiler", "Recipes:")), run.stdout[:200]
     else:
         assert "PASSED" in run.stdout or "is valid" in run.stdout
+    if args == ["recipe=cnn_torch"]:
+        assert _summary_shape(run.stdout) == _summary_shape(_readme_summary())
+
+
+def _readme_summary() -> str:
+    """The sample summary README shows after the quickstart."""
+    return re.search(r"A run prints a summary.*?```\n(.*?)```", README, flags=re.S).group(1)
+
+
+def _summary_shape(text: str) -> list[str]:
+    """A summary with its numbers, timestamps and paths made generic: the lines and words must match."""
+    lines = [line for line in text.splitlines() if line.startswith(("compiler: ", "  "))]
+    lines = [re.sub(r"report: \S+", "report: PATH", line) for line in lines]
+    return [re.sub(r"\d+(\.\d+)?(e[-+]\d+)?", "N", line) for line in lines]
+
+
+def test_the_summary_shape_helper_sees_a_wrong_reference():
+    sample = _readme_summary()
+    assert _summary_shape(sample) != _summary_shape(sample.replace("torch->engine", "framework->engine"))
 
 
 def _leaf_keys(node, prefix=""):

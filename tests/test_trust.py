@@ -102,14 +102,17 @@ def test_two_runs_in_the_same_second_get_their_own_run_dirs(tmp_path, cache_dir)
 
 
 def test_errors_in_user_code_show_their_cause_and_debug_shows_the_traceback(compile_cli):
-    args = ("recipe=cnn_torch", *TINY, "model.layers=[]", "+model.factory={_target_: torch.nn.NoSuchModule}")
+    args = ("recipe=cnn_torch", *TINY, "model.layers=[]",
+            "+model.factory={_target_: torch.nn.Linear, in_features: -1, out_features: 2}")
     run = compile_cli(*args)
     assert run.code == 1
-    assert "Error locating target 'torch.nn.NoSuchModule' <- caused by" in run.stderr
-    assert "has no attribute 'NoSuchModule'" in run.stderr and "HYDRA_FULL_ERROR" not in run.stderr
+    assert "Error in call to target 'torch.nn.modules.linear.Linear'" in run.stderr and "<- caused by" in run.stderr
+    assert "negative dimension" in run.stderr and "HYDRA_FULL_ERROR" not in run.stderr
     assert "Traceback" not in run.output and "COMPILER_DEBUG=1" in run.stderr
     debug = compile_cli(*args, env={"COMPILER_DEBUG": "1"})
     assert debug.code == 1 and "Traceback" in debug.output
+    typo = compile_cli("recipe=cnn_torch", "model.layers=[]", "+model.factory={_target_: torch.nn.NoSuchModule}")
+    assert typo.code == 2 and "torch.nn has no attribute 'NoSuchModule'" in typo.stderr  # a typo is found at lint
 
 
 def test_after_quantization_the_report_says_which_gate_applies(compile_cli):

@@ -40,6 +40,12 @@ class OrtFormat(Enum):
     ort = "ort"     # model.ort: ORT format (onnxruntime-mobile/minimal builds); its bytes vary from build to build
 
 
+class Layout(Enum):
+    auto = "auto"   # NHWC kernels for models with convolutions, on the CUDA provider
+    nchw = "nchw"
+    nhwc = "nhwc"
+
+
 @dataclass
 class OnnxRuntimeConfig:
     format: OrtFormat = OrtFormat.onnx
@@ -55,6 +61,10 @@ class OnnxRuntimeConfig:
     # graph transformers to skip at build and load; null = auto: int8 skips QDQPropagationTransformer (below)
     disabled_optimizers: Optional[List[str]] = None
     custom_op_libraries: List[str] = field(default_factory=list)   # shared libraries of custom ops to register
+    # the CUDA provider's runtime settings (plan.py decides; precision=best searches them):
+    fusion: Optional[bool] = None       # transformer fusions before an fp16 conversion; null: on the CUDA provider
+    layout: Layout = Layout.auto        # convolution kernels' layout (the provider's prefer_nhwc)
+    cuda_graph: Optional[bool] = None   # capture the engine as CUDA graphs (one per input shape); null: off (best tries)
 
 
 class PrecisionConstraints(Enum):

@@ -1,6 +1,9 @@
 """onnxruntime backend: optimise the cleaned model once and save it (ONNX or ORT format) as the engine.
 
-Every session option comes from the EnginePlan's `onnxruntime` section (plan.py).
+Every session option comes from the EnginePlan (plan.py). An engine is its file plus its runtime settings
+(providers with their options, session options, CUDA graph capture): `runtime()` makes them from the plan, the
+build writes them beside the engine (`<engine>.runtime.json`), and every session that verifies, times or serves
+the engine opens it with them (`load_session`).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from typing import Any
 
 import onnxruntime as ort
 
+from compiler.cache import runtime_file
 from compiler.numerics import STRICT_FP32, MathMode
 from compiler.onnx_files import EXTERNAL_THRESHOLD, has_external_data
 
@@ -48,34 +52,72 @@ def session_options(options_cfg: dict, optimization_level: str | None = None,
     return options
 
 
-def providers(options_cfg: dict, mode: MathMode = STRICT_FP32, model: Path | None = None) -> list:
+def providers(options_cfg: dict, mode: MathMode = STRICT_FP32, model: Path | None = None, layout: str = "auto",
+              cuda_graph: bool = False) -> list:
     """The plan's providers that this onnxruntime build has, the CUDA provider with the math mode's options
-    (onnxruntime's CUDA default is TF32 on; strict fp32 turns it off), this model's CUDA defaults and the plan's
-    extra CUDA options."""
+    (onnxruntime's CUDA default is TF32 on; strict fp32 turns it off), the layout and graph capture asked for,
+    and the plan's extra CUDA options."""
     from compiler.backends.providers import with_options
 
     available = set(ort.get_available_providers())
     chosen = [p for p in options_cfg["providers"] or ["CPUExecutionProvider"] if p in available]
     cuda = dict(options_cfg.get("cuda_options") or {})
     if "CUDAExecutionProvider" in chosen and model is not None:
-        cuda = {**cuda_defaults(model), **cuda}
+        cuda = {**cuda_defaults(model, layout), **({"enable_cuda_graph": "1"} if cuda_graph else {}), **cuda}
     return with_options(chosen, cuda, mode) or ["CPUExecutionProvider"]
 
 
 CONV_OPS = ("Conv", "ConvTranspose", "QLinearConv")
 
 
-def cuda_defaults(model: Path) -> dict[str, str]:
-    """CUDA provider options by the graph: NHWC convolution kernels for models with convolutions (ConvNeXt-T on
-    an H200: fp16 9.25 -> 8.38 ms at b64, fp32 24.3 -> 22.0), the provider's own defaults otherwise (NHWC costs
-    a ViT 3 %)."""
+def has_convolutions(model: Path) -> bool:
     import onnx
 
     try:
         graph = onnx.load(str(model), load_external_data=False).graph
-    except Exception:  # an ORT-format engine: the options it was built with are in the file
-        return {}
-    return {"prefer_nhwc": "1"} if any(n.op_type in CONV_OPS for n in graph.node) else {}
+    except Exception:  # an ORT-format file
+        return False
+    return any(n.op_type in CONV_OPS for n in graph.node)
+
+
+def cuda_defaults(model: Path, layout: str = "auto") -> dict[str, str]:
+    """The CUDA provider's layout: `auto` is NHWC convolution kernels for models with convolutions (ConvNeXt-T on
+    an H200: fp16 9.25 -> 8.38 ms at b64, fp32 24.3 -> 22.0) and the provider's own default otherwise (NHWC costs
+    a ViT 3 %); `nhwc`/`nchw` as asked (`precision: best` tries both)."""
+    if layout == "nhwc" or (layout == "auto" and has_convolutions(model)):
+        return {"prefer_nhwc": "1"}
+    return {"prefer_nhwc": "0"} if layout == "nchw" else {}
+
+
+def runtime(plan: Any, engine: Path) -> dict:
+    """The engine's runtime settings, as every session that verifies, times or serves it is opened: the stable
+    interface report.json and `<engine>.runtime.json` hold (and the reproducer prints)."""
+    o = plan.onnxruntime
+    level = o["optimization_level"]
+    return {
+        "providers": [[p, {}] if isinstance(p, str) else [p[0], dict(p[1])]
+                      for p in providers(o, plan.math_mode, engine, plan.layout, plan.cuda_graph)],
+        "session": {"graph_optimization_level": level, "intra_op_num_threads": o["intra_op_threads"],
+                    "inter_op_num_threads": o["inter_op_threads"], "disabled_optimizers": list(o["disabled_optimizers"]),
+                    "custom_op_libraries": list(o["custom_op_libraries"])},
+        "cuda_graph": bool(plan.cuda_graph), "fusion": bool(plan.fusion), "layout": plan.layout,
+        "math_mode": plan.math_mode.name, "onnxruntime": ort.__version__,
+    }
+
+
+def write_runtime(plan: Any, engine: Path) -> dict:
+    import json
+
+    settings = runtime(plan, engine)
+    runtime_file(engine).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    return settings
+
+
+def read_runtime(engine: Path) -> dict | None:
+    import json
+
+    path = runtime_file(engine)
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 # Saved engines stop at `extended`: `all` adds layout transforms (NCHWc) specific to this CPU, which
@@ -99,7 +141,8 @@ def build(onnx_path: Path, out_dir: Path, plan: Any) -> tuple[str, dict]:
     skipped = o["disabled_optimizers"]
     session = ort.InferenceSession(str(onnx_path), options, providers=providers(o, plan.math_mode, onnx_path),
                                    disabled_optimizers=skipped)
-    return engine.name, {"providers": session.get_providers(), "math_mode": plan.math_mode.name,
+    settings = write_runtime(plan, engine)
+    return engine.name, {"providers": session.get_providers(), "math_mode": plan.math_mode.name, "runtime": settings,
                          "optimization_level": level,
                          "saved_at_level": level if level in _PORTABLE else "extended", "disabled_optimizers": skipped,
                          "format": fmt, "onnxruntime": ort.__version__}
@@ -109,8 +152,136 @@ def load_session(path: Path, plan: Any, optimization_level: str | None = None,
                  intra_op_threads: int | None = None, mode: MathMode | None = None,
                  prepack: bool = True) -> ort.InferenceSession:
     """A session over an ONNX or ORT file with the plan's threads, providers and disabled transformers, in the
-    given math mode (default: the plan's, i.e. the engine's; references pass STRICT_FP32)."""
+    given math mode (default: the plan's, i.e. the engine's; references pass STRICT_FP32). An engine (a file with
+    runtime settings beside it, opened in its own math mode) gets exactly those settings."""
     o = plan.onnxruntime
+    settings = read_runtime(Path(path)) if mode is None else None
+    if settings is not None:
+        return engine_session(path, settings, optimization_level, intra_op_threads, prepack)
     return ort.InferenceSession(str(path), session_options(o, optimization_level, intra_op_threads, prepack),
                                 providers=providers(o, plan.math_mode if mode is None else mode, path),
                                 disabled_optimizers=o["disabled_optimizers"])
+
+
+def engine_session(path: Path, settings: dict, optimization_level: str | None = None,
+                   intra_op_threads: int | None = None, prepack: bool = True) -> ort.InferenceSession:
+    """A session over an engine with its runtime settings (read_runtime): what the compiler verified and timed,
+    and what a server or a user's script opens it with."""
+    s = settings["session"]
+    options = session_options({"optimization_level": s["graph_optimization_level"],
+                               "intra_op_threads": s["intra_op_num_threads"],
+                               "inter_op_threads": s["inter_op_num_threads"],
+                               "custom_op_libraries": s["custom_op_libraries"]},
+                              optimization_level, intra_op_threads, prepack)
+    available = set(ort.get_available_providers())
+    chosen = [(name, opts) if opts else name for name, opts in settings["providers"] if name in available]
+    return ort.InferenceSession(str(path), options, providers=chosen or ["CPUExecutionProvider"],
+                                disabled_optimizers=s["disabled_optimizers"])
+
+
+class CudaGraphSession:
+    """An engine captured as CUDA graphs on onnxruntime's CUDA provider: one graph per input shape (the run option
+    `gpu_graph_id`), each with its inputs and outputs at fixed device addresses; a new feed is copied into them in
+    place and the graph replayed. onnxruntime replays whatever a graph's buffers hold and checks no shape, so a
+    shape never reuses another shape's id."""
+
+    def __init__(self, session: ort.InferenceSession, device_id: int = 0):
+        self.session, self.device_id = session, device_id
+        self.output_names = [o.name for o in session.get_outputs()]
+        self._graphs: dict[tuple, dict] = {}
+
+    def _graph(self, feed: dict) -> dict:
+        import numpy as np
+
+        key = tuple((name, value.shape, value.dtype.str) for name, value in sorted(feed.items()))
+        if key not in self._graphs:
+            inputs = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v), "cuda", self.device_id)
+                      for k, v in feed.items()}
+            probe = self.session.io_binding()  # one uncaptured run learns the outputs' shapes and types
+            for name, value in inputs.items():
+                probe.bind_ortvalue_input(name, value)
+            for name in self.output_names:
+                probe.bind_output(name, "cuda", self.device_id)
+            uncaptured = ort.RunOptions()
+            uncaptured.add_run_config_entry("gpu_graph_id", "-1")
+            self.session.run_with_iobinding(probe, uncaptured)
+            shapes = probe.copy_outputs_to_cpu()
+            outputs = [ort.OrtValue.ortvalue_from_shape_and_type(list(a.shape), a.dtype, "cuda", self.device_id)
+                       for a in shapes]
+            binding = self.session.io_binding()
+            for name, value in inputs.items():
+                binding.bind_ortvalue_input(name, value)
+            for name, value in zip(self.output_names, outputs):
+                binding.bind_ortvalue_output(name, value)
+            options = ort.RunOptions()
+            options.add_run_config_entry("gpu_graph_id", str(len(self._graphs) + 1))  # 0 is onnxruntime's own
+            self._graphs[key] = {"binding": binding, "inputs": inputs, "outputs": outputs, "options": options,
+                                 "last": None}
+        return self._graphs[key]
+
+    def run(self, feed: dict, fetch: bool = True) -> dict | None:
+        """Replay the feed's graph (captured on first use); its outputs as numpy arrays when `fetch`."""
+        import numpy as np
+
+        graph = self._graph(feed)
+        if graph["last"] is not feed:  # the same feed again (timing) is already in place
+            for name, value in feed.items():
+                graph["inputs"][name].update_inplace(np.ascontiguousarray(value))
+            graph["last"] = feed
+        self.session.run_with_iobinding(graph["binding"], graph["options"])
+        return {name: value.numpy() for name, value in zip(self.output_names, graph["outputs"])} if fetch else None
+
+    def copy_times(self, feed: dict, repeats: int = 5) -> dict[str, float]:
+        """Milliseconds to copy this feed into its graph's inputs and one call's outputs out (median)."""
+        import time
+
+        import numpy as np
+
+        graph = self._graph(feed)
+        self.run(feed, fetch=False)
+        up, down = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for name, value in feed.items():
+                graph["inputs"][name].update_inplace(np.ascontiguousarray(value))
+            up.append((time.perf_counter() - start) * 1e3)
+            start = time.perf_counter()
+            [value.numpy() for value in graph["outputs"]]
+            down.append((time.perf_counter() - start) * 1e3)
+        return {"host_to_device_ms": float(np.median(up)), "device_to_host_ms": float(np.median(down))}
+
+
+def placement(path: Path, plan: Any, feed: dict) -> dict:
+    """Which provider runs each node of the engine, from onnxruntime's profile of one run with its runtime
+    settings (graph capture aside: it changes no placement): the nodes left on the CPU and the Memcpy nodes the
+    CUDA provider put between them, each a host<->device copy on every call."""
+    import json
+    import tempfile
+    from collections import Counter
+
+    settings = read_runtime(path) or runtime(plan, path)
+    settings = {**settings, "providers": [[name, {k: v for k, v in opts.items() if k != "enable_cuda_graph"}]
+                                          for name, opts in settings["providers"]]}
+    with tempfile.TemporaryDirectory() as folder:
+        options = session_options({"optimization_level": settings["session"]["graph_optimization_level"],
+                                   "intra_op_threads": settings["session"]["intra_op_num_threads"],
+                                   "inter_op_threads": settings["session"]["inter_op_num_threads"],
+                                   "custom_op_libraries": settings["session"]["custom_op_libraries"]})
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(folder) / "placement")
+        available = set(ort.get_available_providers())
+        session = ort.InferenceSession(str(path), options, providers=[
+            (n, o) if o else n for n, o in settings["providers"] if n in available] or ["CPUExecutionProvider"],
+            disabled_optimizers=settings["session"]["disabled_optimizers"])
+        session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    nodes: dict[str, tuple[str, str]] = {}
+    for event in events:
+        args = event.get("args") or {}
+        if event.get("cat") == "Node" and "provider" in args and "op_name" in args:
+            nodes[event["name"].removesuffix("_kernel_time")] = (args["op_name"], args["provider"])
+    memcpy = sorted(name for name, (op, _) in nodes.items() if op.startswith("Memcpy"))
+    on_cpu = sorted(f"{name} ({op})" for name, (op, provider) in nodes.items()
+                    if provider == "CPUExecutionProvider" and not op.startswith("Memcpy"))
+    return {"nodes": len(nodes), "memcpy": len(memcpy), "memcpy_nodes": memcpy, "cpu_nodes": on_cpu,
+            "by_provider": dict(Counter(provider for _, provider in nodes.values()))}

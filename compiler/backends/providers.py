@@ -79,13 +79,14 @@ def provider_problems(names: Sequence[str], gpu: bool, key: str = "engine.onnxru
         elif full in GPU_PROVIDERS and not gpu_onnxruntime():
             problems.append(Problem(f"{key}[{i}]", f"{full} needs onnxruntime-gpu, and "
                                     f"{onnxruntime_distribution() or 'no onnxruntime'} is installed", name,
-                                    fix="pip uninstall -y onnxruntime && pip install -e '.[gpu]' (on a CUDA machine), "
+                                    "cpu (this onnxruntime build)", fix="pip uninstall -y onnxruntime && pip install -e '.[gpu]' (on a CUDA machine), "
                                         "or use engine.onnxruntime.providers=[cpu]"))
         elif full in GPU_PROVIDERS and not gpu:
             problems.append(Problem(f"{key}[{i}]", f"{full} needs a CUDA GPU, and none was found", name,
-                                    fix="use engine.onnxruntime.providers=[cpu], or run on a GPU machine"))
+                                    "cpu (no GPU here)", fix="use engine.onnxruntime.providers=[cpu], or run on a GPU machine"))
     if not problems and len({canonical(n) for n in names}) != len(names):
-        problems.append(Problem(key, "a provider is listed twice", list(names)))
+        problems.append(Problem(key, "a provider is listed twice", list(names), "each provider once, in order of preference",
+                                fix="remove the repeated name"))
     return problems
 
 

@@ -221,23 +221,27 @@ def tensorrt_problems(t: Any, plan: Any) -> list[Problem]:
     problems = []
     if t.builder_optimization_level is not None and not 0 <= t.builder_optimization_level <= 5:
         problems.append(Problem("engine.tensorrt.builder_optimization_level", "out of range",
-                                t.builder_optimization_level, "0..5"))
+                                t.builder_optimization_level, "0..5",
+                                fix="e.g. engine.tensorrt.builder_optimization_level=3 (TensorRT's default)"))
     for key in ("workspace_mib", "max_aux_streams", "dla_core"):
         value = t[key]
         if value is not None and value < 0:
-            problems.append(Problem(f"engine.tensorrt.{key}", "must be >= 0", value))
+            problems.append(Problem(f"engine.tensorrt.{key}", "must be >= 0", value, "0, 1, 2, ...",
+                                    fix=f"set engine.tensorrt.{key} to 0 or more, or remove it"))
     if t.version is not None and t.version not in (10, 11):
         problems.append(Problem("engine.tensorrt.version", "not a TensorRT major version this compiler maps", t.version,
-                                "10, 11, null (the installed one)"))
+                                "10, 11, null (the installed one)",
+                                fix="remove engine.tensorrt.version to map the installed TensorRT"))
     for pattern, precision in t.layer_precisions.items():
         if precision not in LAYER_PRECISIONS:
             problems.append(Problem(f"engine.tensorrt.layer_precisions.{pattern}", "unknown precision", precision,
-                                    ", ".join(LAYER_PRECISIONS)))
+                                    ", ".join(LAYER_PRECISIONS), fix="use one of the allowed precisions"))
     if t.layer_precisions and t.precision_constraints.value == "none" and not plan.strongly_typed:
         problems.append(Problem("engine.tensorrt.precision_constraints", "layer precisions are only hints unless "
                                 "constraints are set", "none", "prefer, obey",
                                 fix="set engine.tensorrt.precision_constraints=obey (or prefer)"))
     for i, plugin in enumerate(t.plugins):
         if not os.path.isfile(os.path.expanduser(plugin)):
-            problems.append(Problem(f"engine.tensorrt.plugins[{i}]", "plugin library not found", plugin))
+            problems.append(Problem(f"engine.tensorrt.plugins[{i}]", "plugin library not found", plugin,
+                                "paths of existing plugin libraries (.so)", fix="give the library's absolute path"))
     return problems

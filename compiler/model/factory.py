@@ -1,11 +1,11 @@
-"""Instantiates `model.factory` through Hydra, after re-checking the allow-list."""
+"""Instantiates a recipe's `_target_` config through Hydra, after re-checking what each target resolves to."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from compiler.errors import Problem, RecipeError
-from compiler.security import allowed_prefixes, is_allowed, targets_in
+from compiler.errors import RecipeError
+from compiler.security import target_problems
 
 
 def instantiate_factory(factory_cfg: Any, key: str = "model.factory") -> Any:
@@ -13,8 +13,7 @@ def instantiate_factory(factory_cfg: Any, key: str = "model.factory") -> Any:
     from omegaconf import OmegaConf
 
     container = OmegaConf.to_container(factory_cfg, resolve=True) if OmegaConf.is_config(factory_cfg) else factory_cfg
-    bad = [Problem(path, "target is not on the allow-list", target, ", ".join(allowed_prefixes()))
-           for path, target in targets_in(container, key) if not is_allowed(target)]
+    bad = target_problems(container, key)
     if bad:
         raise RecipeError(bad)
     return instantiate(container, _convert_="all")

@@ -142,7 +142,7 @@ def parse_layers(raw_layers: Sequence[Any], input_shape: Sequence[int]) -> tuple
     for index, raw in enumerate(raw_layers):
         base = f"model.layers[{index}]"
         if not isinstance(raw, Mapping) or len(raw) != 1:
-            problems.append(Problem(base, "each layer is a one-key mapping {type: {args}}", raw,
+            problems.append(Problem(base, "each layer is a one-key mapping {type: {args}}", raw, "{type: {args}}",
                                     fix="write it as e.g. `- dense: {units: 10}`"))
             shape_ok = False
             continue
@@ -154,7 +154,7 @@ def parse_layers(raw_layers: Sequence[Any], input_shape: Sequence[int]) -> tuple
             shape_ok = False
             continue
         if not isinstance(given, Mapping):
-            problems.append(Problem(f"{base}.{kind}", "layer arguments must be a mapping", given,
+            problems.append(Problem(f"{base}.{kind}", "layer arguments must be a mapping", given, "{arg: value}",
                                     fix=f"write `- {kind}: {{...}}`"))
             shape_ok = False
             continue
@@ -172,7 +172,7 @@ def parse_layers(raw_layers: Sequence[Any], input_shape: Sequence[int]) -> tuple
         out = _out_shape(kind, args, shape)
         if any(d <= 0 for d in out):
             problems.append(Problem(f"{base}.{kind}", f"the input {list(shape)} is too small for this layer; "
-                                    f"it would produce {list(out)}",
+                                    f"it would produce {list(out)}", list(shape), "an input at least the layer's kernel/size",
                                     fix="use a smaller kernel/size, 'same' padding, or a larger input shape"))
             shape_ok = False
             continue
@@ -185,13 +185,13 @@ def _resolve_args(path: str, vocab: dict[str, Arg], given: Mapping[str, Any]) ->
     problems = []
     for name in given:
         if name not in vocab:
-            problems.append(Problem(f"{path}.{name}", "unknown layer argument", allowed=", ".join(vocab) or "none",
+            problems.append(Problem(f"{path}.{name}", "unknown layer argument", name, allowed=", ".join(vocab) or "none",
                                     fix=_suggest(name, vocab) or "remove it"))
     args = {}
     for name, arg in vocab.items():
         if name not in given:
             if arg.required:
-                problems.append(Problem(f"{path}.{name}", "missing required layer argument",
+                problems.append(Problem(f"{path}.{name}", "missing required layer argument", None,
                                         allowed=_ALLOWED_TEXT[arg.kind], fix=f"add `{name}: ...`"))
             args[name] = arg.default
             continue
@@ -199,20 +199,23 @@ def _resolve_args(path: str, vocab: dict[str, Arg], given: Mapping[str, Any]) ->
         if isinstance(value, Sequence) and not isinstance(value, str):
             value = list(value)
         if not (value is None and not arg.required and arg.default is None) and not _check_arg(arg.kind, value):
-            problems.append(Problem(f"{path}.{name}", "bad layer argument", value, _ALLOWED_TEXT[arg.kind]))
+            problems.append(Problem(f"{path}.{name}", "bad layer argument", value, _ALLOWED_TEXT[arg.kind],
+                                    fix=f"give {name} {_ALLOWED_TEXT[arg.kind]}"))
         args[name] = value
     return args, problems
 
 
 def _check_shape(path: str, kind: str, shape: Shape) -> Problem | None:
     if kind in _NEEDS_IMAGE and len(shape) != 3:
-        return Problem(path, f"needs a (channels, height, width) input but gets {list(shape)}",
+        return Problem(path, f"needs a (channels, height, width) input but gets {list(shape)}", list(shape),
+                       "a (C, H, W) input",
                        fix="move it before `flatten`/`global_avg_pool`, or give the input shape as [batch, C, H, W]")
     if kind == "dense" and len(shape) != 1:
-        return Problem(path, f"needs a flat input but gets {list(shape)}",
+        return Problem(path, f"needs a flat input but gets {list(shape)}", list(shape), "a (features,) input",
                        fix="add `- flatten: {}` or `- global_avg_pool: {}` before it")
     if kind == "batchnorm" and len(shape) not in (1, 3):
-        return Problem(path, f"needs a (C,) or (C, H, W) input but gets {list(shape)}")
+        return Problem(path, f"needs a (C,) or (C, H, W) input but gets {list(shape)}", list(shape),
+                       "a (C,) or (C, H, W) input", fix="place it after a layer with such an output")
     return None
 
 

@@ -33,20 +33,6 @@ def convert(src: Path, dst: Path, keep_fp32: list[str]) -> None:
     shutil.rmtree(spill, ignore_errors=True)
 
 
-def fuse_for_gpu(src: Path, dst: Path) -> dict[str, int]:
-    """onnxruntime's transformer fusions (LayerNorm, SkipLayerNorm, Gelu, attention where its pattern matches)
-    on the fp32 model, before an fp16 conversion for the CUDA provider: fused kernels are where fp16 pays on a GPU.
-    Returns the fused operator counts. The fused ops are onnxruntime's own (com.microsoft), so this is for
-    onnxruntime GPU engines only."""
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    from compiler.onnx_files import has_external_data
-
-    optimized = optimize_model(str(src), model_type="bert", num_heads=0, hidden_size=0, opt_level=0, use_gpu=True)
-    optimized.save_model_to_file(str(dst), use_external_data_format=has_external_data(src))
-    return {op: count for op, count in optimized.get_fused_operator_statistics().items() if count}
-
-
 def _drop_fp16_round_trips(model):
     """Remove Cast(fp16) -> Cast(fp32) pairs: the converter puts them between two kept nodes too, where the
     tensor would pass through fp16 (and overflow) although neither side computes in fp16."""

@@ -268,9 +268,11 @@ def run(ctx: StageContext) -> StageResult:
         def write(kept: list[str]) -> None:
             modelopt_convert(src, out, precision, kept, calibration, cfg.quantize, plan.high_precision, ctx.work_dir)
     elif precision == "fp16":
-        from compiler.stages.fp16 import convert, fuse_for_gpu, overflow_nodes
+        from compiler.stages.fp16 import convert, overflow_nodes
 
-        if plan.gpu:  # onnxruntime's fused kernels first: where fp16 pays on the CUDA provider
+        if plan.fusion:  # onnxruntime's fused kernels first: where fp16 pays on the CUDA provider (the plan says)
+            from compiler.backends.cuda_fusion import fuse_for_gpu
+
             fused = ctx.work_dir / "model.fused.onnx"
             info["fused_for_gpu"] = fuse_for_gpu(src, fused)
             src, graph = fused, weights.load(fused)

@@ -29,8 +29,12 @@ def _histogram_delta(before: Counter, after: Counter) -> dict[str, int]:
     return {op: after[op] - before[op] for op in sorted(set(before) | set(after)) if after[op] != before[op]}
 
 
-def apply_passes(model, passes_cfg, log=None) -> tuple[Any, list[dict]]:
-    """Run the pass list; return the new model and one record per pass."""
+SKIPPED_FOR_ENGINE = "left out for this engine (onnxruntime's CUDA attention fusion needs q, k and v as three " \
+    "projections; EnginePlan.surgery_key)"
+
+
+def apply_passes(model, passes_cfg, log=None, skip: tuple[str, ...] | list[str] = ()) -> tuple[Any, list[dict]]:
+    """Run the pass list, less the passes the engine's plan skips; return the new model and one record per pass."""
     from omegaconf import OmegaConf
 
     from compiler.passes import parse_pass_list
@@ -46,6 +50,11 @@ def apply_passes(model, passes_cfg, log=None) -> tuple[Any, list[dict]]:
     gc.freeze()  # everything alive now (torch, TensorFlow, ...) is left out of the per-pass collections below
     try:
         for call in calls:
+            if call.name in skip:
+                nodes = len(model.graph.node)
+                records.append({"index": call.index, "pass": call.name, "nodes_before": nodes, "nodes_after": nodes,
+                                "op_delta": {}, "seconds": 0.0, "skipped": SKIPPED_FOR_ENGINE})
+                continue
             result, record = _apply_one(call, model)
             broken = guard.broken(result)
             if broken:  # the pass broke a valid control-flow model: its result is dropped, the model kept as it was
@@ -149,7 +158,8 @@ def run(ctx: StageContext) -> StageResult:
     model = weights.load(ctx.inputs["export"])  # weights stay on disk; passes read the ones they need
     spill = ctx.work_dir / ".spill"
     with weights.spilling_to(spill):
-        model, records = apply_passes(model, ctx.cfg.surgery.passes, ctx.log)
+        model, records = apply_passes(model, ctx.cfg.surgery.passes, ctx.log,
+                                      skip=ctx.plan.surgery_key().get("skip", ()))
         out = ctx.work_dir / "model.clean.onnx"
         # weights beside the model stay beside it (and must, over 2 GB); each tensor is written once
         save_model(model, out, external=True if has_external_data(ctx.inputs["export"]) else None)

@@ -177,6 +177,10 @@ def run(ctx: StageContext) -> StageResult:
                               "shapes": {label: {k: list(v.shape) for k, v in feed.items()} for label, feed in feeds}},
             "metric": "top-1 of " + (cfg.model.label_output or io.output_names[0]) if cfg.verify.metric is None
             else str(cfg.verify.metric.get("_target_"))}
+    if plan.cuda_provider:  # where each node runs: a CPU node or a Memcpy is a host<->device copy every call
+        from compiler.backends.onnxruntime import placement
+
+        info["placement"] = placement(ctx.inputs["build"], plan, feeds[-1][1])
     (ctx.work_dir / "verify.json").write_text(json.dumps(info, indent=2))
     return StageResult("verify.json", info)
 

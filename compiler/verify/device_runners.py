@@ -67,6 +67,24 @@ class OrtDeviceRunner:
         return {"host_to_device_ms": float(np.median(up)), "device_to_host_ms": float(np.median(down))}
 
 
+class OrtGraphRunner(OrtDeviceRunner):
+    """An engine captured as CUDA graphs, timed as it ships: each feed's graph replayed, inputs and outputs left
+    where they are on the device (backends/onnxruntime.CudaGraphSession)."""
+
+    def __enter__(self) -> "OrtGraphRunner":
+        from compiler.backends.onnxruntime import CudaGraphSession
+
+        self._session = self._load()
+        self._graphs = CudaGraphSession(self._session, self._device_id)
+        return self
+
+    def infer(self, feed: dict, check_inputs: bool = False) -> None:
+        self._graphs.run(feed, fetch=False)
+
+    def copy_times(self, feed: dict) -> dict[str, float]:
+        return self._graphs.copy_times(feed, COPY_REPEATS)
+
+
 class TorchDeviceRunner:
     """A torch module on CUDA, fed device tensors uploaded once per feed; synchronized after every call."""
 

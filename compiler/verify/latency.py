@@ -139,9 +139,10 @@ def timing_engine_runner(plan: Any, engine: Path, intra_op_threads: int | None =
 
     if plan.gpu and plan.backend == "onnxruntime":
         from compiler.backends.onnxruntime import load_session
-        from compiler.verify.device_runners import OrtDeviceRunner
+        from compiler.verify.device_runners import OrtDeviceRunner, OrtGraphRunner
 
-        return OrtDeviceRunner(lambda: load_session(engine, plan, intra_op_threads=intra_op_threads), "engine")
+        runner = OrtGraphRunner if plan.cuda_graph else OrtDeviceRunner
+        return runner(lambda: load_session(engine, plan, intra_op_threads=intra_op_threads), "engine")
     return engine_runner(plan, engine, intra_op_threads=intra_op_threads)
 
 

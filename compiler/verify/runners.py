@@ -96,11 +96,33 @@ def onnx_runner(name: str, path: Path, plan: Any, optimization_level: str = "dis
 
 
 def engine_runner(plan: Any, path: Path, intra_op_threads: int | None = None) -> BaseRunner:
-    """The engine as the plan's backend runs it (onnxruntime: the plan's session options)."""
+    """The engine as the plan's backend runs it (onnxruntime: with its runtime settings; captured as CUDA graphs
+    where the plan says so, as it ships)."""
     if plan.nvidia:
         from compiler.backends.tensorrt import runner
 
         return runner(path, plan.backend)
     from compiler.backends.onnxruntime import load_session
 
-    return _tensor_runner(lambda: load_session(path, plan, intra_op_threads=intra_op_threads), "engine")
+    load = lambda: load_session(path, plan, intra_op_threads=intra_op_threads)  # noqa: E731
+    return _graph_runner(load, "engine") if plan.cuda_graph else _tensor_runner(load, "engine")
+
+
+def _graph_runner(session_loader: Callable, name: str) -> BaseRunner:
+    """Polygraphy's onnxruntime runner over an engine captured as CUDA graphs (backends/onnxruntime.py)."""
+    from polygraphy.backend.onnxrt import OnnxrtRunner
+
+    from compiler.backends.onnxruntime import CudaGraphSession
+
+    class CapturedGraphs(OnnxrtRunner):
+        def activate_impl(self):
+            super().activate_impl()
+            self.graphs = CudaGraphSession(self.sess)
+
+        def infer_impl(self, feed_dict):
+            start = time.perf_counter()
+            out = self.graphs.run({k: np.asarray(v) for k, v in feed_dict.items()})
+            self.inference_time = time.perf_counter() - start
+            return OrderedDict(out)
+
+    return CapturedGraphs(session_loader, name=name)

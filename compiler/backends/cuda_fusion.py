@@ -1,0 +1,187 @@
+"""onnxruntime's transformer fusions for an engine on its CUDA provider, on the exporters' real graphs.
+
+onnxruntime's optimizer fuses attention into one `Attention` kernel (and LayerNorm, SkipLayerNorm, Gelu, ...)
+where it finds BERT's pattern: three projections, the scores scaled after q·kᵀ. Real exports differ: timm, GPT-2
+and `nn.MultiheadAttention` pack q/k/v into one projection, and timm and torch's SDPA export scale q and k
+before the product. Two rewrites bring such graphs to the matched form first (split_packed_qkv, scale_after_qk;
+both exact up to one rounding), then the optimizer runs with the model type, head count and hidden size read
+from the graph. The fused ops are onnxruntime's own (com.microsoft): for onnxruntime GPU engines only.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def transformer_params(model: Any) -> dict[str, Any]:
+    """The optimizer's model type, head count and hidden size, read from the graph: heads and hidden from the
+    Reshapes that split a projection's output into [.., .., heads, head size] (the most common pair), the type
+    `gpt2` where a causal mask is present (a Trilu, or a constant lower-triangular [1, 1, S, S] mask), else
+    `bert` (encoders: BERT, ViT, CLIP). 0 where no attention is found: the optimizer then looks itself."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    consts = {i.name: i for i in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+
+    def value(name: str, limit: int = 16) -> np.ndarray | None:
+        init = consts.get(name)
+        if init is not None and np.prod(init.dims, dtype=np.int64) <= limit:
+            return numpy_helper.to_array(init)
+        node = producers.get(name)
+        if node is not None and node.op_type == "Constant" and node.attribute:
+            array = numpy_helper.to_array(node.attribute[0].t) if node.attribute[0].HasField("t") else None
+            return array if array is not None and array.size <= limit else None
+        return None
+
+    def projection_width(name: str) -> int | None:
+        node = producers.get(name)
+        if node is not None and node.op_type == "Add":
+            node = next((producers.get(i) for i in node.input if producers.get(i) is not None
+                         and producers[i].op_type == "MatMul"), None)
+        if node is None or node.op_type != "MatMul" or node.input[1] not in consts:
+            return None
+        dims = consts[node.input[1]].dims
+        return int(dims[1]) if len(dims) == 2 else None
+
+    pairs: Counter = Counter()
+    for node in graph.node:
+        if node.op_type != "Reshape":
+            continue
+        shape = value(node.input[1])
+        width = projection_width(node.input[0])
+        if shape is None or not width or shape.size != 4 or shape[3] <= 0 or width % int(shape[3]):
+            continue
+        heads = width // int(shape[3])  # [0, 0, -1, head size] (transformers) names the heads only through the width
+        if shape[2] in (-1, heads):
+            pairs[(heads, width)] += 1
+    heads, hidden = pairs.most_common(1)[0][0] if pairs else (0, 0)
+    return {"model_type": "gpt2" if _causal(graph) else "bert", "num_heads": heads, "hidden_size": hidden}
+
+
+def _causal(graph: Any) -> bool:
+    from onnx import TensorProto, numpy_helper
+
+    if any(n.op_type == "Trilu" for n in graph.node):
+        return True
+    for init in graph.initializer:
+        dims = list(init.dims)
+        if len(dims) == 4 and dims[0] == dims[1] == 1 and dims[2] == dims[3] >= 2 and \
+                init.data_type in (TensorProto.BOOL, TensorProto.UINT8) and dims[2] <= 4096:
+            mask = numpy_helper.to_array(init)[0, 0].astype(bool)
+            if np.array_equal(mask, np.tril(np.ones_like(mask))):
+                return True
+    return False
+
+
+def add_zero_biases(graph: Any) -> int:
+    """Every projection (MatMul by a constant [K, N] weight) without a bias gets an Add of zeros. Exporters write
+    Linear's bias as an Add, and the fusions' patterns start there (MatMul -> Add -> Reshape for q, k, v; the
+    output projection's Add before SkipLayerNorm; Add -> Gelu for BiasGelu); eliminate_noops takes out a bias
+    that is all zeros (a freshly initialised model's), and with it the pattern. Adding zeros changes no value,
+    and the fused kernels take the bias as an input anyway."""
+    import onnx_graphsurgeon as gs
+
+    from compiler.passes._gs import fresh_name, small_constant
+
+    added = 0
+    for matmul in [n for n in graph.nodes if n.op == "MatMul" and len(n.inputs) == 2]:
+        weight, out = matmul.inputs[1], matmul.outputs[0]
+        if not isinstance(weight, gs.Constant) or len(weight.shape) != 2 or not out.outputs:
+            continue
+        if any(c.op == "Add" and any(t is not out and small_constant(t, 1 << 20) is not None
+                                     and len(getattr(t, "shape", None) or []) == 1 for t in c.inputs)
+               for c in out.outputs):
+            continue  # it has its bias
+        dtype = np.float16 if "float16" in str(weight.dtype) else np.float32
+        zeros = gs.Constant(fresh_name(graph, f"{matmul.name or 'proj'}_zero_bias"), np.zeros(weight.shape[1], dtype))
+        biased = gs.Variable(fresh_name(graph, f"{matmul.name or 'proj'}_biased"))
+        for consumer in list(out.outputs):
+            for i, t in enumerate(consumer.inputs):
+                if t is out:
+                    consumer.inputs[i] = biased
+        graph.nodes.append(gs.Node("Add", fresh_name(graph, f"{matmul.name or 'proj'}_bias"), inputs=[out, zeros],
+                                   outputs=[biased]))
+        added += 1
+    if added:
+        graph.toposort()
+    return added
+
+
+def drop_softmax_nan_guards(graph: Any) -> int:
+    """torch exports `scaled_dot_product_attention` with a safe softmax, Where(IsNaN(p), 0, p): it differs from the
+    Softmax only on a query row whose every score is masked to -inf, which the guard turns from NaN into zeros.
+    The fused Attention masks with a large finite negative instead, so no such row arises; the guard only hides
+    the pattern. The agreement gate judges the fused engine against the strict-fp32 model on the same inputs."""
+    from compiler.passes._gs import bypass, small_constant
+
+    dropped = 0
+    for where in [n for n in graph.nodes if n.op == "Where" and len(n.inputs) == 3]:
+        condition, zero, value = where.inputs
+        if len(condition.inputs) != 1 or condition.inputs[0].op != "IsNaN" or len(value.inputs) != 1 \
+                or value.inputs[0].op != "Softmax" or condition.inputs[0].inputs[0] is not value:
+            continue
+        constant = small_constant(zero, 1)
+        if constant is None or constant.size != 1 or float(constant.reshape(())) != 0.0:
+            continue
+        dropped += bypass(graph, where, value)
+    if dropped:
+        graph.cleanup().toposort()
+    return dropped
+
+
+def fuse_for_gpu(src: Path, dst: Path) -> dict[str, Any]:
+    """Rewrite `src` into the forms the fusions match, fuse with the graph's own parameters, save to `dst`.
+    Returns what was done: the parameters, the rewrites and the fused operator counts per kind."""
+    import onnx
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from compiler.onnx_files import has_external_data
+    from compiler.passes import eliminate_noops, merge_transposes_reshapes, scale_after_qk, split_packed_qkv
+    from compiler.passes._gs import on_graph
+
+    external = has_external_data(src)
+    model = onnx.load(str(src), load_external_data=not external)
+    done: dict[str, Any] = {}
+    if not external:  # weights on disk stay there: nothing is split (a packed weight read whole would be a copy)
+        def split(graph: Any) -> None:
+            done["packed_projections_split"] = split_packed_qkv.split(graph)
+
+        def move(graph: Any) -> None:
+            done["attention_scales_moved"] = scale_after_qk.move(graph)
+            done["softmax_nan_guards_dropped"] = drop_softmax_nan_guards(graph)
+
+        def biases(graph: Any) -> None:  # after eliminate_noops, which would take an Add of zeros out again
+            done["zero_biases_added"] = add_zero_biases(graph)
+
+        model = on_graph(on_graph(model, split, infer=True), move)
+        model = on_graph(merge_transposes_reshapes.apply(eliminate_noops.apply(model)), biases)
+    params = transformer_params(model)
+    with tempfile.TemporaryDirectory(dir=dst.parent) as scratch:
+        prepared = src if external else Path(scratch) / "prepared.onnx"
+        if not external:
+            onnx.save(model, str(prepared))
+        best, kind = None, None
+        for model_type in _model_types(params["model_type"]):  # the type whose fusions match the most attention
+            optimized = optimize_model(str(prepared), opt_level=0, use_gpu=True, **{**params, "model_type": model_type})
+            counts = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
+            score = (sum(n for op, n in counts.items() if op in ATTENTION_OPS), sum(counts.values()))
+            if best is None or score > best[0]:
+                best, kind = (score, optimized, counts), model_type
+        optimized, fused = best[1], best[2]
+        optimized.save_model_to_file(str(dst), use_external_data_format=external)
+    return {**params, "model_type": kind, **done, "fused_operators": fused}
+
+
+ATTENTION_OPS = ("Attention", "MultiHeadAttention", "GroupQueryAttention", "PackedAttention", "PackedMultiHeadAttention")
+MODEL_TYPES = ("bert", "gpt2", "clip")  # encoders (BERT, ViT), causal decoders, CLIP's text and vision towers
+
+
+def _model_types(guess: str) -> list[str]:
+    """The optimizer's model types to try, the graph's own guess first (it wins ties)."""
+    return [guess] + [t for t in MODEL_TYPES if t != guess]

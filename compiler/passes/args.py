@@ -1,0 +1,84 @@
+"""A pass argument's declaration: its type, its valid values and its help, checked by lint without onnx.
+
+Each pass declares its arguments here as data (in the registry), so `lint` checks a recipe's values and
+`python -m compiler list` prints the same ranges; nothing is read back from a pass's source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from compiler.errors import Problem
+
+# what each kind accepts, in words (the `allowed` part of a message and of `list`)
+_KINDS = {
+    "int": "an integer", "bool": "true or false", "str": "a non-empty string",
+    "names": "a non-empty list of tensor names", "renames": "a mapping of tensor name -> new name",
+    "mapping": "a mapping of attribute name -> value",
+}
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One pass argument: `kind` (int, bool, str, names, renames, mapping), its default, whether null is
+    allowed, an inclusive integer range, and words that are allowed beside the kind (`dynamic`)."""
+
+    kind: str
+    default: Any = None
+    optional: bool = False
+    minimum: int | None = None
+    maximum: int | None = None
+    words: tuple[str, ...] = ()
+    help: str = ""
+
+    def allowed(self) -> str:
+        text = _KINDS[self.kind]
+        if self.kind == "int" and (self.minimum is not None or self.maximum is not None):
+            low = "" if self.minimum is None else str(self.minimum)
+            high = "" if self.maximum is None else str(self.maximum)
+            text = f"an integer in {low}..{high}" if low and high else (
+                f"an integer >= {low}" if low else f"an integer <= {high}")
+        parts = [text, *(repr(w) for w in self.words)] + (["null"] if self.optional else [])
+        return " or ".join(parts)
+
+    def problems(self, value: Any, path: str) -> list[Problem]:
+        if value is None and self.optional:
+            return []
+        if value is None and self.default is None:
+            return [Problem(path, "missing required pass argument", None, self.allowed(),
+                            fix=f"add it: {path.rsplit('.', 1)[-1]}: <{self.allowed()}>")]
+        if isinstance(value, str) and value in self.words:
+            return []
+        if not self._fits(value):
+            return [Problem(path, "not an allowed value for this pass argument", value, self.allowed(),
+                            fix=f"set it to {self.allowed()}" + (f" (default: {self.default!r})"
+                                                                 if self.default is not None else ""))]
+        return []
+
+    def _fits(self, value: Any) -> bool:
+        if self.kind == "int":
+            return (isinstance(value, int) and not isinstance(value, bool)
+                    and (self.minimum is None or value >= self.minimum)
+                    and (self.maximum is None or value <= self.maximum))
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if self.kind == "str":
+            return isinstance(value, str) and bool(value.strip())
+        if self.kind == "names":
+            return (isinstance(value, Sequence) and not isinstance(value, str) and len(value) > 0
+                    and all(isinstance(v, str) and v for v in value))
+        if self.kind == "renames":
+            return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) and k and v
+                                                   for k, v in value.items())
+        if self.kind == "mapping":
+            return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+        raise ValueError(f"unknown argument kind {self.kind!r}")
+
+    def bad_example(self) -> Any:
+        """A value this argument refuses (the tests go over every pass with one)."""
+        if self.kind == "int":
+            return (self.minimum - 1) if self.minimum is not None else (self.maximum + 1 if self.maximum is not None
+                                                                         else "three")
+        return {"bool": 3, "str": 3 if "" in self.words else "", "names": [], "renames": {"a": 1},
+                "mapping": [1]}[self.kind]

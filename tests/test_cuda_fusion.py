@@ -1,0 +1,160 @@
+"""onnxruntime's transformer fusions on real exports, as a CUDA engine's fp16 conversion runs them first: the packed
+q/k/v of timm and nn.MultiheadAttention split, the scale moved after q·kᵀ, zero biases restored, the model type,
+heads and hidden size read from the graph. Fused op counts are asserted, and the fused model (whose ops all have
+CPU kernels) gives the original's outputs on the CPU provider."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from compiler.backends.cuda_fusion import fuse_for_gpu, transformer_params
+from compiler.stages.surgery import DEFAULT_PASSES, apply_passes
+
+
+class TimmAttention(nn.Module):
+    """timm's ViT attention as timm writes it: one packed qkv projection, unbind, q scaled before q·kᵀ."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.scale = self.head_dim ** -0.5
+        self.qkv, self.proj = nn.Linear(dim, dim * 3), nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+
+
+class TimmBlock(nn.Module):
+    def __init__(self, dim: int = 32, heads: int = 4):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim), TimmAttention(dim, heads)
+        self.norm2, self.mlp = nn.LayerNorm(dim), nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class MultiheadBlock(nn.Module):
+    def __init__(self, dim: int = 32, heads: int = 4):
+        super().__init__()
+        self.norm, self.attn = nn.LayerNorm(dim), nn.MultiheadAttention(dim, heads, batch_first=True)
+
+    def forward(self, x):
+        y = self.norm(x)
+        return x + self.attn(y, y, y, need_weights=False)[0]
+
+
+class LastHidden(nn.Module):
+    def __init__(self, model: nn.Module, *names: str):
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *inputs):
+        return self.model(**dict(zip(self.names, inputs))).last_hidden_state
+
+
+def _randomise_biases(module: nn.Module) -> nn.Module:
+    """Trained weights: a fresh transformers model's biases are zeros, which no real model has."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.02)
+    return module.eval()
+
+
+def _bert():
+    import transformers
+
+    config = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                     vocab_size=100, attn_implementation="eager")
+    return LastHidden(_randomise_biases(transformers.BertModel(config)), "input_ids", "attention_mask")
+
+
+def _clip_vision():
+    import transformers
+
+    config = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                           num_attention_heads=4, image_size=32, patch_size=8)
+    return LastHidden(_randomise_biases(transformers.CLIPVisionModel(config)), "pixel_values")
+
+
+def _feeds(name: str) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    if name == "bert":
+        mask = np.ones((2, 8), np.int64)
+        mask[1, 6:] = 0  # padding: the mask path is exercised
+        return {"input_ids": rng.integers(0, 100, (2, 8)).astype(np.int64), "attention_mask": mask}
+    if name == "clip_vision":
+        return {"pixel_values": rng.standard_normal((2, 3, 32, 32)).astype(np.float32)}
+    return {"x": rng.standard_normal((2, 10, 32)).astype(np.float32)}
+
+
+MODELS = {  # name: (build, fused operator counts, packed projections split)
+    "timm_vit": (lambda: _randomise_biases(nn.Sequential(TimmBlock(), TimmBlock())),
+                 {"Attention": 2, "BiasGelu": 2, "LayerNormalization": 1, "SkipLayerNormalization": 3}, 2),
+    "bert": (_bert, {"Attention": 2, "BiasGelu": 2, "EmbedLayerNormalization": 1, "SkipLayerNormalization": 4}, 2),
+    "clip_vision": (_clip_vision, {"Attention": 2, "LayerNormalization": 2, "SkipLayerNormalization": 3}, 2),
+    # nn.MultiheadAttention: its packed in_proj is split, but its sequence-first reshapes ([L, B*H, D]) are not a
+    # pattern onnxruntime's attention fusion has, so its attention stays unfused
+    "multihead": (lambda: _randomise_biases(MultiheadBlock()), {"LayerNormalization": 1}, 1),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def fused(request, tmp_path_factory):
+    name = request.param
+    build, _, _ = MODELS[name]
+    folder = tmp_path_factory.mktemp(name)
+    feeds = _feeds(name)
+    model = build()
+    raw = folder / "model.onnx"
+    dynamic = {k: {0: "batch", 1: "sequence"} if name == "bert" else {0: "batch"} for k in feeds}  # as BERT ships
+    torch.onnx.export(model, tuple(torch.from_numpy(v) for v in feeds.values()), str(raw), input_names=list(feeds),
+                      output_names=["y"], opset_version=17, dynamo=False, dynamic_axes=dynamic)
+    clean, _ = apply_passes(onnx.load(str(raw)), list(DEFAULT_PASSES))  # fuse_parallel_matmuls too: it is undone
+    onnx.save(clean, str(folder / "model.clean.onnx"))
+    info = fuse_for_gpu(folder / "model.clean.onnx", folder / "model.fused.onnx")
+    return name, raw, folder / "model.fused.onnx", feeds, info
+
+
+def test_the_fused_operator_counts(fused):
+    name, _, _, _, info = fused
+    _, expected, packed = MODELS[name]
+    assert info["fused_operators"] == expected
+    assert info["packed_projections_split"] == packed
+    assert (info["num_heads"], info["hidden_size"]) == ((0, 0) if name == "multihead" else (4, 32))
+
+
+def test_the_fused_model_computes_the_original_on_the_cpu_provider(fused):
+    _, raw, path, feeds, _ = fused
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    before = ort.InferenceSession(str(raw), options, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    after = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(after, before, atol=1e-4, rtol=1e-3)
+
+
+def test_heads_and_hidden_size_come_from_the_graph_where_the_reshape_says_minus_one(tmp_path):
+    """transformers reshapes q to [0, 0, -1, head size]: onnxruntime cannot read the heads there, we can."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.zeros((48, 48), np.float32), "w")
+    shape = numpy_helper.from_array(np.array([0, 0, -1, 16], np.int64), "shape")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["q"]),
+                               helper.make_node("Reshape", ["q", "shape"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 48])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, shape])
+    params = transformer_params(helper.make_model(graph))
+    assert params == {"model_type": "bert", "num_heads": 3, "hidden_size": 48}

@@ -1,0 +1,55 @@
+"""An engine is its file plus its runtime settings: written beside it, cached and placed with it, read by every
+session that verifies or times it, printed as a reproducer; and where each node runs (the placement probe)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from compiler.backends.onnxruntime import engine_session, placement, read_runtime, runtime_file
+from compiler.cache import artifact_files, sha256_artifact
+from tests.conftest import TINY
+
+
+def test_a_compile_writes_the_runtime_beside_the_engine_and_reports_it(compile_cli):
+    run = compile_cli("recipe=mlp_torch", *TINY)
+    assert run.code == 0, run.output
+    engine = run.run_dir / "model.opt.onnx"
+    settings = json.loads(runtime_file(engine).read_text())
+    assert settings == run.report["engine"]["runtime"] == read_runtime(engine)
+    assert settings["providers"] == [["CPUExecutionProvider", {}]] and settings["cuda_graph"] is False
+    assert settings["session"]["graph_optimization_level"] == "all"
+    assert run.report["engine"]["runtime_file"] == "model.opt.runtime.json"
+    assert runtime_file(engine) in artifact_files(engine)  # hashed, cached and placed with the engine
+    text = (run.run_dir / "report.md").read_text()
+    assert "Runtime settings" in text and "ort.InferenceSession('model.opt.onnx'" in text
+    session = engine_session(engine, settings)
+    assert session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_the_runtime_settings_are_part_of_the_engines_hash(tmp_path):
+    model = tmp_path / "model.opt.onnx"
+    model.write_bytes(b"engine")
+    plain = sha256_artifact(model)
+    runtime_file(model).write_text('{"cuda_graph": true}')
+    assert sha256_artifact(model) != plain
+
+
+def test_placement_counts_nodes_per_provider_and_memcpy(tmp_path):
+    w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
+                               helper.make_node("Relu", ["m"], ["y"], name="relu")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], [w])
+    path = tmp_path / "model.opt.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    runtime_file(path).write_text(json.dumps({
+        "providers": [["CPUExecutionProvider", {}]], "cuda_graph": False,
+        "session": {"graph_optimization_level": "disable", "intra_op_num_threads": 1, "inter_op_num_threads": 0,
+                    "disabled_optimizers": [], "custom_op_libraries": []}}))
+    placed = placement(path, None, {"x": np.ones((2, 4), np.float32)})
+    assert placed["memcpy"] == 0 and placed["by_provider"] == {"CPUExecutionProvider": 2}
+    assert placed["cpu_nodes"] == ["mm (MatMul)", "relu (Relu)"]
