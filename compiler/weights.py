@@ -140,6 +140,17 @@ def nbytes(constant: Any) -> int:
     return int(constant._values.nbytes)
 
 
+def raw_bytes(array: Any) -> memoryview:
+    """An array's bytes as they lie, for hashing and comparing: ml_dtypes' fp8, int4 and float4 arrays refuse the
+    buffer protocol ("cannot include dtype '4' in a buffer"), so every fixed-size dtype is seen as bytes."""
+    import numpy as np
+
+    array = np.ascontiguousarray(array)
+    if array.dtype == object:  # strings: their text
+        return memoryview(repr(array.tolist()).encode())
+    return array.reshape(-1).view(np.uint8).data
+
+
 def digest(constant: Any, prefix: int | None = None) -> str:
     """sha256 of a graphsurgeon constant's bytes (its first `prefix` bytes only, when given: a cheap test that
     tells most different weights apart): read in chunks from disk for a DiskValues one."""
@@ -159,7 +170,7 @@ def digest(constant: Any, prefix: int | None = None) -> str:
                 h.update(chunk)
                 left -= len(chunk)
     else:
-        data = np.ascontiguousarray(constant.values).data.cast("B")
+        data = raw_bytes(constant.values)
         h.update(data if prefix is None else data[:prefix])
     return h.hexdigest()
 

@@ -103,3 +103,17 @@ def test_help_describes_each_recipe_whole():
     summaries = dict(recipe_summaries())
     assert summaries["two_head_torch"].endswith("accuracy reads the class head (model.label_output).")
     assert all(not s.startswith("Run:") and s for s in summaries.values())
+
+
+def test_a_chained_message_is_shown_whole_on_one_line():
+    from compiler.errors import describe
+
+    try:
+        try:
+            raise ValueError("Hydra refuses os.system\nbecause it allows\narbitrary code execution")
+        except ValueError as inner:
+            raise RuntimeError("Error in call to target") from inner
+    except RuntimeError as exc:
+        text = describe(exc)
+    assert "ValueError: Hydra refuses os.system because it allows arbitrary code execution" in text
+    assert "\n" not in text

@@ -38,6 +38,7 @@ def on_graph(model: onnx.ModelProto, edit: Callable[[gs.Graph], None], infer: bo
     on_disk = on_disk_in(graph)  # weights on disk are read only when a pass asks for their values (weights.py)
     edit(graph)
     still_on_disk(on_disk)
+    _pack_sub_byte(graph)
     out = gs.export_onnx(graph, do_type_check=False)
     spill(out)
     out.ir_version = model.ir_version
@@ -46,6 +47,19 @@ def on_graph(model: onnx.ModelProto, edit: Callable[[gs.Graph], None], infer: bo
     out.producer_name, out.producer_version = model.producer_name, model.producer_version
     _keep_io_types(model, out)
     return out
+
+
+def _pack_sub_byte(graph: gs.Graph) -> None:
+    """int4, uint4 and float4 constants held as arrays (one value a byte, as ml_dtypes has them) go out as ONNX
+    stores them, two to a byte: graphsurgeon's exporter writes the array's bytes as they are, which onnx refuses
+    ("Raw data size does not match tensor's size"). A constant still as it was read is exported untouched."""
+    import ml_dtypes
+
+    sub_byte = {np.dtype(ml_dtypes.int4), np.dtype(ml_dtypes.uint4), np.dtype(ml_dtypes.float4_e2m1fn)}
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Constant) and not isinstance(tensor._values, gs.ir.tensor.LazyValues) \
+                and tensor.values.dtype in sub_byte:
+            tensor._values = gs.ir.tensor.LazyValues(onnx.numpy_helper.from_array(tensor.values, tensor.name))
 
 
 SHAPE_ONLY_BYTES = 1 << 16   # larger weights reach shape inference as shape and type only

@@ -16,7 +16,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from compiler.passes._gs import on_graph
-from compiler.weights import nbytes
+from compiler.weights import nbytes, raw_bytes
 
 # constant inputs up to this size count as the same by value; larger ones (weights) by identity, which
 # dedup_constants (before this pass in the default list) has made the same for equal values, without reading them
@@ -65,7 +65,7 @@ def _read_dims_off_inputs(graph: gs.Graph) -> None:
 def _attr(value) -> object:
     array = value.values if isinstance(value, gs.Constant) else value
     if isinstance(array, np.ndarray):  # repr() elides long arrays; a digest keeps big weights out of the keys
-        return array.dtype.str, array.shape, hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
+        return array.dtype.str, array.shape, hashlib.sha256(raw_bytes(array)).hexdigest()
     return repr(value)
 
 
