@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from omegaconf import DictConfig, OmegaConf
 
 from compiler.errors import Problem
+from compiler.packages import install_line, missing_package_of
 
 MIN_OPSET, MAX_OPSET = 11, 21
 # words users type for an allowed value that difflib would not find (`gpu` is closest to `cpu`)
@@ -270,31 +271,6 @@ def _model(cfg: DictConfig) -> list[Problem]:
         problems.append(Problem(f"{specs[-1].path}", f"the model outputs {list(specs[-1].out_shape)} but the "
                                 f"data has {classes} classes", list(specs[-1].out_shape), f"an output of [{classes}]", fix=f"end with `- dense: {{units: {classes}}}`"))
     return problems
-
-
-# how to install what a recipe's path imports: the checkout form first, then the installed-package form
-INSTALL = {"tensorflow": '-e ".[tensorflow]"', "tf2onnx": '-e ".[tensorflow]"', "keras": '-e ".[tensorflow]"',
-           "transformers": '-e ".[transformers]"', "modelopt": '-e ".[modelopt]"', "mlflow": '-e ".[tracking]"',
-           "tensorboard": '-e ".[tracking]"', "onnxscript": '-e .', "torchvision": "torchvision (a build matching "
-           "your torch)", "timm": "timm"}
-
-
-def install_line(package: str) -> str:
-    how = INSTALL.get(package, package)
-    extra = how.split("[", 1)[1].split("]", 1)[0] if "[" in how else None
-    installed = f" (an installed compiler: pip install 'compiler[{extra}]')" if extra else ""
-    return f"pip install {how}{installed}"
-
-
-def missing_package_of(target: str) -> str | None:
-    """The top-level package of a `_target_` when it is not importable here."""
-    import importlib.util
-
-    top = target.split(".", 1)[0]
-    try:
-        return None if importlib.util.find_spec(top) is not None else top
-    except (ImportError, ValueError):
-        return top
 
 
 def layer_input_shape(cfg: DictConfig) -> tuple[list[int], list[Problem]]:

@@ -15,6 +15,7 @@ import types
 from typing import Any, Iterator, Mapping, Sequence
 
 from compiler.errors import Problem
+from compiler.packages import install_line
 
 DEFAULT_ALLOWED = ("compiler.", "torch.nn.", "torchvision.models.", "transformers.", "keras.", "tf_keras.",
                    "tensorflow.keras.")
@@ -56,9 +57,9 @@ def resolve(target: str) -> Any:
         except ModuleNotFoundError as exc:
             if exc.name and not name.startswith(exc.name) and not exc.name.startswith(name):
                 raise TargetRefused(f"importing {name} needs '{exc.name}', which is not installed",
-                                    fix=_install_hint(exc.name)) from None
+                                    fix=install_line(exc.name)) from None
     if obj is None:
-        raise TargetRefused(f"its package '{parts[0]}' is not installed", fix=_install_hint(parts[0]))
+        raise TargetRefused(f"its package '{parts[0]}' is not installed", fix=install_line(parts[0]))
     walked = ".".join(parts[:depth])
     for part in parts[depth:]:
         if not hasattr(obj, part):
@@ -75,12 +76,6 @@ def resolve(target: str) -> Any:
         raise TargetRefused(f"resolves to {defined_in or '?'}.{getattr(obj, '__qualname__', parts[-1])}, which is "
                             "defined outside the allow-list", allowed=", ".join(allowed_prefixes()))
     return obj
-
-
-def _install_hint(package: str) -> str:
-    from compiler.lint import install_line
-
-    return install_line(package)
 
 
 def target_problems(container: Any, key: str) -> list[Problem]:
