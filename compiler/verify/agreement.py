@@ -27,6 +27,7 @@ DEFAULT_BUDGETS = {
     "bf16": {"rel_l2": 5e-2, "cosine": 0.998, "argmax": 0.85},
     "int8": {"rel_l2": 0.2, "cosine": 0.98, "argmax": 0.8},
     "fp8": {"rel_l2": 0.2, "cosine": 0.98, "argmax": 0.8},
+    "int4": {"rel_l2": 0.2, "cosine": 0.98, "argmax": 0.8},
 }
 
 
