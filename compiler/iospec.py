@@ -237,6 +237,8 @@ def random_array(rng: "np.random.Generator", t: Tensor, shape: Sequence[int],
                  sizes: Mapping[str, int] | None = None) -> "np.ndarray":
     import numpy as np
 
+    if t.dtype == "string":  # one of the strings it takes (lint made sure it has them)
+        return rng.choice(np.asarray(list(t.values), dtype=object), size=tuple(shape))
     dtype = np.dtype(t.dtype) if t.dtype != "bfloat16" else np.dtype("float32")
     if t.values is not None:
         return rng.choice(np.asarray(t.values, dtype=dtype), size=tuple(shape))
@@ -349,6 +351,10 @@ def io_problems(cfg: Any, from_file: bool = False) -> list[Problem]:
             _check_value_range(c, f"{base}.range", list(spec.range), dims)
         if input_values(spec) is not None:
             _check_values(c, f"{base}.values", list(input_values(spec)), dtype)
+        elif dtype == "string":
+            c.add(f"{base}.values", f"string input '{spec.name}' needs the strings it takes", None,
+                  "a list of strings", fix=f"e.g. 'model.inputs=[{{name: {spec.name}, dtype: string, shape: [batch, 1], "
+                  "values: [paris, rome]}]' (the categories your pipeline was fitted on)")
     _check_profiles(c, model, dims, names)
     if not c.problems and dims:
         _check_memory(c, model, dims)
@@ -410,6 +416,11 @@ def _check_values(c: _Checker, path: str, values: list, dtype: str) -> None:
     """An enum-like input's values: a non-empty list that the input's dtype can hold."""
     if not values:
         c.add(path, "needs at least one value", values, "a non-empty list", fix="list the values the input takes")
+        return
+    if dtype == "string":
+        for v in values:
+            if not isinstance(v, str):
+                c.add(path, "values of a string input must be strings", v, "strings", fix="quote the value")
         return
     limits = DTYPE_LIMITS.get(dtype)
     for v in values:

@@ -135,6 +135,13 @@ def _fill(cfg: DictConfig, model: Any, opened: dict) -> tuple[list[Problem], lis
         entry: dict[str, Any] = {"name": value.name, "shape": shape, "dtype": dtype, "range": None}
         if given is not None and given["values"] is not None:
             entry["values"] = list(given["values"])
+        elif dtype == "string":  # the categories the graph itself names (OneHotEncoder, LabelEncoder, ...)
+            categories = string_categories(model, value.name)
+            if categories:
+                entry["values"] = categories
+                notes.append(f"string input '{value.name}' takes the {len(categories)} categories its graph names "
+                             f"({', '.join(categories[:5])}{', ...' if len(categories) > 5 else ''}); set "
+                             f"'model.inputs=[{{name: {value.name}, values: [a, b]}}]' to choose")
         if given is not None and given.range is not None:
             entry["range"] = list(given.range)
         elif dtype in ("int64", "int32", "int8", "uint8"):
@@ -259,12 +266,43 @@ def _default_kind(axis: int, rank: int) -> str:
     return "other"
 
 
+# ai.onnx.ml nodes that name the strings they take
+STRING_CATEGORIES = {"OneHotEncoder": "cats_strings", "LabelEncoder": "keys_strings", "CategoryMapper": "cats_strings",
+                     "DictVectorizer": "string_vocabulary"}
+
+
+def string_categories(model: Any, name: str) -> list[str]:
+    """The strings a string input takes, as the graph's encoders name them: the nodes that read it, directly or
+    through shape-only ops (Identity, Reshape, Squeeze, Unsqueeze, Flatten, Concat of strings)."""
+    import onnx
+
+    readers: dict[str, list] = {}
+    for node in model.graph.node:
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
+    found, frontier, seen = [], [name], set()
+    while frontier:
+        tensor = frontier.pop()
+        for node in readers.get(tensor, []):
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            attr = STRING_CATEGORIES.get(node.op_type)
+            if attr:
+                values = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == attr), [])
+                found += [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+            elif node.op_type in ("Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Concat"):
+                frontier += list(node.output)
+    return list(dict.fromkeys(found))
+
+
 def _dtype_name(elem_type: int) -> str | None:
     import onnx
 
     names = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
              onnx.TensorProto.BFLOAT16: "bfloat16", onnx.TensorProto.INT64: "int64", onnx.TensorProto.INT32: "int32",
-             onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.BOOL: "bool"}
+             onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.BOOL: "bool",
+             onnx.TensorProto.STRING: "string"}
     return names.get(elem_type)
 
 

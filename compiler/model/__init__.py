@@ -16,6 +16,7 @@ class DType(Enum):
     int8 = "int8"
     uint8 = "uint8"
     bool = "bool"
+    string = "string"   # ONNX files only (scikit-learn pipelines): fed from `values`, or the graph's categories
 
 
 @dataclass
