@@ -335,9 +335,9 @@ def io_problems(cfg: Any, from_file: bool = False) -> list[Problem]:
         for axis, d in enumerate(spec.shape):
             d = _dim(d)
             if isinstance(d, int):
-                if d < 1:
+                if d < (0 if from_file else 1):  # an ONNX file's static 0 is an empty tensor, a real size
                     c.add(f"{base}.shape[{axis}]", "a fixed size must be positive", d, "1, 2, ... or a dim name",
-                      fix="give a positive size, or a dim name declared under model.dims")
+                          fix="give a positive size, or a dim name declared under model.dims")
             elif d not in dims:
                 c.add(f"{base}.shape[{axis}]", "unknown dim name", d, ", ".join(sorted(dims)) or "none declared",
                       fix=f"declare it under model.dims (command line: ++model.dims.{d}=[min,opt,max])")

@@ -119,8 +119,8 @@ def _fill(cfg: DictConfig, model: Any, opened: dict) -> tuple[list[Problem], lis
         else:
             shape = []
             for axis, d in enumerate(tensor.shape.dim):
-                if d.HasField("dim_value") and d.dim_value > 0:
-                    shape.append(int(d.dim_value))
+                if static_size(d) is not None:
+                    shape.append(static_size(d))
                     continue
                 name = keys[(value.name, axis)]
                 shape.append(name)
@@ -296,6 +296,11 @@ def string_categories(model: Any, name: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+def static_size(d: Any) -> int | None:
+    """A dim's fixed size, 0 included (an empty tensor is a real size), or None for a dynamic one."""
+    return int(d.dim_value) if d.HasField("dim_value") and d.dim_value >= 0 else None
+
+
 def _dtype_name(elem_type: int) -> str | None:
     import onnx
 
@@ -321,7 +326,7 @@ def dim_keys(graph_inputs: list) -> dict[tuple[str, int], str]:
     a dim with no name, or a name of no letters or digits (`?`), is `INPUT_dimAXIS`, a dim of its own."""
     dynamic = [(value.name, axis, d.dim_param) for value in graph_inputs if value.type.tensor_type.HasField("shape")
                for axis, d in enumerate(value.type.tensor_type.shape.dim)
-               if not (d.HasField("dim_value") and d.dim_value > 0)]
+               if static_size(d) is None]
     named = {param for _, _, param in dynamic if _KEY.fullmatch(param)}
     taken = {param: param for param in named}  # key -> the file's name it stands for ("" for a dim of its own)
     keys: dict[tuple[str, int], str] = {}
@@ -362,7 +367,8 @@ def _gather_limits(model: Any, keys: dict[tuple[str, int], str]) -> dict[str, in
         if not -len(dims) <= axis < len(dims):
             return None
         d = dims[axis]
-        return int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else keys.get((name, axis % len(dims)))
+        size = static_size(d)
+        return size if size is not None else keys.get((name, axis % len(dims)))
 
     for node in model.graph.node:  # graph order: producers come first
         if node.op_type in PASS_THROUGH and node.input and source(node.input[0]):

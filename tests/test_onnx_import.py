@@ -228,3 +228,22 @@ def test_a_dotted_dim_is_set_by_the_key_its_note_prints(compile_cli, tmp_path):
     assert ("input 'x' dim 0 ('p2o.DynamicDimension.0', called 'p2o_DynamicDimension_0' here) has no range: using "
             "[1, 4, 8]; set ++model.dims.p2o_DynamicDimension_0=[min,opt,max] to choose") in run.stderr
     assert run.report["verified_shapes"]["max"] == {"x": [8, 3, 3, 7], "y:0": [8, 3]}
+
+
+def test_a_static_zero_size_dim_is_a_real_size(compile_cli, tmp_path):
+    """An input of static shape [0, 3] (an empty tensor concatenated on) keeps its 0: it is neither defaulted
+    like a dynamic dim nor refused."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Concat", ["x", "e"], ["c"], axis=0), helper.make_node("Relu", ["c"], ["y"])],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3]),
+                                    helper.make_tensor_value_info("e", TensorProto.FLOAT, [0, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, str(tmp_path / "empty.onnx"))
+    run = compile_cli("recipe=onnx_file", f"model.path={tmp_path / 'empty.onnx'}")
+    assert run.code == 0, run.output
+    assert {i["name"]: i["shape"] for i in run.report["io_spec"]["inputs"]}["e"] == [0, 3]
+    assert all(shapes["e"] == [0, 3] for shapes in run.report["verified_shapes"].values())
