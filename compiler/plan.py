@@ -477,6 +477,13 @@ def plan_problems(cfg: Any) -> list[Problem]:
             problems.append(Problem(f"engine.onnxruntime.custom_op_libraries[{i}]", "library not found", library,
                                 "paths of existing custom-op libraries (.so)", fix="give the library's absolute path"))
     problems += _runtime_problems(engine.onnxruntime, plan)
+    if plan.nvidia and cfg.framework.value == "onnx" and cfg.model.path:  # what the parser refuses, before any work
+        import onnx
+
+        from compiler.backends.tensorrt_ops import import_problems
+
+        problems += import_problems(onnx.load(str(Path(cfg.model.path).expanduser()), load_external_data=False),
+                                    plan.tensorrt_version, plan.backend)
     if plan.nvidia or requested == "auto":
         problems += _removed_option_problems(engine.tensorrt, plan.tensorrt_version, engine.precision.value)
         problems += tensorrt_problems(engine.tensorrt, plan)

@@ -193,3 +193,53 @@ def test_runtime_settings_where_they_cannot_apply_are_refused(machine, overrides
     machine(**CPU)
     problems = plan_module.plan_problems(recipe_cfg("cnn_torch", *overrides))
     assert [p.path for p in problems] == [key] and problems[0].fix
+
+
+def _file_with(tmp_path, nodes, opset=17, extra_opsets=()):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
+                                                    *(helper.make_opsetid(d, v) for d, v in extra_opsets)])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("backend", ["tensorrt", "tensorrt_rtx"])
+def test_tensorrt_lint_names_the_ops_its_parser_refuses_before_any_work(machine, tmp_path, backend, monkeypatch):
+    from onnx import helper
+
+    machine(**TRT)
+    monkeypatch.setattr(plan_module, "_builder_problems", lambda requested: [])
+    path = _file_with(tmp_path, [helper.make_node("FusedMatMul", ["x", "x"], ["m"], domain="com.microsoft"),
+                                 helper.make_node("MatMulInteger", ["m", "m"], ["i"]),
+                                 helper.make_node("Identity", ["m"], ["y"])], extra_opsets=[("com.microsoft", 1)])
+    problems = plan_module.plan_problems(recipe_cfg("onnx_file", f"model.path={path}", f"engine.backend={backend}"))
+    refused = {p.message: (p.value, p.fix) for p in problems if p.path == "model.path"}
+    name = "TensorRT-RTX" if backend == "tensorrt_rtx" else "TensorRT 11"
+    assert refused[f"{name}'s ONNX parser does not import onnxruntime contrib ops (com.microsoft)"][0] == ["FusedMatMul"]
+    value, fix = refused[f"{name}'s ONNX parser does not import dynamic quantization"]
+    assert value == ["MatMulInteger"] and "engine.backend=onnxruntime" in fix
+
+
+def test_the_tensorrt_import_table_by_kind_and_version():
+    from compiler.backends.tensorrt_ops import REFUSED, kind_of
+
+    assert kind_of("QLinearConv", "", 13) == "QOperator int8"
+    assert kind_of("TreeEnsembleClassifier", "ai.onnx.ml", 17) == "ai.onnx.ml ops"
+    assert kind_of("Attention", "", 23) == "opset-23 Attention" and kind_of("Attention", "", 17) is None
+    assert kind_of("Conv", "", 17) is None and kind_of("QuantizeLinear", "", 17) is None  # Q/DQ is TensorRT's int8
+    assert set(REFUSED) == {10, 11}
+
+
+def test_onnxruntime_engines_take_what_tensorrt_refuses(machine, tmp_path):
+    from onnx import helper
+
+    machine(**ORT_GPU)
+    path = _file_with(tmp_path, [helper.make_node("FusedMatMul", ["x", "x"], ["y"], domain="com.microsoft")],
+                      extra_opsets=[("com.microsoft", 1)])
+    assert not [p for p in plan_module.plan_problems(recipe_cfg("onnx_file", f"model.path={path}"))
+                if p.path == "model.path"]
