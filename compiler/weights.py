@@ -156,8 +156,6 @@ def digest(constant: Any, prefix: int | None = None) -> str:
     tells most different weights apart): read in chunks from disk for a DiskValues one."""
     import hashlib
 
-    import numpy as np
-
     h = hashlib.sha256()
     if isinstance(constant._values, DiskValues):
         info = _info(constant._values.tensor)

@@ -142,25 +142,18 @@ def fuse_for_gpu(src: Path, dst: Path) -> dict[str, Any]:
     from onnxruntime.transformers.optimizer import optimize_model
 
     from compiler.onnx_files import has_external_data
-    from compiler.passes import eliminate_noops, merge_transposes_reshapes, scale_after_qk, split_packed_qkv
-    from compiler.passes._gs import on_graph
 
     external = has_external_data(src)
     model = onnx.load(str(src), load_external_data=not external)
     done: dict[str, Any] = {}
     if not external:  # weights on disk stay there: nothing is split (a packed weight read whole would be a copy)
-        def split(graph: Any) -> None:
-            done["packed_projections_split"] = split_packed_qkv.split(graph)
+        try:
+            model = _prepared(model, done)
+        except Exception as exc:  # a graph the rewrites cannot take: the optimizer sees it as exported
+            from compiler.errors import describe
 
-        def move(graph: Any) -> None:
-            done["attention_scales_moved"] = scale_after_qk.move(graph)
-            done["softmax_nan_guards_dropped"] = drop_softmax_nan_guards(graph)
-
-        def biases(graph: Any) -> None:  # after eliminate_noops, which would take an Add of zeros out again
-            done["zero_biases_added"] = add_zero_biases(graph)
-
-        model = on_graph(on_graph(model, split, infer=True), move)
-        model = on_graph(merge_transposes_reshapes.apply(eliminate_noops.apply(model)), biases)
+            done = {"preparation_skipped": describe(exc)}
+            model = onnx.load(str(src), load_external_data=True)
     params = transformer_params(model)
     with tempfile.TemporaryDirectory(dir=dst.parent) as scratch:
         prepared = src if external else Path(scratch) / "prepared.onnx"
@@ -185,3 +178,24 @@ MODEL_TYPES = ("bert", "gpt2", "clip")  # encoders (BERT, ViT), causal decoders,
 def _model_types(guess: str) -> list[str]:
     """The optimizer's model types to try, the graph's own guess first (it wins ties)."""
     return [guess] + [t for t in MODEL_TYPES if t != guess]
+
+
+def _prepared(model: Any, done: dict) -> Any:
+    """The graph in the forms the fusions match: packed q/k/v split, scales moved after q·kᵀ, safe-softmax guards
+    dropped, then cleaned, then zero biases restored; `done` counts each rewrite."""
+    from compiler.passes import eliminate_noops, merge_transposes_reshapes, scale_after_qk, split_packed_qkv
+    from compiler.passes._gs import on_graph
+
+    def split(graph: Any) -> None:
+        done["packed_projections_split"] = split_packed_qkv.split(graph)
+
+    def move(graph: Any) -> None:
+        done["attention_scales_moved"] = scale_after_qk.move(graph)
+        done["softmax_nan_guards_dropped"] = drop_softmax_nan_guards(graph)
+
+    def biases(graph: Any) -> None:  # after eliminate_noops, which would take an Add of zeros out again
+        done["zero_biases_added"] = add_zero_biases(graph)
+
+    model = on_graph(on_graph(model, split, infer=True), move)
+    model = on_graph(merge_transposes_reshapes.apply(eliminate_noops.apply(model)), biases)
+    return model

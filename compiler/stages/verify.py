@@ -184,7 +184,13 @@ def run(ctx: StageContext) -> StageResult:
     if plan.cuda_provider:  # where each node runs: a CPU node or a Memcpy is a host<->device copy every call
         from compiler.backends.onnxruntime import placement
 
-        info["placement"] = placement(ctx.inputs["build"], plan, feeds[-1][1])
+        try:
+            info["placement"] = placement(ctx.inputs["build"], plan, feeds[-1][1])
+        except Exception as exc:  # the profile is a report, never a gate: a failure to take it fails nothing
+            from compiler.errors import describe
+
+            info["placement"] = None
+            ctx.log.warning("node placement not measured: %s", describe(exc))
     (ctx.work_dir / "verify.json").write_text(json.dumps(info, indent=2))
     return StageResult("verify.json", info)
 
