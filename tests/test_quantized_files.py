@@ -33,20 +33,32 @@ def _fp32_model(path, conv: bool) -> None:
 
 
 def _static_int8(tmp_path):
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-
-    fp32, out = tmp_path / "fp32.onnx", tmp_path / "int8_qdq.onnx"
-    _fp32_model(fp32, conv=True)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            rng = np.random.default_rng(1)
-            self.feeds = iter([{"x": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(8)])
-
-        def get_next(self):
-            return next(self.feeds, None)
-
-    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+    """A static QDQ int8 conv net as onnxruntime's quantize_static writes one (per-channel int8 weights, uint8
+    activations), with fixed scales: onnxruntime's engine fuses it into QLinearConv, the reference runs it op by op."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    w_scale = np.abs(w).reshape(8, -1).max(1) / 127
+    w_q = np.round(w / w_scale[:, None, None, None]).astype(np.int8)
+    inits = [numpy_helper.from_array(w_q, "w_q"), numpy_helper.from_array(w_scale.astype(np.float32), "w_scale"),
+             numpy_helper.from_array(np.zeros(8, np.int8), "w_zero"),
+             numpy_helper.from_array(np.array(0.03, np.float32), "x_scale"),
+             numpy_helper.from_array(np.array(128, np.uint8), "x_zero"),
+             numpy_helper.from_array(np.array(0.05, np.float32), "r_scale"),
+             numpy_helper.from_array(np.array(0, np.uint8), "r_zero"),
+             numpy_helper.from_array(rng.standard_normal((8 * 8 * 8, 10)).astype(np.float32) * 0.1, "fc")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zero"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("QuantizeLinear", ["r", "r_scale", "r_zero"], ["rq"]),
+             helper.make_node("DequantizeLinear", ["rq", "r_scale", "r_zero"], ["rd"]),
+             helper.make_node("Flatten", ["rd"], ["f"]), helper.make_node("MatMul", ["f", "fc"], ["logits"])]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    out = tmp_path / "int8_qdq.onnx"
+    onnx.save(model, str(out))
     return out
 
 
