@@ -246,10 +246,9 @@ def _remove_run_dir(run_dir: Path) -> None:
             handler.close()
             logging.getLogger().removeHandler(handler)
     run_dir = run_dir.absolute()
-    if run_dir in _SESSION.existed:
-        for name in (".hydra", "compiler.log"):  # a folder the user named: only what Hydra wrote there
-            shutil.rmtree(run_dir / name, ignore_errors=True) if name == ".hydra" else (run_dir / name).unlink(
-                missing_ok=True)
+    if not _SESSION.existed or run_dir in _SESSION.existed:  # a folder that was there (or not known): only
+        shutil.rmtree(run_dir / ".hydra", ignore_errors=True)   # what Hydra wrote into it goes
+        (run_dir / "compiler.log").unlink(missing_ok=True)
         return
     shutil.rmtree(run_dir, ignore_errors=True)
     for parent in run_dir.parents:
