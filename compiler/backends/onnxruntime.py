@@ -164,15 +164,18 @@ def load_session(path: Path, plan: Any, optimization_level: str | None = None,
 
 
 def engine_session(path: Path, settings: dict, optimization_level: str | None = None,
-                   intra_op_threads: int | None = None, prepack: bool = True) -> ort.InferenceSession:
+                   intra_op_threads: int | None = None, prepack: bool = True,
+                   profile_prefix: str | None = None) -> ort.InferenceSession:
     """A session over an engine with its runtime settings (read_runtime): what the compiler verified and timed,
-    and what a server or a user's script opens it with."""
+    and what a server or a user's script opens it with. `profile_prefix`: onnxruntime profiles its runs there."""
     s = settings["session"]
     options = session_options({"optimization_level": s["graph_optimization_level"],
                                "intra_op_threads": s["intra_op_num_threads"],
                                "inter_op_threads": s["inter_op_num_threads"],
                                "custom_op_libraries": s["custom_op_libraries"]},
                               optimization_level, intra_op_threads, prepack)
+    if profile_prefix:
+        options.enable_profiling, options.profile_file_prefix = True, profile_prefix
     available = set(ort.get_available_providers())
     chosen = [(name, opts) if opts else name for name, opts in settings["providers"] if name in available]
     return ort.InferenceSession(str(path), options, providers=chosen or ["CPUExecutionProvider"],
@@ -263,16 +266,7 @@ def placement(path: Path, plan: Any, feed: dict) -> dict:
     settings = {**settings, "providers": [[name, {k: v for k, v in opts.items() if k != "enable_cuda_graph"}]
                                           for name, opts in settings["providers"]]}
     with tempfile.TemporaryDirectory() as folder:
-        options = session_options({"optimization_level": settings["session"]["graph_optimization_level"],
-                                   "intra_op_threads": settings["session"]["intra_op_num_threads"],
-                                   "inter_op_threads": settings["session"]["inter_op_num_threads"],
-                                   "custom_op_libraries": settings["session"]["custom_op_libraries"]})
-        options.enable_profiling = True
-        options.profile_file_prefix = str(Path(folder) / "placement")
-        available = set(ort.get_available_providers())
-        session = ort.InferenceSession(str(path), options, providers=[
-            (n, o) if o else n for n, o in settings["providers"] if n in available] or ["CPUExecutionProvider"],
-            disabled_optimizers=settings["session"]["disabled_optimizers"])
+        session = engine_session(path, settings, profile_prefix=str(Path(folder) / "placement"))
         session.run(None, feed)
         events = json.loads(Path(session.end_profiling()).read_text())
     nodes: dict[str, tuple[str, str]] = {}

@@ -83,7 +83,7 @@ def _step(node: gs.Node, labels: list[str], width: int) -> list[str] | None:
     return [label for i, label in enumerate(labels) if i not in removed]
 
 
-def _cut(tensor: gs.Variable, labels: list[str], width: int, opset: int) -> tuple[list[gs.Node], list] | None:
+def _cut(tensor: gs.Variable, labels: list[str], width: int) -> tuple[list[gs.Node], list] | None:
     """How the tensor is cut into q, k, v: (the cutting nodes, the three tensors in order), or None."""
     readers = list(tensor.outputs)
     if THREE in labels:
@@ -97,7 +97,7 @@ def _cut(tensor: gs.Variable, labels: list[str], width: int, opset: int) -> tupl
         else:
             if sorted(gathers) == [0, 1, 2] and len(readers) == 3:
                 return readers, [gathers[i].outputs[0] for i in range(3)]
-        if len(readers) == 1 and readers[0].op == "Split" and _equal_thirds(readers[0], axis, len(labels), 1, opset):
+        if len(readers) == 1 and readers[0].op == "Split" and _equal_thirds(readers[0], axis, len(labels), 1):
             squeezes = [only for out in readers[0].outputs if len(out.outputs) == 1
                         for only in [out.outputs[0]] if only.op == "Squeeze"
                         and [a % len(labels) for a in (_axes(only) or [])] == [axis]]
@@ -105,7 +105,7 @@ def _cut(tensor: gs.Variable, labels: list[str], width: int, opset: int) -> tupl
                 return [readers[0], *squeezes], [s.outputs[0] for s in squeezes]
         return None
     axis = len(labels) - 1
-    if len(readers) == 1 and readers[0].op == "Split" and _equal_thirds(readers[0], axis, len(labels), width, opset):
+    if len(readers) == 1 and readers[0].op == "Split" and _equal_thirds(readers[0], axis, len(labels), width):
         return readers, list(readers[0].outputs)
     if len(readers) == 3 and all(r.op == "Slice" for r in readers):
         order = {}
@@ -126,7 +126,7 @@ def _cut(tensor: gs.Variable, labels: list[str], width: int, opset: int) -> tupl
     return None
 
 
-def _equal_thirds(split: gs.Node, axis: int, rank: int, width: int, opset: int) -> bool:
+def _equal_thirds(split: gs.Node, axis: int, rank: int, width: int) -> bool:
     if len(split.outputs) != 3 or split.attrs.get("axis", 0) % rank != axis:
         return False
     sizes = split.attrs.get("split")
@@ -157,7 +157,7 @@ def _packed(graph: gs.Graph) -> list[Packed]:
         packed = Packed(node, weight, bias, bias_node)
         labels = [f"a{i}" for i in range(rank - 1)] + [PACKED]
         while id(tensor) not in outputs:
-            cut = _cut(tensor, labels, width, graph.opset)
+            cut = _cut(tensor, labels, width)
             if cut is not None:
                 packed.cut, packed.parts = cut
                 found.append(packed)
