@@ -107,8 +107,16 @@ def check_recipe(cfg: DictConfig, recipe: str) -> Checked:
         return Checked(EXIT_OK, [])
     domain = list(opened.get("notes", []))
     if cfg.framework.value == "onnx":  # the generated inputs, tried on the file before anything is built
+        from compiler.activation_memory import fit_recipe
         from compiler.input_domain import probe
 
+        notes, problem = fit_recipe(cfg, opened)  # first: the probe runs the file at the max shapes
+        if problem:
+            print(f"compiler: {RecipeError([problem]).render()}", file=sys.stderr)
+            return Checked(EXIT_INVALID_RECIPE, [])
+        for note in notes:
+            print(f"compiler: note: {note}", file=sys.stderr)
+        domain += notes
         probed = probe(cfg, opened)
         if probed.problem:
             print(f"compiler: {RecipeError([probed.problem]).render()}", file=sys.stderr)

@@ -129,6 +129,8 @@ def _alternatives(cfg: DictConfig, opened: dict) -> Iterator[tuple[str, Change]]
     yield from constants
     if opened.get("ints"):
         yield f"{'/'.join(opened['ints'])} = 0", {"values": {name: [0] for name in opened["ints"]}}
+        # all ones: what an integer input read as a shape takes at any input size (Expand's and Tile's identity)
+        yield f"{'/'.join(opened['ints'])} = 1", {"values": {name: [1] for name in opened["ints"]}}
     yield from alone
     for label, change in alone if constants else ():
         yield f"{label} and {constants[0][0]}", {**change, **constants[0][1]}

@@ -92,7 +92,8 @@ def _fill(cfg: DictConfig, model: Any, opened: dict) -> tuple[list[Problem], lis
         if name not in file_outputs:
             problems.append(Problem("model.outputs", "no such output in the file", name, ", ".join(file_outputs),
                                     fix="name one of the file's outputs, or remove model.outputs"))
-    dims = OmegaConf.to_container(cfg.model.dims, resolve=True)
+    # a dim set to null (the onnx_file recipe's `batch`) is left to the file and its default
+    dims = {name: r for name, r in OmegaConf.to_container(cfg.model.dims, resolve=True).items() if r is not None}
     defaulted: dict[str, str] = {}  # dim -> the note saying which default it got
     kinds: dict[str, str] = {}      # dim -> which default (batch, spatial, other)
     open_ints: list[str] = []

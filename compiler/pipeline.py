@@ -30,7 +30,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("train", "compiler.stages.train:run", ("framework", "seed", "data", "model", "train")),
     Stage("export", "compiler.stages.export:run", ("framework", "model", "export"), ("train",), ("onnx", "onnxscript"),
           plan_key="load_key"),
-    Stage("surgery", "compiler.stages.surgery:run", ("framework", "surgery"), ("export",), ("onnx", "onnx-graphsurgeon", "onnxruntime"),
+    Stage("surgery", "compiler.stages.surgery:run", ("framework", "model", "surgery"), ("export",), ("onnx", "onnx-graphsurgeon", "onnxruntime"),
           plan_key="surgery_key"),
     Stage("quantize", "compiler.stages.quantize:run", ("framework", "seed", "data", "model", "quantize", "verify"),
           ("surgery",), ("onnxruntime", "onnx", "nvidia-modelopt"), plan_key="conversion_key"),

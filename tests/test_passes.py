@@ -459,3 +459,27 @@ def test_shape_arithmetic_sees_through_a_reshape_minus_one():
     x = {"x": np.random.default_rng(0).standard_normal((5, 3, 4)).astype(np.float32)}
     before, after = (ort.InferenceSession(m.SerializeToString()).run(None, x)[0] for m in (model, folded))
     np.testing.assert_array_equal(before, after)
+
+
+def test_a_dynamo_reshape_with_allowzero_to_its_own_shape_is_removed():
+    """torch's dynamo exporter writes `view(ids, [-1, ids.size(1)])` as Reshape(allowzero=1) of a Concat of Shape:
+    with no literal 0 in the target, allowzero changes nothing, the target folds to [-1, 0] (0 copies the dim)
+    and the no-op goes (GPT-2's and BERT's input views; onnxslim removes them too). A literal 0 keeps it."""
+    from onnx import TensorProto as T
+
+    def model(head):
+        c = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
+        nodes = [helper.make_node("Shape", ["ids"], ["s"], start=1, end=2),
+                 helper.make_node("Concat", ["head", "s"], ["target"], axis=0),
+                 helper.make_node("Reshape", ["ids", "target"], ["r"], allowzero=1),
+                 helper.make_node("Cast", ["r"], ["y"], to=T.FLOAT)]
+        graph = helper.make_graph(nodes, "view", [helper.make_tensor_value_info("ids", T.INT64, ["b", "s"])],
+                                  [helper.make_tensor_value_info("y", T.FLOAT, None)], [c("head", [head])])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    out, _ = apply_passes(model(-1), ["fold_shape_computations", "eliminate_noops", "cleanup"])
+    assert [n.op_type for n in out.graph.node] == ["Cast"]
+    ids = {"ids": np.arange(12, dtype=np.int64).reshape(3, 4)}
+    np.testing.assert_array_equal(_run(out, ids)[0], _run(model(-1), ids)[0])
+    kept, _ = apply_passes(model(0), ["fold_shape_computations", "eliminate_noops", "cleanup"])
+    assert [n.op_type for n in kept.graph.node] == ["Shape", "Concat", "Reshape", "Cast"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -148,3 +150,34 @@ def test_to_float16_is_onnxruntimes_conversion_element_for_element():
     ours, theirs = weights.to_float16(values), convert_np_to_float16(values)
     assert ours.dtype == theirs.dtype == np.float16 and ours.shape == theirs.shape
     assert ours.tobytes() == theirs.tobytes()
+
+
+def test_weights_beside_the_model_under_another_name_fold_and_every_written_location_is_relative(compile_cli, tmp_path):
+    """Polygraphy's ext_weights_same_dir: three small weights in `ext_weights.data` (not `<model>.data`) summed in
+    a chain that folds to one constant. The fold reads every weight of the region it evaluates (onnxruntime
+    refuses an absolute location in a model given as bytes), and no file the compiler writes names an absolute
+    location."""
+    src = tmp_path / "src" / "ext_weights.onnx"
+    src.parent.mkdir()
+    values = {name: np.full((1, 3), i + 1, np.float32) for i, name in enumerate("abd")}
+    nodes = [helper.make_node("Add", ["a", "b"], ["c"]), helper.make_node("Add", ["c", "d"], ["e"]),
+             helper.make_node("Add", ["input", "e"], ["output"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3])],
+                              [numpy_helper.from_array(v, k) for k, v in values.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save_model(model, str(src), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext_weights.data", size_threshold=0)
+    run = compile_cli("recipe=onnx_file", f"model.path={src}", "verify.latency.iterations=2",
+                      "verify.latency.warmup=1", "verify.latency.batch_sizes=[1]")
+    assert run.code == 0, run.output
+    clean = onnx.load(str(run.run_dir / "model.clean.onnx"), load_external_data=False)
+    assert [n.op_type for n in clean.graph.node] == ["Add"]  # a + b + d folded into one constant
+    for written in run.run_dir.glob("*.onnx"):
+        locations = [e.value for t in weights.tensors(onnx.load(str(written), load_external_data=False))
+                     for e in t.external_data if e.key == "location"]
+        assert not any(os.path.isabs(location) or "/" in location for location in locations), (written, locations)
+    x = np.arange(3, dtype=np.float32).reshape(1, 3)
+    out = ort.InferenceSession(str(run.run_dir / "model.clean.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x})[0]
+    np.testing.assert_array_equal(out, x + 6)

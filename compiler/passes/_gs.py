@@ -3,7 +3,7 @@ and reading constants."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -65,12 +65,14 @@ def _pack_sub_byte(graph: gs.Graph) -> None:
 SHAPE_ONLY_BYTES = 1 << 16   # larger weights reach shape inference as shape and type only
 
 
-def inferred_graph(model: onnx.ModelProto, symbolic: bool = False) -> onnx.GraphProto:
+def inferred_graph(model: onnx.ModelProto, symbolic: bool = False,
+                   input_shapes: Mapping[str, Sequence[int]] | None = None) -> onnx.GraphProto:
     """The graph with shapes and types of every tensor inferred afresh (with data propagation): value_info and
     outputs. onnx's inference serialises the model, which stops at 2 GiB, and reads only the shapes of
     weights: it gets a copy without large ones, where onnxruntime's quantizer and optimizer ops have standard
     stand-ins (_shape_stand_ins). `symbolic`: where onnx's inference had to invent dim names
-    (`unk__N`), onnxruntime's symbolic inference is asked instead (it costs a sympy import, so only then)."""
+    (`unk__N`), onnxruntime's symbolic inference is asked instead (it costs a sympy import, so only then).
+    `input_shapes`: graph inputs of these concrete shapes (ranks as the graph declares them)."""
     light = onnx.ModelProto()
     for field in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
         setattr(light, field, getattr(model, field))
@@ -83,6 +85,11 @@ def inferred_graph(model: onnx.ModelProto, symbolic: bool = False) -> onnx.Graph
         stand_in(node)
     graph.input.extend(model.graph.input)
     graph.output.extend(model.graph.output)
+    for value in graph.input:
+        shape = (input_shapes or {}).get(value.name)
+        if shape is not None and value.type.HasField("tensor_type"):
+            for d, size in zip(value.type.tensor_type.shape.dim, shape):
+                d.dim_value = int(size)
     for tensor in model.graph.initializer:
         if len(tensor.raw_data) > SHAPE_ONLY_BYTES:
             graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))

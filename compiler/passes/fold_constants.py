@@ -37,11 +37,10 @@ def hide_large_constants(graph: gs.Graph, limit: int = LARGE_FOLD_BYTES,
             if isinstance(tensor, gs.Constant) and nbytes(tensor) >= limit:
                 node.inputs[i] = gs.Variable(f"{tensor.name}::large", dtype=tensor.dtype, shape=list(tensor.shape))
                 hidden.append((node, i, tensor))
-    for node in graph.nodes:  # what will be folded is read now: onnxruntime takes no weights on disk by path here
-        if node.inputs and all(isinstance(t, gs.Constant) for t in node.inputs):
-            for tensor in node.inputs:
-                if isinstance(tensor._values, DiskValues):
-                    tensor.values = tensor._values.load()
+    for node in foldable_nodes(graph):  # read now: onnxruntime takes no weights on disk by path here
+        for tensor in node.inputs:
+            if isinstance(tensor, gs.Constant) and isinstance(tensor._values, DiskValues):
+                tensor.values = tensor._values.load()
     if hidden and not quiet:
         names = sorted({n.name or n.op for n, _, _ in hidden if all(isinstance(t, gs.Constant) or t.name.endswith(
             "::large") for t in n.inputs)})
@@ -49,6 +48,21 @@ def hide_large_constants(graph: gs.Graph, limit: int = LARGE_FOLD_BYTES,
             note(f"not folded: {len(names)} node(s) reading a constant of {limit >> 20} MiB or more "
                  f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
     return hidden
+
+
+def foldable_nodes(graph: gs.Graph) -> list[gs.Node]:
+    """The nodes a fold evaluates: those whose every input is a constant or the output of such a node (a chain
+    of Adds over three weights is one foldable region, not just its first node)."""
+    graph.toposort()
+    computed: set[int] = set()
+    nodes = []
+    for node in graph.nodes:
+        if node.inputs and all(isinstance(t, gs.Constant) or id(t) in computed for t in node.inputs if t.name) \
+                and node.op not in ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial") \
+                and not any(isinstance(a, gs.Graph) for a in node.attrs.values()):
+            computed.update(id(t) for t in node.outputs)
+            nodes.append(node)
+    return nodes
 
 
 def restore(hidden: list[tuple[gs.Node, int, gs.Constant]]) -> None:

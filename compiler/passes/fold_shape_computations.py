@@ -36,8 +36,8 @@ def _evaluate(node: gs.Node, vals: list) -> np.ndarray | None:
     op = node.op
     if op == "Shape":
         shape = node.inputs[0].shape
-        if shape is None or any(d is None for d in shape):
-            return None
+        if shape is None or any(d is None or (isinstance(d, int) and d < 0) for d in shape):
+            return None  # a negative dim value in a file means "unknown", never a size
         dims = [int(d) if not isinstance(d, str) else d for d in shape]
         start, end = node.attrs.get("start", 0), node.attrs.get("end", len(dims))
         return np.array(dims[start:end], dtype=object)
@@ -138,11 +138,16 @@ def _fold(graph: gs.Graph) -> None:
             values[id(folded)] = result
     for node in [n for n in graph.nodes if n.op == "Reshape"]:
         target = values.get(id(node.inputs[1]))
-        if target is None or constant(node.inputs[1]) is not None or node.attrs.get("allowzero", 0):
+        if target is None or constant(node.inputs[1]) is not None:
+            continue
+        # allowzero=1 (torch's dynamo exporter writes it) reads a 0 as a size; a target with no literal 0 means
+        # the same under allowzero=0, where our 0 copies the input's dim
+        if node.attrs.get("allowzero", 0) and any(not isinstance(d, str) and d == 0 for d in target.reshape(-1)):
             continue
         shape = _reshape_target(target, node.inputs[0].shape)
         if shape is not None:
             node.inputs[1] = gs.Constant(fresh_name(graph, f"{node.outputs[0].name}_shape"), shape)
+            node.attrs.pop("allowzero", None)
     graph.cleanup()
 
 

@@ -7,10 +7,11 @@ import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, List
+from typing import Any, List, Mapping, Sequence
 
 from compiler.errors import StageError
 from compiler.onnx_files import byte_size
+from compiler.passes import shape_check
 from compiler.stages import StageContext, StageResult
 
 # The best general-purpose cleaning we have, in the order that lets each pass feed the next.
@@ -33,8 +34,11 @@ SKIPPED_FOR_ENGINE = "left out for this engine (onnxruntime's CUDA attention fus
     "projections; EnginePlan.surgery_key)"
 
 
-def apply_passes(model, passes_cfg, log=None, skip: tuple[str, ...] | list[str] = ()) -> tuple[Any, list[dict]]:
-    """Run the pass list, less the passes the engine's plan skips; return the new model and one record per pass."""
+def apply_passes(model, passes_cfg, log=None, skip: tuple[str, ...] | list[str] = (),
+                 shapes: Sequence[Mapping[str, Sequence[int]]] = ()) -> tuple[Any, list[dict]]:
+    """Run the pass list, less the passes the engine's plan skips; return the new model and one record per pass.
+    `shapes`: concrete input shapes (the profile's min and max) at which every shape constant a pass wrote must
+    hold (passes/shape_check.py)."""
     from omegaconf import OmegaConf
 
     from compiler.passes import parse_pass_list
@@ -46,7 +50,7 @@ def apply_passes(model, passes_cfg, log=None, skip: tuple[str, ...] | list[str] 
 
     records = []
     take_notes()
-    guard = ControlFlowGuard(model)
+    guard, shape_guard = ControlFlowGuard(model), ShapeGuard(model, shapes)
     gc.freeze()  # everything alive now (torch, TensorFlow, ...) is left out of the per-pass collections below
     try:
         for call in calls:
@@ -57,11 +61,18 @@ def apply_passes(model, passes_cfg, log=None, skip: tuple[str, ...] | list[str] 
                 continue
             result, record = _apply_one(call, model)
             broken = guard.broken(result)
+            wrong_shape = None if broken else shape_guard.wrong(result)
             if broken:  # the pass broke a valid control-flow model: its result is dropped, the model kept as it was
                 record.update(skipped=f"kept the model as it was: the result broke its control flow ({broken})",
                               nodes_after=record["nodes_before"], op_delta={})
+            elif wrong_shape:  # the pass wrote a shape no runtime accepts: dropped before it can reach the build
+                record.update(skipped=f"kept the model as it was: the result wrote an invalid shape ({wrong_shape})",
+                              nodes_after=record["nodes_before"], op_delta={})
+                if log:
+                    log.warning("pass %s: result dropped: it wrote an invalid shape: %s", call.name, wrong_shape)
             else:
                 model = result
+                shape_guard.accept(result)
             notes = take_notes()
             if notes:
                 record["notes"] = notes
@@ -93,6 +104,28 @@ class ControlFlowGuard:
         if not self.active:
             return None
         return next((error for error in (_load_error(model, level) for level in self.levels) if error), None)
+
+
+class ShapeGuard:
+    """Every pass leaves the shape-carrying constants valid at the profile's input shapes (passes/shape_check.py).
+    Checked only after a pass that changed one, and only for problems the model before it did not have: a file's
+    own oddities are the file's."""
+
+    def __init__(self, model: Any, shapes: Sequence[Mapping[str, Sequence[int]]]):
+        self.shapes = list(shapes)
+        self.seen = shape_check.fingerprint(model)
+        self.known = shape_check.problems(model, self.shapes)
+
+    def wrong(self, model: Any) -> str | None:
+        if shape_check.fingerprint(model) == self.seen:
+            return None
+        new = sorted(shape_check.problems(model, self.shapes) - self.known)
+        return "; ".join(new[:3]) + (f"; and {len(new) - 3} more" if len(new) > 3 else "") if new else None
+
+    def accept(self, model: Any) -> None:
+        seen = shape_check.fingerprint(model)
+        if seen != self.seen:
+            self.seen, self.known = seen, self.known | shape_check.problems(model, self.shapes)
 
 
 def _has_control_flow(model: Any) -> bool:
@@ -149,6 +182,17 @@ def _apply_one(call, model) -> tuple[Any, dict]:
                    "seconds": time.perf_counter() - started}
 
 
+def _extreme_shapes(io: Any) -> list[dict[str, tuple[int, ...]]]:
+    """The inputs' shapes at each profile's min and max, each distinct set once."""
+    found: list[dict[str, tuple[int, ...]]] = []
+    for profile in range(len(io.profiles)) if io is not None else ():
+        for position in ("min", "max"):
+            shapes = io.shapes(profile, position)
+            if shapes not in found:
+                found.append(shapes)
+    return found
+
+
 def run(ctx: StageContext) -> StageResult:
     from compiler.stages.export import checked_model_info
 
@@ -159,7 +203,7 @@ def run(ctx: StageContext) -> StageResult:
     spill = ctx.work_dir / ".spill"
     with weights.spilling_to(spill):
         model, records = apply_passes(model, ctx.cfg.surgery.passes, ctx.log,
-                                      skip=ctx.plan.surgery_key().get("skip", ()))
+                                      skip=ctx.plan.surgery_key().get("skip", ()), shapes=_extreme_shapes(ctx.io))
         out = ctx.work_dir / "model.clean.onnx"
         # weights beside the model stay beside it (and must, over 2 GB); each tensor is written once
         save_model(model, out, external=True if has_external_data(ctx.inputs["export"]) else None)

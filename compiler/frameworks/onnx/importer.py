@@ -61,8 +61,28 @@ def import_file(src: Path, out: Path, io: IOSpec, plan: Any) -> list[str]:
     if not model.graph.name:
         model.graph.name = src.stem or "main_graph"
         fixes.append(f"the unnamed graph is named '{model.graph.name}'")
+    fixes += _negative_dims(model)
     fixes += _typed_outputs(model, src, io)
     save_model(model, out, external=True if has_external_data(src) else None)
+    return fixes
+
+
+def _negative_dims(model: Any) -> list[str]:
+    """A negative dim value (Polygraphy's `reshape.onnx` writes -1 for "any") is a dynamic dim, named as the IO spec
+    names it (onnx_io.dim_keys). Left as a number, a pass folding `Shape` would compute with -1 and write a
+    shape such as -75 that no runtime loads."""
+    from compiler.onnx_io import dim_keys
+
+    keys = dim_keys(list(model.graph.input))
+    fixes = []
+    for value in [*model.graph.input, *model.graph.output]:
+        if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
+            continue
+        for axis, d in enumerate(value.type.tensor_type.shape.dim):
+            if d.HasField("dim_value") and d.dim_value < 0:
+                written = d.dim_value
+                d.dim_param = keys.get((value.name, axis), f"{value.name}_dim{axis}")
+                fixes.append(f"'{value.name}' dim {axis} was {written}: a dynamic dim ('{d.dim_param}')")
     return fixes
 
 
