@@ -11,7 +11,9 @@
 - fp16 conversions (fp16 inputs and outputs) and models with int32/uint8/bool inputs;
 - files onnxruntime cannot load (corrupt, unknown op, custom domain), which must fail cleanly;
 - part two (kinds.py): wheel-shipped models (VAD, OCR, detectors), control flow, NMS, KV-cache decoders,
-  ai.onnx.ml pipelines, int8 and fp16 files, shape-less IO (`--part-two` adds only these).
+  ai.onnx.ml pipelines, int8 and fp16 files, shape-less IO (`--part-two` adds only these);
+- part three (kinds_three.py): already-quantized files (per-channel int8, int4, fp8), bf16, string inputs,
+  diffusers UNet/VAE, Whisper/T5/CLIP/DETR/wav2vec2, opsets 22-23, Polygraphy's shapes (`--part-three`).
 Writes OUT_DIR/manifest.json: one entry per file with its source.
 """
 
@@ -217,14 +219,18 @@ def main() -> None:
     parser.add_argument("--torchvision-python", help="python of a venv with torch 2.14.1 + torchvision 0.29.1")
     parser.add_argument("--part-two", action="store_true",
                         help="only the second part's kinds (kinds.py), added to an OUT_DIR built before")
+    parser.add_argument("--part-three", action="store_true",
+                        help="only the third part's kinds (kinds_three.py), added to an OUT_DIR built before")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.part_two:
+    if args.part_two or args.part_three:
         from kinds import part_two
+        from kinds_three import part_three
 
+        part, build = (2, part_two) if args.part_two else (3, part_three)
         manifest = args.out / "manifest.json"
-        kept = [e for e in json.loads(manifest.read_text()) if e.get("part") != 2] if manifest.is_file() else []
-        entries = [{**e, "part": 2} for e in part_two(args.out)]
+        kept = [e for e in json.loads(manifest.read_text()) if e.get("part") != part] if manifest.is_file() else []
+        entries = [{**e, "part": part} for e in build(args.out)]
         manifest.write_text(json.dumps(kept + entries, indent=2))
         _summary(entries)
         return
@@ -237,6 +243,9 @@ def main() -> None:
     from kinds import part_two
 
     entries += [{**e, "part": 2} for e in part_two(args.out)]
+    from kinds_three import part_three
+
+    entries += [{**e, "part": 3} for e in part_three(args.out)]
     (args.out / "manifest.json").write_text(json.dumps(entries, indent=2))
     _summary(entries)
 

@@ -182,7 +182,7 @@ def main() -> None:
     parser.add_argument("corpus", type=Path)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--only")
-    parser.add_argument("--part", type=int, choices=(1, 2), help="only the first part's files, or the second's (kinds.py)")
+    parser.add_argument("--part", type=int, choices=(1, 2, 3), help="only the first part's files, the second's (kinds.py) or the third's (kinds_three.py)")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--fresh", action="store_true", help="recompile files already in CORPUS/results.jsonl")
     args = parser.parse_args()

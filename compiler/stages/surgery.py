@@ -11,7 +11,6 @@ from typing import Any, List, Mapping, Sequence
 
 from compiler.errors import StageError
 from compiler.onnx_files import byte_size
-from compiler.passes import shape_check
 from compiler.stages import StageContext, StageResult
 
 # The best general-purpose cleaning we have, in the order that lets each pass feed the next.
@@ -112,20 +111,22 @@ class ShapeGuard:
     own oddities are the file's."""
 
     def __init__(self, model: Any, shapes: Sequence[Mapping[str, Sequence[int]]]):
-        self.shapes = list(shapes)
+        from compiler.passes import shape_check  # numpy and onnx: not at `--help`
+
+        self.check, self.shapes = shape_check, list(shapes)
         self.seen = shape_check.fingerprint(model)
         self.known = shape_check.problems(model, self.shapes)
 
     def wrong(self, model: Any) -> str | None:
-        if shape_check.fingerprint(model) == self.seen:
+        if self.check.fingerprint(model) == self.seen:
             return None
-        new = sorted(shape_check.problems(model, self.shapes) - self.known)
+        new = sorted(self.check.problems(model, self.shapes) - self.known)
         return "; ".join(new[:3]) + (f"; and {len(new) - 3} more" if len(new) > 3 else "") if new else None
 
     def accept(self, model: Any) -> None:
-        seen = shape_check.fingerprint(model)
+        seen = self.check.fingerprint(model)
         if seen != self.seen:
-            self.seen, self.known = seen, self.known | shape_check.problems(model, self.shapes)
+            self.seen, self.known = seen, self.known | self.check.problems(model, self.shapes)
 
 
 def _has_control_flow(model: Any) -> bool:
