@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 PROTOBUF_LIMIT = 2 << 30          # protobuf cannot serialise a message of 2 GiB or more
-EXTERNAL_THRESHOLD = 1 << 10      # with external data, tensors of 1 KiB and up go to the .data file
 
 
 def external_locations(model: Any) -> list[str]:

@@ -18,13 +18,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from compiler.cache import (StageCache, artifact_files, cache_root, same_content, sha256_artifact, sha256_path, stage_key,
+from compiler.cache import (StageCache, artifact_files, cache_root, sha256_artifact, sha256_path, stage_key,
                             tool_versions)
 from compiler.errors import StageError, debug_enabled, describe
+from compiler.file_hashes import same_content
+from compiler.frameworks import TOOLS as FRAMEWORK_TOOLS
 from compiler.stages import Stage, StageContext
 from compiler.verify.timing import working
 
-FRAMEWORK_TOOLS = {"torch": ("torch",), "tensorflow": ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx"), "onnx": ()}
 
 STAGES: tuple[Stage, ...] = (
     Stage("train", "compiler.stages.train:run", ("framework", "seed", "data", "model", "train")),
@@ -131,7 +132,7 @@ def _place(src: Path, run_dir: Path) -> None:
 def _placed_before(weights: list[Path], run_dir: Path) -> dict[str, str]:
     """{weights file name: the run dir's file with the same bytes}, from hashes this run already knows (nothing
     is read to find out)."""
-    from compiler.cache import known_sha256
+    from compiler.file_hashes import known_sha256
 
     found = {}
     for file in weights:

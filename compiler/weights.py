@@ -18,8 +18,10 @@ from typing import Any, Iterator
 
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
-from compiler.onnx_files import EXTERNAL_THRESHOLD
+from compiler.file_hashes import same_content
 
+
+EXTERNAL_THRESHOLD = 1 << 10   # with external data, tensors of 1 KiB and up go to the .data file
 ALIGN = 4096                   # offsets in a .data file: onnxruntime maps page-aligned tensors
 SPILL_BYTES = 1 << 20          # new tensors this large go to the spill file at once (with a spill folder set)
 _CHUNK = 64 << 20              # bytes per copy step when streaming a tensor between files
@@ -334,8 +336,6 @@ def save(model: Any, path: Path, external: bool) -> None:
     onnx.save_model(model, str(path))
     os.replace(tmp, data)
     if whole and os.path.getsize(data) == os.path.getsize(whole):  # nothing appended: the same bytes
-        from compiler.cache import same_content
-
         same_content(Path(whole), data)
     for tensor, offset, length in moved:  # and in memory, the file itself
         _set_location(tensor, str(data.resolve()), offset, length)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from compiler.model import OutputSpec
-from compiler.stages.verify import AgreementConfig
+from compiler.verify.config import AgreementConfig
 from compiler.verify.agreement import budgets, compare, metrics, score
 from tests.conftest import TINY
 from tests.test_gpu import _overflowing_model

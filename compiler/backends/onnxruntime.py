@@ -15,7 +15,8 @@ import onnxruntime as ort
 
 from compiler.cache import runtime_file
 from compiler.numerics import STRICT_FP32, MathMode
-from compiler.onnx_files import EXTERNAL_THRESHOLD, has_external_data
+from compiler.onnx_files import has_external_data
+from compiler.weights import EXTERNAL_THRESHOLD
 
 _LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,

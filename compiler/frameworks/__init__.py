@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, ContextManager, Protocol
 
 NAMES = ("torch", "keras", "onnx")
+# a recipe's `framework` -> the distributions whose versions key what it trains, exports and times
+TOOLS = {"torch": ("torch",), "tensorflow": ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx"), "onnx": ()}
 _MODULES = {"torch": "torch", "keras": "tensorflow", "onnx": "onnxruntime"}  # whose import makes an adapter live
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, List, Optional
 
 from compiler.stages import StageContext, StageResult
+from compiler.verify.config import AgreementConfig
 
 
 @dataclass
@@ -25,16 +26,6 @@ class LatencyConfig:
     # the framework reference's figures from an earlier run of the same reference, settings and machine (within
     # 24 h, marked with when they were measured) instead of timing it again; the engine is always timed now
     reuse_framework: bool = True
-
-
-@dataclass
-class AgreementConfig:
-    """Budgets of the agreement gate (reduced precision without labels) for every output; null: the precision's
-    default (verify/agreement.py)."""
-
-    rel_l2: Optional[float] = None
-    cosine: Optional[float] = None
-    argmax: Optional[float] = None
 
 
 @dataclass

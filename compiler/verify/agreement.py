@@ -11,12 +11,13 @@ Budgets default by precision (DEFAULT_BUDGETS); `verify.agreement.*` overrides t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from compiler.stages.verify import AgreementConfig  # noqa: F401  (the recipe's verify.agreement)
+from compiler.verify.config import AgreementConfig
+
+
 
 METRICS = ("rel_l2", "cosine", "argmax")
 # what each reduced precision keeps of an fp32 model's outputs, on outputs of O(1) magnitude: tf32 and fp16 round
@@ -31,7 +32,7 @@ DEFAULT_BUDGETS = {
 }
 
 
-def budgets(precision: str, agreement_cfg: Any, outputs: Sequence[Any]) -> dict[str, dict[str, float]]:
+def budgets(precision: str, agreement_cfg: AgreementConfig, outputs: Sequence[Any]) -> dict[str, dict[str, float]]:
     """Per output name ("" for the default) -> metric -> budget."""
     base = dict(DEFAULT_BUDGETS.get(precision, DEFAULT_BUDGETS["fp16"]))
     for metric in METRICS:

@@ -26,7 +26,7 @@ def key(cfg: Any, plan: Any, artifacts: Mapping[str, Path], batches: list[int]) 
 
     from compiler import __version__
     from compiler.cache import sha256_artifact, tool_versions
-    from compiler.pipeline import FRAMEWORK_TOOLS
+    from compiler.frameworks import TOOLS
 
     framework = cfg.framework.value
     reference = artifacts["export"] if framework == "onnx" else artifacts["train"]
@@ -36,7 +36,7 @@ def key(cfg: Any, plan: Any, artifacts: Mapping[str, Path], batches: list[int]) 
                "model": OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True), "latency": latency,
                "seed": cfg.seed, "data": OmegaConf.to_container(cfg.data, resolve=True, enum_to_str=True),
                "gpu": bool(plan.gpu), "host": platform.node(), "cpus": os.cpu_count(), "compiler": __version__,
-               "tools": tool_versions(FRAMEWORK_TOOLS[framework])}
+               "tools": tool_versions(TOOLS[framework])}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
