@@ -138,7 +138,7 @@ def run_job(cfg: DictConfig, recipe: str, run_dir: Path, checked: Checked | None
     from compiler.pipeline import compile_recipe
     from compiler.report import build_report, write_report
 
-    from compiler.verify.timing import working
+    from compiler.machine_lock import working
 
     from compiler.plan import resolve
 

@@ -24,7 +24,7 @@ from compiler.errors import StageError, debug_enabled, describe
 from compiler.file_hashes import same_content
 from compiler.frameworks import TOOLS as FRAMEWORK_TOOLS
 from compiler.stages import Stage, StageContext
-from compiler.verify.timing import working
+from compiler.machine_lock import working
 
 
 STAGES: tuple[Stage, ...] = (

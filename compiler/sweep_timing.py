@@ -40,7 +40,7 @@ def time_together(sweep_dir: Path, jobs: list[str]) -> dict[str, dict[str, float
     from types import SimpleNamespace
 
     from compiler.verify.latency import ROUNDS, compare
-    from compiler.verify.timing import timing
+    from compiler.machine_lock import timing
 
     runners, feeds, settings = {}, {}, None
     for job in jobs:

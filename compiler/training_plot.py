@@ -2,7 +2,7 @@
 
 matplotlib costs about a second, so the plot is drawn in a process of its own, started as soon as training
 ends: it overlaps export, surgery, build and verify instead of adding to the run. The run waits for it before
-latency is timed, and the drawing holds the shared work lock (verify/timing.py) like any stage, so it never
+latency is timed, and the drawing holds the shared work lock (machine_lock.py) like any stage, so it never
 runs while another job times. A history drawn before is copied from `<cache dir>/.plots/` instead.
 """
 
@@ -97,7 +97,7 @@ def draw(history: list[dict], png: Path) -> None:
 
 
 def main(argv: list[str]) -> None:
-    from compiler.verify.timing import working
+    from compiler.machine_lock import working
 
     source, png = Path(argv[0]), Path(argv[1])
     with working():

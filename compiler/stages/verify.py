@@ -12,7 +12,7 @@ from compiler.verify.config import AgreementConfig
 
 @dataclass
 class LatencyConfig:
-    """Measured after every compile, cached stages or not, alone on the machine (verify/timing.py)."""
+    """Measured after every compile, cached stages or not, alone on the machine (machine_lock.py)."""
 
     batch_sizes: List[int] = field(default_factory=lambda: [1, 32])
     iterations: int = 50      # at most this many timed calls per model and batch size...
@@ -45,21 +45,6 @@ class VerifyConfig:
 
 if TYPE_CHECKING:
     from compiler.iospec import IOSpec
-
-
-def samples(cfg, io: "IOSpec"):
-    """(labelled test inputs in the engine's layout, their labels), or (None, None) without data."""
-    if cfg.data.source.value == "none":
-        return None, None
-    from compiler.data.sources import load_dataset
-
-    data = load_dataset(cfg.data, io, cfg.seed)
-    x, y = io.to_engine(data.x_test), data.y_test
-    fixed, count = io.fixed_batch, len(next(iter(x.values())))
-    if fixed and count % fixed:  # a fixed-batch model takes whole batches only
-        keep = count - count % fixed
-        x, y = {k: v[:keep] for k, v in x.items()}, (None if y is None else y[:keep])
-    return x, y
 
 
 def _runners(ctx: StageContext):
@@ -109,6 +94,7 @@ def _feeds(cfg, io: "IOSpec", x_test, max_batch: int, profiles: "list[int] | Non
 def run(ctx: StageContext) -> StageResult:
     import numpy as np
 
+    from compiler.verify.feeds import samples
     from compiler.verify.kv_cache import step_feeds
     from compiler.verify.ledger import error_ledger, tolerances
     from compiler.verify.metric import evaluate, metric_of

@@ -1,6 +1,7 @@
-"""The generated inputs every check feeds a model: random valid inputs at the min, opt and max shapes of each
-profile, then one feed per value of each input that chooses between branches. Verification and the input
-domain probe (compiler/input_domain.py) feed the same ones, so a domain the probe accepts is the one verified."""
+"""The inputs every check feeds a model: random valid inputs at the min, opt and max shapes of each profile, then one
+feed per value of each input that chooses between branches; and the recipe's labelled test samples (`samples`).
+Verification and the input domain probe (compiler/input_domain.py) feed the same generated ones, so a domain the
+probe accepts is the one verified."""
 
 from __future__ import annotations
 
@@ -31,3 +32,18 @@ def branch_feeds(io: Any, rng: Any) -> list[tuple[str, dict]]:
             feed[t.name] = np.full(feed[t.name].shape, value, dtype=feed[t.name].dtype)
             feeds.append((f"opt, {t.name}={value}", feed))
     return feeds
+
+
+def samples(cfg: Any, io: Any) -> tuple[Any, Any]:
+    """(labelled test inputs in the engine's layout, their labels), or (None, None) without data."""
+    if cfg.data.source.value == "none":
+        return None, None
+    from compiler.data.sources import load_dataset
+
+    data = load_dataset(cfg.data, io, cfg.seed)
+    x, y = io.to_engine(data.x_test), data.y_test
+    fixed, count = io.fixed_batch, len(next(iter(x.values())))
+    if fixed and count % fixed:  # a fixed-batch model takes whole batches only
+        keep = count - count % fixed
+        x, y = {k: v[:keep] for k, v in x.items()}, (None if y is None else y[:keep])
+    return x, y

@@ -1,5 +1,5 @@
 """Latency: measured at the end of every compile, never taken from the cache, under the machine-wide
-timing lock (verify/timing.py), so that figures from one sweep were all taken alone and now. The framework
+timing lock (machine_lock.py), so that figures from one sweep were all taken alone and now. The framework
 reference's figures are the one exception: an unchanged reference on the same machine shows those of the run that
 measured it, with that time (verify/reference_latency.py)."""
 
@@ -192,8 +192,8 @@ def measure_now(cfg: Any, plan: Any, artifacts: Mapping[str, Path]) -> tuple[dic
     alone on this machine. `artifacts` maps stage names to the files the compile placed in its run dir.
     With `intra_op_threads: auto` the engine is first timed at every thread count; the fastest is kept."""
     from compiler.iospec import IOSpec
-    from compiler.stages.verify import samples
-    from compiler.verify.timing import timing, working
+    from compiler.verify.feeds import samples
+    from compiler.machine_lock import timing, working
 
     from compiler.cache import cache_root
     from compiler.verify import reference_latency
@@ -243,8 +243,8 @@ def time_engines(cfg: Any, engines: Mapping[str, tuple[Any, Path]]) -> dict[str,
     """Latency of several engines (plan, file) on the same inputs, interleaved under one timing lock: the
     candidates of `precision: best`, compared in the same run."""
     from compiler.iospec import IOSpec
-    from compiler.stages.verify import samples
-    from compiler.verify.timing import timing, working
+    from compiler.verify.feeds import samples
+    from compiler.machine_lock import timing, working
 
     io, v = IOSpec.from_cfg(cfg), cfg.verify.latency
     plans = [plan for plan, _ in engines.values()]
