@@ -483,3 +483,24 @@ def test_a_dynamo_reshape_with_allowzero_to_its_own_shape_is_removed():
     np.testing.assert_array_equal(_run(out, ids)[0], _run(model(-1), ids)[0])
     kept, _ = apply_passes(model(0), ["fold_shape_computations", "eliminate_noops", "cleanup"])
     assert [n.op_type for n in kept.graph.node] == ["Shape", "Concat", "Reshape", "Cast"]
+
+
+def test_an_unsqueeze_of_a_reshape_becomes_one_reshape():
+    """torch's dynamo export views packed q/k/v as Reshape [10, 2, 3, 64] then Unsqueeze(0): one Reshape to
+    [1, 10, 2, 3, 64]. A Reshape that another node reads too, or whose target copies a dim (0), stays."""
+    def model(target, extra_reader=False):
+        nodes = [helper.make_node("Reshape", ["x", "t"], ["r"]), helper.make_node("Unsqueeze", ["r", "axes"], ["y"])]
+        outputs = [_x(None, "y")]
+        if extra_reader:
+            nodes.append(helper.make_node("Relu", ["r"], ["z"]))
+            outputs.append(_x(None, "z"))
+        return _model(nodes, [_x([10, 2, 192])], outputs,
+                      [_init("t", np.array(target, np.int64)), _init("axes", np.array([0], np.int64))])
+
+    out, _ = _apply(model([10, 2, 3, 64]), "merge_transposes_reshapes")
+    assert [n.op_type for n in out.graph.node] == ["Reshape"]
+    assert numpy_helper.to_array(next(i for i in out.graph.initializer if i.name == out.graph.node[0].input[1])).tolist() \
+        == [1, 10, 2, 3, 64]
+    _equivalent(model([10, 2, 3, 64]), out)
+    for kept in (model([0, 2, 3, 64]), model([10, 2, 3, 64], extra_reader=True)):
+        assert [n.op_type for n in _apply(kept, "merge_transposes_reshapes")[0].graph.node][:2] == ["Reshape", "Unsqueeze"]

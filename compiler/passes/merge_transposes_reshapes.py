@@ -2,7 +2,7 @@
 cancel), and a Reshape fed by a Reshape, Squeeze, Unsqueeze or Flatten into one Reshape of that op's input.
 The first node stays only if others read it.
 A Concat that reads another Concat on the same axis takes that one's inputs in its place, an
-Unsqueeze of an Unsqueeze becomes one, and a Slice of a Slice on other axes becomes one Slice over both."""
+Unsqueeze of an Unsqueeze becomes one, an Unsqueeze of a Reshape (read by nothing else) becomes one Reshape, and a Slice of a Slice on other axes becomes one Slice over both."""
 
 from __future__ import annotations
 
@@ -64,6 +64,30 @@ def _merge_unsqueezes(graph: gs.Graph) -> bool:
     return changed
 
 
+def _unsqueeze_into_reshape(graph: gs.Graph) -> bool:
+    """Unsqueeze(Reshape(x, t), axes) -> Reshape(x, t with 1s at the axes), where the Reshape has no other reader
+    and its target no 0 (a 0 copies a dim at its own position): torch's dynamo export of a packed q/k/v view."""
+    changed = False
+    for second in graph.nodes:
+        if second.op != "Unsqueeze" or not second.inputs[0].inputs:
+            continue
+        first, axes = second.inputs[0].inputs[0], _unsqueeze_axes(second)
+        target = constant(first.inputs[1]) if first.op == "Reshape" and len(first.inputs) > 1 else None
+        if target is None or axes is None or np.any(np.asarray(target) == 0) or len(first.outputs[0].outputs) != 1 \
+                or first.outputs[0] in graph.outputs:
+            continue
+        dims = [int(d) for d in np.asarray(target).ravel()]
+        rank = len(dims) + len(axes)
+        for axis in sorted(a % rank for a in axes):
+            dims.insert(axis, 1)
+        second.op, second.attrs = "Reshape", {}
+        shape = gs.Constant(f"{second.name}_shape_merged", np.array(dims, dtype=np.int64))
+        second.inputs.clear()
+        second.inputs.extend([first.inputs[0], shape])
+        changed = True
+    return changed
+
+
 def _slice_params(node: gs.Node, rank: int | None) -> list[np.ndarray] | None:
     """(starts, ends, axes, steps) of an input-form Slice, all constant, axes made non-negative; else None."""
     if len(node.inputs) < 3:
@@ -107,7 +131,8 @@ def _merge_slices(graph: gs.Graph) -> bool:
 def _merge(graph: gs.Graph) -> None:
     changed = True
     while changed:
-        changed = _flatten_concats(graph) | _merge_unsqueezes(graph) | _merge_slices(graph)
+        changed = _flatten_concats(graph) | _merge_unsqueezes(graph) | _unsqueeze_into_reshape(graph) | \
+            _merge_slices(graph)
         for second in list(graph.nodes):
             if second.op not in ("Transpose", "Reshape") or not second.inputs or not second.inputs[0].inputs:
                 continue
