@@ -68,6 +68,7 @@ class CompileResult:
     latency: dict = field(default_factory=dict)              # measured now, never cached (verify/latency.py)
     latency_conditions: dict = field(default_factory=dict)
     input_domain: list = field(default_factory=list)        # defaults and probes of an ONNX file's inputs (cli)
+    io: Any = None                                           # the IO spec the run resolved, once (iospec.IOSpec)
 
     @property
     def by_name(self) -> dict[str, StageRecord]:
@@ -177,10 +178,10 @@ def compile_recipe(cfg: DictConfig, run_dir: Path, log: logging.Logger, plan: An
     if plot is not None:
         plot.wait()
     if error:
-        return CompileResult(records, error, plan=plan)
+        return CompileResult(records, error, plan=plan, io=io)
     if plan.search:
         return _search(cfg, io, plan, cache, records, run_dir, log)
-    return _timed(CompileResult(records, plan=plan), cfg, run_dir, log)
+    return _timed(CompileResult(records, plan=plan, io=io), cfg, run_dir, log)
 
 
 def _stages(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, stages: list[Stage],
@@ -257,13 +258,13 @@ def _search(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, commo
             for variant in candidate.variants(has_convolutions(engine), capturable):
                 build(variant)
     built = {label: (c, [x for x in r if x.name == "build" and x.path]) for label, (c, r, _) in outcomes.items()}
-    latency = time_engines(cfg, {label: (c, Path(b[0].path)) for label, (c, b) in built.items() if b})
+    latency = time_engines(cfg, io, {label: (c, Path(b[0].path)) for label, (c, b) in built.items() if b})
     rows = [search_row(label, *outcomes[label], latency.get(label, {})) for label in outcomes]
     passed = [r for r in rows if r["passed"]]
     if not passed:
         reasons = "; ".join(f"{r['candidate']}: {r['why']}" for r in rows)
         return CompileResult(common, StageError("verify", f"precision=best: no candidate passed ({reasons})"),
-                             plan=plan, search=rows)
+                             plan=plan, search=rows, io=io)
     winner = min(passed, key=lambda r: r["speed_ms"])
     winner["chosen"] = True
     candidate, records, _ = outcomes[winner["candidate"]]
@@ -271,7 +272,7 @@ def _search(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, commo
         _place(Path(record.path), run_dir)
         record.path = str(run_dir / record.artifact)
     log.info("best: %s (%s)", winner["candidate"], winner["why"])
-    return _timed(CompileResult(records, plan=candidate, search=rows), cfg, run_dir, log)
+    return _timed(CompileResult(records, plan=candidate, search=rows, io=io), cfg, run_dir, log)
 
 
 def search_row(label: str, plan: Any, records: list[StageRecord], error: StageError | None,
@@ -304,7 +305,7 @@ def _timed(result: CompileResult, cfg: DictConfig, run_dir: Path, log: logging.L
     log.info("latency: waiting until no other job computes, then timing")
     try:
         result.latency, result.latency_conditions = measure_now(
-            cfg, result.plan, {r.name: Path(r.path) for r in result.stages})
+            cfg, result.plan, result.io, {r.name: Path(r.path) for r in result.stages})
     except Exception as exc:
         result.error = StageError("verify", f"latency measurement failed: {describe(exc)}")
     return result

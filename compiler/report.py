@@ -69,9 +69,8 @@ def _engine(cfg: DictConfig, result: CompileResult, build: dict) -> dict[str, An
     engine["plan"] = plan.summary()
     if build.get("model"):
         from compiler.backends.tensorrt_plan import reproducers
-        from compiler.iospec import IOSpec
 
-        engine["reproducers"] = reproducers(plan, IOSpec.from_cfg(cfg).engine_profiles(), build["model"],
+        engine["reproducers"] = reproducers(plan, result.io.engine_profiles(), build["model"],
                                             cfg.verify.atol, cfg.verify.rtol)
         engine["reproducers_for"] = f"TensorRT {plan.tensorrt_version}" + (" (TensorRT-RTX)" if
                                                                             plan.backend == "tensorrt_rtx" else "")

@@ -187,18 +187,17 @@ def _with_throughput(per_batch: dict, runner: Any, feeds: Mapping[int, dict]) ->
     return per_batch
 
 
-def measure_now(cfg: Any, plan: Any, artifacts: Mapping[str, Path]) -> tuple[dict, dict]:
+def measure_now(cfg: Any, plan: Any, io: Any, artifacts: Mapping[str, Path]) -> tuple[dict, dict]:
     """(latency of the reference model and the engine, the conditions it was measured under), timed now,
     alone on this machine. `artifacts` maps stage names to the files the compile placed in its run dir.
     With `intra_op_threads: auto` the engine is first timed at every thread count; the fastest is kept."""
-    from compiler.iospec import IOSpec
     from compiler.verify.feeds import samples
     from compiler.machine_lock import timing, working
 
     from compiler.cache import cache_root
     from compiler.verify import reference_latency
 
-    io, v = IOSpec.from_cfg(cfg), cfg.verify.latency
+    v = cfg.verify.latency
     root = cache_root(cfg.cache) if cfg.cache.enabled else None
     batches = latency_batches(io, plan, v.batch_sizes)
     remembered_key = reference_latency.key(cfg, plan, artifacts, batches)
@@ -239,14 +238,13 @@ def measure_now(cfg: Any, plan: Any, artifacts: Mapping[str, Path]) -> tuple[dic
     return result, conditions
 
 
-def time_engines(cfg: Any, engines: Mapping[str, tuple[Any, Path]]) -> dict[str, dict]:
+def time_engines(cfg: Any, io: Any, engines: Mapping[str, tuple[Any, Path]]) -> dict[str, dict]:
     """Latency of several engines (plan, file) on the same inputs, interleaved under one timing lock: the
     candidates of `precision: best`, compared in the same run."""
-    from compiler.iospec import IOSpec
     from compiler.verify.feeds import samples
     from compiler.machine_lock import timing, working
 
-    io, v = IOSpec.from_cfg(cfg), cfg.verify.latency
+    v = cfg.verify.latency
     plans = [plan for plan, _ in engines.values()]
     with working():
         x_test, _ = samples(cfg, io)
