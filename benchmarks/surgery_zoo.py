@@ -47,25 +47,53 @@ def _keras(factory, shape):
     return export
 
 
-def _torch(factory, shape, dynamo):
+def _torch(factory, shape, dynamo, static=False):
     def export(path: Path):
         import torch
 
         torch.manual_seed(0)
         model = factory(torch).eval()
         x = torch.randn(2, *shape)
-        kwargs = {"dynamic_shapes": ({0: torch.export.Dim.DYNAMIC},)} if dynamo else \
+        kwargs = {} if static else {"dynamic_shapes": ({0: torch.export.Dim.DYNAMIC},)} if dynamo else \
             {"dynamic_axes": {"input": {0: "batch"}, "output": {0: "batch"}}}
         with redirect_stdout(io.StringIO()):
             torch.onnx.export(model, (x,), str(path), input_names=["input"], output_names=["output"], opset_version=17,
                               dynamo=dynamo, **kwargs)
-        return (1, *shape)
+        return (2 if static else 1, *shape)
     return export
 
 
 def _encoder(torch):
     layer = torch.nn.TransformerEncoderLayer(d_model=64, nhead=4, dim_feedforward=128, batch_first=True, dropout=0.1)
     return torch.nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+
+
+def _gpt2(dynamo: bool):
+    """transformers' GPT-2 from a small config, token ids with a dynamic batch and sequence."""
+    def export(path: Path):
+        import torch
+        import transformers
+
+        torch.manual_seed(0)
+        config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=1000, n_positions=128, use_cache=False)
+        lm = transformers.GPT2LMHeadModel(config).eval()
+
+        class Logits(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lm = lm
+
+            def forward(self, input):
+                return self.lm(input_ids=input, use_cache=False).logits
+
+        ids = torch.randint(0, 1000, (2, 16))
+        kwargs = {"dynamic_shapes": ({0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC},)} if dynamo else \
+            {"dynamic_axes": {"input": {0: "batch", 1: "seq"}}}
+        with redirect_stdout(io.StringIO()):
+            torch.onnx.export(Logits(), (ids,), str(path), input_names=["input"], output_names=["output"],
+                              opset_version=18 if dynamo else 17, dynamo=dynamo, **kwargs)
+        return "tokens", (1, 16)
+    return export
 
 
 class _LSTMHead:  # a torch.nn.LSTM with a linear head: nn.LSTM returns a tuple
@@ -89,6 +117,8 @@ ZOO = {
     "keras ResNet50": _keras(lambda k: k.applications.ResNet50(weights=None, input_shape=(64, 64, 3)), (64, 64, 3)),
     "torch TransformerEncoder (torchscript)": _torch(_encoder, (10, 64), dynamo=False),
     "torch TransformerEncoder (dynamo)": _torch(_encoder, (10, 64), dynamo=True),
+    "torch TransformerEncoder, static shapes (dynamo)": _torch(_encoder, (10, 64), dynamo=True, static=True),
+    "transformers GPT-2 (dynamo)": _gpt2(dynamo=True),
     "torch LSTM (torchscript)": _torch(_LSTMHead, (12, 16), dynamo=False),
     "torch LSTM (dynamo)": _torch(_LSTMHead, (12, 16), dynamo=True),
 }
@@ -141,7 +171,10 @@ def main() -> None:
             shape = export(path)
             raw = onnx.load(str(path))
             name_in = raw.graph.input[0].name
-            feed = {name_in: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+            if shape[0] == "tokens":  # token ids
+                feed = {name_in: np.random.default_rng(0).integers(0, 1000, shape[1])}
+            else:
+                feed = {name_in: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
             reference = _outputs(raw, feed)
             row = {"model": name, "raw": (len(raw.graph.node), _latency(raw, feed), 0.0)}
             for tool, fn in tools.items():
