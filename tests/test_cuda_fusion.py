@@ -158,3 +158,22 @@ def test_heads_and_hidden_size_come_from_the_graph_where_the_reshape_says_minus_
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, shape])
     params = transformer_params(helper.make_model(graph))
     assert params == {"model_type": "bert", "num_heads": 3, "hidden_size": 48}
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_a_static_multihead_export_is_still_split_after_the_default_passes(tmp_path, dynamo):
+    """With static shapes the default passes merge nn.MultiheadAttention's Unsqueeze(0) into the Reshape that brings
+    out the axis of 3 (a target [1, L, B, 3, E]); the packed in_proj is still split, from either exporter, and the
+    fused model computes the original."""
+    torch.manual_seed(0)
+    raw = tmp_path / "model.onnx"
+    x = np.random.default_rng(0).standard_normal((2, 10, 32)).astype(np.float32)
+    torch.onnx.export(_randomise_biases(MultiheadBlock()).eval(), (torch.from_numpy(x),), str(raw), input_names=["x"],
+                      output_names=["y"], opset_version=18 if dynamo else 17, dynamo=dynamo)
+    clean, _ = apply_passes(onnx.load(str(raw)), list(DEFAULT_PASSES))
+    onnx.save(clean, str(tmp_path / "model.clean.onnx"))
+    info = fuse_for_gpu(tmp_path / "model.clean.onnx", tmp_path / "model.fused.onnx")
+    assert info["packed_projections_split"] == 1
+    outputs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+               for p in (raw, tmp_path / "model.fused.onnx")]
+    np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)

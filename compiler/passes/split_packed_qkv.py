@@ -56,14 +56,20 @@ def _step(node: gs.Node, labels: list[str], width: int) -> list[str] | None:
     rank = len(labels)
     if node.op == "Reshape":
         shape = small_constant(node.inputs[1], 16)
-        if shape is None or THREE in labels or labels[-1] != PACKED:
+        if shape is None or THREE in labels or labels[-1] != PACKED or node.attrs.get("allowzero", 0):
             return None
         shape = [int(s) for s in shape]
-        rest = shape[rank:]
-        if len(shape) < rank + 1 or shape[rank - 1] != 3 or any(s in (0, -1) for s in shape[rank - 1:]) \
-                or int(np.prod(rest, dtype=np.int64)) != width or node.attrs.get("allowzero", 0):
-            return None
-        return labels[:-1] + [THREE] + [f"r{i}" for i in range(len(rest))]
+        # leading 1s may come first: an Unsqueeze(0) merged into the Reshape (merge_transposes_reshapes)
+        for lead in range(max(len(shape) - rank, 0)):
+            if any(s != 1 for s in shape[:lead]):
+                break
+            kept = shape[lead:]
+            rest = kept[rank:]
+            if len(kept) >= rank + 1 and kept[rank - 1] == 3 and not any(s in (0, -1) for s in kept[rank - 1:]) \
+                    and int(np.prod(rest, dtype=np.int64)) == width:
+                return [f"u{i}_{id(node)}" for i in range(lead)] + labels[:-1] + [THREE] + \
+                    [f"r{i}" for i in range(len(rest))]
+        return None
     if node.op == "Transpose":
         perm = [int(p) for p in node.attrs.get("perm", range(rank - 1, -1, -1))]
         return [labels[p] for p in perm] if sorted(perm) == list(range(rank)) else None
@@ -179,9 +185,9 @@ def _branch_node(graph: gs.Graph, node: gs.Node, before: list[str], after: list[
     attrs, inputs = {}, [x]
     if node.op == "Reshape":
         shape = [int(s) for s in small_constant(node.inputs[1], 16)]
-        rank = len(before)
+        three = after.index(THREE)
         inputs.append(gs.Constant(fresh_name(graph, f"{name}_shape"),
-                                  np.array(shape[:rank - 1] + shape[rank:], dtype=np.int64)))
+                                  np.array(shape[:three] + shape[three + 1:], dtype=np.int64)))
     elif node.op == "Transpose":
         attrs["perm"] = [b_before.index(l) for l in b_after]
     else:
