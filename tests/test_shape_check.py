@@ -27,7 +27,7 @@ def _polygraphy_reshape() -> onnx.ModelProto:
              helper.make_node("Reshape", ["data", "p"], ["output"])]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [-1, 3, 5, 5])],
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
 
 
 def test_each_invalid_shape_constant_is_named_with_its_reason():

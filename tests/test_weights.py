@@ -31,7 +31,7 @@ def _chain(path, layers: int = 3, transpose_last: bool = False, scale: float = 1
         previous = f"h{i}"
     graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", WIDTH])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", WIDTH])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)  # onnxruntime 1.31 too
     arrays = {t.name: numpy_helper.to_array(t) for t in inits}
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=path.name + ".data", size_threshold=1024)
@@ -165,7 +165,7 @@ def test_weights_beside_the_model_under_another_name_fold_and_every_written_loca
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3])],
                               [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3])],
                               [numpy_helper.from_array(v, k) for k, v in values.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)  # onnxruntime 1.31 too
     onnx.save_model(model, str(src), save_as_external_data=True, all_tensors_to_one_file=True,
                     location="ext_weights.data", size_threshold=0)
     run = compile_cli("recipe=onnx_file", f"model.path={src}", "verify.latency.iterations=2",
