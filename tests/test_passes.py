@@ -504,3 +504,16 @@ def test_an_unsqueeze_of_a_reshape_becomes_one_reshape():
     _equivalent(model([10, 2, 3, 64]), out)
     for kept in (model([0, 2, 3, 64]), model([10, 2, 3, 64], extra_reader=True)):
         assert [n.op_type for n in _apply(kept, "merge_transposes_reshapes")[0].graph.node][:2] == ["Reshape", "Unsqueeze"]
+
+
+def test_a_mul_by_a_scalar_one_goes_even_where_the_shape_is_unknown():
+    """onnxmltools ends a LightGBM classifier with Mul(probabilities, 1.0) after an ai.onnx.ml tree whose output
+    shape inference cannot give: a scalar never changes the shape, so the no-op goes."""
+    model = _model([helper.make_node("Reshape", ["x", "s"], ["r"]), helper.make_node("Mul", ["r", "one"], ["m"]),
+                    helper.make_node("Relu", ["m"], ["y"])],  # r: a shape (even a rank) inference cannot give
+                   [_x(["n"]), helper.make_tensor_value_info("s", TensorProto.INT64, ["k"])], [_x(["a", "b"], "y")],
+                   [_init("one", np.array(1.0, np.float32))])
+    out, _ = _apply(model, "eliminate_noops")
+    assert [n.op_type for n in out.graph.node] == ["Reshape", "Relu"]
+    x = {"x": RNG.standard_normal(6).astype(np.float32), "s": np.array([3, 2], np.int64)}
+    np.testing.assert_array_equal(_run(out, x)[0], _run(model, x)[0])

@@ -5,10 +5,11 @@ that makes such files in the wild. Called by build.py (`--part-three` adds only 
   DequantizeLinear (onnxruntime's MatMulNBitsQuantizer, both formats), fp8 e4m3fn QDQ at opset 21;
 - bf16 weights and math (a torch bf16 module through the TorchScript exporter);
 - string inputs: a scikit-learn ColumnTransformer over two string columns (skl2onnx);
+- a LightGBM classifier through onnxmltools; a torch.cond branch through the dynamo exporter;
 - diffusers' UNet2DConditionModel and AutoencoderKL's decoder from tiny configs (self-attention over every latent
   pixel: memory);
 - Whisper's encoder, T5's encoder, CLIP's vision tower, DETR, wav2vec2 from transformers configs;
-- opset 22 and 23 files (onnx's version converter);
+- opset 11, 22 and 23 files (onnx's version converter);
 - Polygraphy's test shapes rebuilt with onnx-graphsurgeon as Polygraphy builds them: weights in a file beside the
   model under another name, an input dim written -1 feeding Shape -> ReduceProd -> Reshape, an empty tensor
   (static 0-size dims) expanded to a shape input.
@@ -246,6 +247,42 @@ def transformers_kinds(out: Path) -> list[dict]:
     ]
 
 
+def gradient_boosting(out: Path) -> list[dict]:
+    def make(path: Path) -> None:
+        import lightgbm
+        import numpy as np
+        from onnxmltools import convert_lightgbm
+        from onnxmltools.convert.common.data_types import FloatTensorType
+
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((300, 8)).astype(np.float32)
+        model = lightgbm.LGBMClassifier(n_estimators=20, num_leaves=8, verbose=-1).fit(x, (x[:, 0] > 0).astype(int))
+        onnx_model = convert_lightgbm(model, initial_types=[("input", FloatTensorType([None, 8]))], target_opset=15,
+                                      zipmap=False)
+        path.write_bytes(onnx_model.SerializeToString())
+
+    return [_entry(out, "ml_lightgbm_classifier.onnx", "LightGBM + onnxmltools (ai.onnx.ml trees)", make)]
+
+
+def torch_cond(out: Path) -> list[dict]:
+    def make(path: Path) -> None:
+        import torch
+
+        class Branch(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a, self.b = torch.nn.Linear(8, 4), torch.nn.Linear(8, 4)
+
+            def forward(self, x):
+                return torch.cond(x.sum() > 0, lambda t: self.a(t).relu(), lambda t: self.b(t) * 2.0, (x,))
+
+        torch.manual_seed(0)
+        torch.onnx.export(Branch().eval(), (torch.randn(2, 8),), str(path), input_names=["x"], dynamo=True,
+                          dynamic_shapes=({0: torch.export.Dim.DYNAMIC},), opset_version=18)
+
+    return [_entry(out, "cf_torch_cond.onnx", "torch.cond through the dynamo exporter (If)", make)]
+
+
 def new_opsets(out: Path) -> list[dict]:
     import onnx
 
@@ -255,7 +292,7 @@ def new_opsets(out: Path) -> list[dict]:
         return make
 
     return [_entry(out, f"opset{v}_{Path(s).stem}.onnx", f"onnx version converter to opset {v} of {s}", converted(s, v))
-            for s, v in (("keras_MobileNetV2.onnx", 22), ("hf_bert_ts_dynamic.onnx", 23))]
+            for s, v in (("keras_MobileNetV2.onnx", 22), ("hf_bert_ts_dynamic.onnx", 23), ("zoo_light_resnet50.onnx", 11))]
 
 
 def polygraphy_shapes(out: Path) -> list[dict]:
@@ -296,5 +333,5 @@ def polygraphy_shapes(out: Path) -> list[dict]:
 
 
 def part_three(out: Path) -> list[dict]:
-    return (quantized(out) + bf16(out) + string_columns(out) + diffusers_models(out) + transformers_kinds(out)
-            + new_opsets(out) + polygraphy_shapes(out))
+    return (quantized(out) + bf16(out) + string_columns(out) + gradient_boosting(out) + torch_cond(out)
+            + diffusers_models(out) + transformers_kinds(out) + new_opsets(out) + polygraphy_shapes(out))

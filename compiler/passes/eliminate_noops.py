@@ -56,7 +56,10 @@ def _is_noop(node: gs.Node) -> bool:
 
 
 def _broadcast_keeps_shape(x, c: np.ndarray) -> bool:
-    """Broadcasting the constant `c` against `x` leaves x's shape as it is (every dim of c is 1 or x's)."""
+    """Broadcasting the constant `c` against `x` leaves x's shape as it is (every dim of c is 1 or x's); a scalar
+    never changes it, whatever x's shape (one inference could not give: an ai.onnx.ml tree's probabilities)."""
+    if c.ndim == 0:
+        return True
     shape = known_shape(x)
     if shape is None or c.ndim > len(shape):
         return False
