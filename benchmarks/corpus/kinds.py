@@ -198,24 +198,36 @@ def ml_pipelines(out: Path) -> list[dict]:
     return entries
 
 
-def quantized_models(out: Path, names: list[str]) -> list[dict]:
-    """int8 by onnxruntime.quantization (dynamic: MatMulInteger; static: QDQ on random calibration inputs) and
-    fp16 inside with fp32 inputs and outputs."""
+def random_feeds(path: Path, count: int = 4) -> list[dict]:
+    """Normal float inputs for every input of the file, dynamic dims at 1: calibration data for a quantizer."""
     import numpy as np
-    import onnx
     import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_dynamic, quantize_static
-    from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    class Random(CalibrationDataReader):
-        def __init__(self, path: Path):
-            session = ort.InferenceSession(str(path))
-            rng = np.random.default_rng(0)
-            self.feeds = iter([{i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape])
-                                .astype(np.float32) for i in session.get_inputs()} for _ in range(4)])
+    session, rng = ort.InferenceSession(str(path)), np.random.default_rng(0)
+    return [{i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32)
+             for i in session.get_inputs()} for _ in range(count)]
+
+
+def calibration(feeds: list[dict]):
+    """onnxruntime's CalibrationDataReader over a list of feeds."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter(feeds)
 
         def get_next(self):
             return next(self.feeds, None)
+
+    return Feeds()
+
+
+def quantized_models(out: Path, names: list[str]) -> list[dict]:
+    """int8 by onnxruntime.quantization (dynamic: MatMulInteger; static: QDQ on random calibration inputs) and
+    fp16 inside with fp32 inputs and outputs."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
+    from onnxruntime.transformers.float16 import convert_float_to_float16
 
     entries = []
     for name in names:
@@ -229,7 +241,7 @@ def quantized_models(out: Path, names: list[str]) -> list[dict]:
                     quantize_dynamic(str(source), str(out / f"int8_dynamic_{stem}.onnx"))
                     entries.append({"file": f"int8_dynamic_{stem}.onnx", "source": f"quantize_dynamic of {name}"})
                 else:
-                    quantize_static(str(source), str(out / f"int8_qdq_{stem}.onnx"), Random(source),
+                    quantize_static(str(source), str(out / f"int8_qdq_{stem}.onnx"), calibration(random_feeds(source)),
                                     quant_format=QuantFormat.QDQ)
                     entries.append({"file": f"int8_qdq_{stem}.onnx", "source": f"quantize_static (QDQ) of {name}"})
             except Exception as exc:

@@ -41,26 +41,18 @@ def _entry(out: Path, name: str, source: str, make) -> dict:
 def quantized(out: Path) -> list[dict]:
     import logging
 
-    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
     import numpy as np
     import onnx
-    import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from kinds import calibration, random_feeds
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    class Random(CalibrationDataReader):
-        def __init__(self, path: Path):
-            session = ort.InferenceSession(str(path))
-            rng = np.random.default_rng(0)
-            self.feeds = iter([{i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape])
-                                .astype(np.float32) for i in session.get_inputs()} for _ in range(4)])
-
-        def get_next(self):
-            return next(self.feeds, None)
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
 
     def per_channel(path: Path) -> None:
         source = out / "zoo_light_resnet50.onnx"
-        quantize_static(str(source), str(path), Random(source), quant_format=QuantFormat.QDQ, per_channel=True)
+        quantize_static(str(source), str(path), calibration(random_feeds(source)), quant_format=QuantFormat.QDQ,
+                        per_channel=True)
 
     def fp8(path: Path) -> None:  # the MatMuls of a transformer, as fp8 deployments quantize them
         source = out / "hf_bert_ts_dynamic.onnx"
@@ -68,26 +60,18 @@ def quantized(out: Path) -> list[dict]:
         staged = path.with_name("_fp8_source.onnx")
         onnx.save(model, str(staged))
 
-        class Tokens(CalibrationDataReader):
-            def __init__(self):
-                rng = np.random.default_rng(0)
-                self.feeds = iter([{"input_ids": rng.integers(0, 100, (1, 16)), "attention_mask": np.ones((1, 16), np.int64)}
-                                   for _ in range(4)])
-
-            def get_next(self):
-                return next(self.feeds, None)
-
-        quantize_static(str(staged), str(path), Tokens(), quant_format=QuantFormat.QDQ,
+        rng = np.random.default_rng(0)
+        tokens = [{"input_ids": rng.integers(0, 100, (1, 16)), "attention_mask": np.ones((1, 16), np.int64)}
+                  for _ in range(4)]
+        quantize_static(str(staged), str(path), calibration(tokens), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QFLOAT8E4M3FN, weight_type=QuantType.QFLOAT8E4M3FN,
                         op_types_to_quantize=["MatMul"], calibrate_method=CalibrationMethod.Distribution)
         staged.unlink()
 
     def nbits(quant_format: str):
         def make(path: Path) -> None:
-            from onnxruntime.quantization.quant_utils import QuantFormat as Format
-
             quantizer = MatMulNBitsQuantizer(onnx.load(str(out / "kv_gpt2_decoder_with_past.onnx")), block_size=32,
-                                             is_symmetric=True, quant_format=getattr(Format, quant_format))
+                                             is_symmetric=True, quant_format=getattr(QuantFormat, quant_format))
             quantizer.process()
             quantizer.model.save_model_to_file(str(path), use_external_data_format=False)
         return make
