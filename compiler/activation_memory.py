@@ -46,22 +46,15 @@ def largest_operation(model: Any, shapes: Mapping[str, Sequence[int]]) -> Larges
     tensors whose shape inference leaves unknown count as nothing. None for a graph inference cannot read."""
     import onnx
 
-    from compiler.passes._gs import inferred_graph
+    from compiler.passes._gs import static_shapes
 
-    try:  # symbolic: onnx's own inference loses the token count of an attention built by Reshape(b, -1, ...)
-        graph = inferred_graph(model, symbolic=True, input_shapes=shapes)
-    except Exception:
+    # symbolic: onnx's own inference loses the token count of an attention built by Reshape(b, -1, ...)
+    known = static_shapes(model, shapes, symbolic=True)
+    if known is None:
         return None
-    sizes: dict[str, int] = {}
-    for value in [*graph.input, *graph.value_info, *graph.output]:
-        tensor = value.type.tensor_type if value.type.HasField("tensor_type") else None
-        if tensor is None or not tensor.HasField("shape") or not tensor.elem_type:
-            continue
-        dims = tensor.shape.dim
-        if all(d.HasField("dim_value") for d in dims):
-            itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).itemsize \
-                if tensor.elem_type != onnx.TensorProto.STRING else 8
-            sizes[value.name] = math.prod(int(d.dim_value) for d in dims) * itemsize
+    sizes = {name: math.prod(dims) * (onnx.helper.tensor_dtype_to_np_dtype(elem).itemsize
+                                      if elem != onnx.TensorProto.STRING else 8)
+             for name, (dims, elem) in known.items() if elem}
     weights = {t.name for t in model.graph.initializer}
     best: Largest | None = None
     for node in model.graph.node:

@@ -107,6 +107,29 @@ def inferred_graph(model: onnx.ModelProto, symbolic: bool = False,
     return inferred
 
 
+def static_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]],
+                  symbolic: bool = False) -> dict[str, tuple[list[int], int]] | None:
+    """Every tensor whose dims inference gives in full with the graph inputs at `input_shapes`: name -> (dims,
+    element type). None where those shapes do not fit the graph's inputs (another rank or layout) or inference
+    cannot read the graph."""
+    for value in model.graph.input:
+        shape = input_shapes.get(value.name)
+        dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else None
+        if shape is not None and dims is not None and (len(dims) != len(shape) or any(
+                d.HasField("dim_value") and d.dim_value != s for d, s in zip(dims, shape))):
+            return None
+    try:
+        graph = inferred_graph(model, symbolic=symbolic, input_shapes=input_shapes)
+    except Exception:
+        return None
+    known = {}
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        tensor = value.type.tensor_type if value.type.HasField("tensor_type") else None
+        if tensor is not None and tensor.HasField("shape") and all(d.HasField("dim_value") for d in tensor.shape.dim):
+            known[value.name] = ([int(d.dim_value) for d in tensor.shape.dim], tensor.elem_type)
+    return known
+
+
 def _merged(inferred: onnx.GraphProto, symbolic: onnx.GraphProto) -> onnx.GraphProto:
     """The symbolic graph with onnx's element types (its stand-ins have their own) and onnx's static dims where
     sympy left an expression it could not simplify (a Reshape's `floor((1024*w + 1024)/(w + 1))` is 1024).

@@ -15,6 +15,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import onnx
 
+from compiler.passes._gs import static_shapes
+
 # op -> the inputs that carry a shape or shape-like integers
 SHAPE_INPUTS: dict[str, tuple[int, ...]] = {"Reshape": (1,), "Expand": (1,), "Tile": (1,), "ConstantOfShape": (0,),
                                             "Slice": (3, 4)}
@@ -66,37 +68,14 @@ def problems(model: onnx.ModelProto, input_shapes: Sequence[Mapping[str, Sequenc
     on_their_own = {id(node): set(_node_problems(node, held, None, "")) for node, held in nodes}
     found = set().union(*on_their_own.values())
     for shapes in input_shapes:
-        known = _static_shapes(model, shapes)
+        known = static_shapes(model, shapes)
         if known is None:
             continue
         label = ", ".join(f"{name} {list(shape)}" for name, shape in shapes.items())
         for node, held in nodes:
             if not on_their_own[id(node)] and node.input[0] in known:
-                found.update(_node_problems(node, held, known[node.input[0]], f" at {label}"))
+                found.update(_node_problems(node, held, known[node.input[0]][0], f" at {label}"))
     return found
-
-
-def _static_shapes(model: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]) -> dict[str, list[int]] | None:
-    """Every tensor's fully known shape with the graph inputs at `shapes` (onnx's inference with data
-    propagation); None when `shapes` does not fit the graph's inputs (another layout, another rank)."""
-    from compiler.passes._gs import inferred_graph
-
-    for value in model.graph.input:
-        shape = shapes.get(value.name)
-        dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else None
-        if shape is not None and dims is not None and (len(dims) != len(shape) or any(
-                d.HasField("dim_value") and d.dim_value != s for d, s in zip(dims, shape))):
-            return None
-    try:
-        graph = inferred_graph(model, input_shapes=shapes)
-    except Exception:
-        return None
-    known = {}
-    for value in [*graph.input, *graph.value_info, *graph.output]:
-        tensor = value.type.tensor_type if value.type.HasField("tensor_type") else None
-        if tensor is not None and tensor.HasField("shape") and all(d.HasField("dim_value") for d in tensor.shape.dim):
-            known[value.name] = [int(d.dim_value) for d in tensor.shape.dim]
-    return known
 
 
 def _node_problems(node: onnx.NodeProto, held: dict[int, np.ndarray], data: list[int] | None, where: str):

@@ -71,7 +71,6 @@ def apply_passes(model, passes_cfg, log=None, skip: tuple[str, ...] | list[str] 
                     log.warning("pass %s: result dropped: it wrote an invalid shape: %s", call.name, wrong_shape)
             else:
                 model = result
-                shape_guard.accept(result)
             notes = take_notes()
             if notes:
                 record["notes"] = notes
@@ -118,15 +117,15 @@ class ShapeGuard:
         self.known = shape_check.problems(model, self.shapes)
 
     def wrong(self, model: Any) -> str | None:
-        if self.check.fingerprint(model) == self.seen:
+        """The problems `model` adds, or None: then it is the model the next pass is judged against."""
+        seen = self.check.fingerprint(model)
+        if seen == self.seen:
             return None
         new = sorted(self.check.problems(model, self.shapes) - self.known)
-        return "; ".join(new[:3]) + (f"; and {len(new) - 3} more" if len(new) > 3 else "") if new else None
-
-    def accept(self, model: Any) -> None:
-        seen = self.check.fingerprint(model)
-        if seen != self.seen:
-            self.seen, self.known = seen, self.known | self.check.problems(model, self.shapes)
+        if new:
+            return "; ".join(new[:3]) + (f"; and {len(new) - 3} more" if len(new) > 3 else "")
+        self.seen = seen  # its problems are all known ones: nothing to add
+        return None
 
 
 def _has_control_flow(model: Any) -> bool:
