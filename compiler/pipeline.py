@@ -23,8 +23,8 @@ from compiler.cache import (StageCache, artifact_files, cache_root, sha256_artif
 from compiler.errors import StageError, debug_enabled, describe
 from compiler.file_hashes import same_content
 from compiler.frameworks import TOOLS as FRAMEWORK_TOOLS
-from compiler.stages import Stage, StageContext
 from compiler.machine_lock import working
+from compiler.stages import Stage, StageContext
 
 
 STAGES: tuple[Stage, ...] = (

@@ -2,7 +2,8 @@
 cancel), and a Reshape fed by a Reshape, Squeeze, Unsqueeze or Flatten into one Reshape of that op's input.
 The first node stays only if others read it.
 A Concat that reads another Concat on the same axis takes that one's inputs in its place, an
-Unsqueeze of an Unsqueeze becomes one, an Unsqueeze of a Reshape (read by nothing else) becomes one Reshape, and a Slice of a Slice on other axes becomes one Slice over both."""
+Unsqueeze of an Unsqueeze becomes one, an Unsqueeze of a Reshape (read by nothing else) becomes one Reshape,
+and a Slice of a Slice on other axes becomes one Slice over both."""
 
 from __future__ import annotations
 
