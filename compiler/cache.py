@@ -60,7 +60,9 @@ def runtime_file(engine: Path) -> Path:
 
 def artifact_files(path: Path) -> list[Path]:
     """An artifact's files: an ONNX model with the external-data files beside it, and an engine's runtime
-    settings; anything else alone."""
+    settings; a folder (a serving repository) as one; anything else alone."""
+    if path.is_dir():
+        return [path]
     sidecar = runtime_file(path)
     extra = [sidecar] if sidecar.is_file() and sidecar != path else []
     if path.suffix != ".onnx":
@@ -72,6 +74,8 @@ def artifact_files(path: Path) -> list[Path]:
 
 def sha256_artifact(path: Path) -> str:
     """The hash of an artifact with its weights files: a change to either is a different artifact."""
+    if path.is_dir():
+        return sha256_path(path)
     files = artifact_files(path)
     if len(files) == 1:
         return sha256_file(path)

@@ -146,7 +146,7 @@ def run_job(cfg: DictConfig, recipe: str, run_dir: Path, checked: Checked | None
     from compiler.training_plot import TrainingPlot
 
     plot = TrainingPlot(run_dir, cache_root(cfg.cache) if cfg.cache.enabled else None)
-    result = compile_recipe(cfg, run_dir, log, resolve(cfg), plot)
+    result = compile_recipe(cfg, run_dir, log, resolve(cfg), plot, recipe)
     result.input_domain = domain
     verify = result.by_name.get("verify")
     if result.error:
@@ -393,6 +393,10 @@ def main() -> None:
 
         os.environ[DEBUG_VAR] = "1"
     argv = sys.argv[1:]
+    if argv[:1] == ["serve"]:  # python -m compiler serve RUN_DIR: the run's Triton repository, served locally
+        from compiler.serve.command import main as serve
+
+        sys.exit(serve(argv[1:]))
     page = _discovery(argv)
     if page is not None:
         _print_page(page)

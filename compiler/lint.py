@@ -194,7 +194,7 @@ def lint(cfg: DictConfig) -> list[Problem]:
     # keys added on the command line (`+train.epocs=3`) pass Hydra's composition: check them like the rest
     problems += schema_problems(OmegaConf.to_container(cfg, resolve=False, enum_to_str=True), RecipeConfig)
     for check in (_seed, _framework_packages, _model, _label_output, _data, _train, _export, _surgery, _engine,
-                  _verify, _cache, _tracking):
+                  _verify, _serve, _cache, _tracking):
         problems += check(cfg)
     return problems
 
@@ -545,6 +545,12 @@ def _engine(cfg: DictConfig) -> list[Problem]:
     from compiler.plan import plan_problems
 
     return plan_problems(cfg)
+
+
+def _serve(cfg: DictConfig) -> list[Problem]:
+    from compiler.serve.settings import serve_problems
+
+    return serve_problems(cfg)
 
 
 def _tracking(cfg: DictConfig) -> list[Problem]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 INSTALL = {"tensorflow": '-e ".[tensorflow]"', "tf2onnx": '-e ".[tensorflow]"', "keras": '-e ".[tensorflow]"',
            "transformers": '-e ".[transformers]"', "modelopt": '-e ".[modelopt]"', "mlflow": '-e ".[tracking]"',
            "tensorboard": '-e ".[tracking]"', "onnxscript": '-e .', "torchvision": "torchvision (a build matching "
-           "your torch)", "timm": "timm"}
+           "your torch)", "timm": "timm",
+           "tritonclient": '-e ".[serve]"', "pytriton": '-e ".[serve]"'}
 
 
 def install_line(package: str) -> str:

@@ -40,6 +40,8 @@ STAGES: tuple[Stage, ...] = (
           calibrating_keys=("seed", "data", "model")),  # TensorRT 10's calibrator reads data
     Stage("verify", "compiler.stages.verify:run", ("framework", "seed", "data", "model", "verify"),
           ("train", "export", "surgery", "quantize", "build"), ("onnxruntime", "polygraphy"), plan_key="verify_key"),
+    Stage("serve", "compiler.stages.serve:run", ("framework", "model", "export", "serve"),
+          ("surgery", "quantize", "build", "verify"), ("onnx", "tritonclient"), plan_key="build_key"),
 )
 COMMON = ("train", "export", "surgery")  # stages every candidate of `precision: best` shares
 _FRAMEWORK_STAGES = {"train", "export", "verify"}
@@ -83,11 +85,15 @@ def stage_view(cfg: DictConfig, keys: tuple[str, ...]) -> DictConfig:
     return view
 
 
-def stage_key_parts(stage: Stage, cfg: DictConfig, plan: Any) -> dict[str, Any]:
+def stage_key_parts(stage: Stage, cfg: DictConfig, plan: Any, recipe: str = "model") -> dict[str, Any]:
     """Everything of the recipe and the plan that enters this stage's cache key."""
     sliced = _config_slice(cfg, stage.sections(plan))
     if stage.plan_key:
         sliced["plan"] = getattr(plan, stage.plan_key)()
+    if stage.name == "serve":  # the model's name in the repository defaults to the recipe's
+        from compiler.serve.settings import model_name
+
+        sliced["model_name"] = model_name(cfg.serve.model_name, recipe)
     return sliced
 
 
@@ -114,6 +120,9 @@ def _place(src: Path, run_dir: Path) -> None:
     system has them): a hard link would let an edit in the run dir change the cache, and onnx refuses
     external data with several links. A weights file byte for byte one already placed (a cleaned model whose
     passes changed no weight) is not copied again: the run dir's model names that file instead."""
+    if src.is_dir():
+        _place_folder(src, run_dir)
+        return
     model, *weights = artifact_files(src)
     shared = _placed_before(weights, run_dir)
     for file in [model, *(w for w in weights if w.name not in shared)]:
@@ -128,6 +137,17 @@ def _place(src: Path, run_dir: Path) -> None:
         _copy(file, tmp)
         os.replace(tmp, dst)
         same_content(file, dst)  # its hash is the cache file's: a stage that copies it on is not read again
+
+
+def _place_folder(src: Path, run_dir: Path) -> None:
+    """A folder artifact (the serving repository) as a whole: copied beside, then renamed into place."""
+    tmp = run_dir / f".{src.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, copy_function=lambda a, b: _copy(Path(a), Path(b)))
+    dst = run_dir / src.name
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(tmp, dst)
 
 
 def _placed_before(weights: list[Path], run_dir: Path) -> dict[str, str]:
@@ -161,10 +181,10 @@ def _copy(src: Path, dst: Path) -> None:
 
 
 def compile_recipe(cfg: DictConfig, run_dir: Path, log: logging.Logger, plan: Any = None,
-                   plot: Any = None) -> CompileResult:
+                   plot: Any = None, recipe: str = "model") -> CompileResult:
     """Every stage in order (cached where it can be), then latency measured now. `plan`: the EnginePlan lint
     resolved (resolved here when not given). `plot` (training_plot.TrainingPlot) starts drawing once training
-    is done and is waited for before anything is timed."""
+    is done and is waited for before anything is timed. `recipe`: its name (the serving model's default name)."""
     from compiler.iospec import IOSpec
     from compiler.plan import resolve
 
@@ -174,28 +194,32 @@ def compile_recipe(cfg: DictConfig, run_dir: Path, log: logging.Logger, plan: An
     stages = [s for s in STAGES if s.name in COMMON] if plan.search else list(STAGES)
     records: list[StageRecord] = []
     with working():  # every stage, cached or not (imports, hashing, training): never while another job times
-        error = _stages(cfg, io, plan, cache, stages, records, run_dir, log, plot)
+        error = _stages(cfg, io, plan, cache, stages, records, run_dir, log, plot, recipe)
     if plot is not None:
         plot.wait()
     if error:
         return CompileResult(records, error, plan=plan, io=io)
     if plan.search:
-        return _search(cfg, io, plan, cache, records, run_dir, log)
+        return _search(cfg, io, plan, cache, records, run_dir, log, recipe)
     return _timed(CompileResult(records, plan=plan, io=io), cfg, run_dir, log)
 
 
 def _stages(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, stages: list[Stage],
-            records: list[StageRecord], run_dir: Path, log: logging.Logger, plot: Any = None) -> StageError | None:
+            records: list[StageRecord], run_dir: Path, log: logging.Logger, plot: Any = None,
+            recipe: str = "model") -> StageError | None:
     """Run (or take from the cache) the stages in order, appending to `records`; the error that stopped them."""
     framework = cfg.framework.value
     for stage in stages:
+        done = {r.name: r for r in records}
         if stage.name == "train" and framework == "onnx":
             continue  # an ONNX recipe starts at export, which takes model.path as it is
         if stage.name == "quantize" and plan.conversion == "none":
             continue
+        if stage.name == "serve" and (cfg.serve.target.value == "none" or "verify" not in done
+                                      or not done["verify"].info.get("passed")):
+            continue  # only a verified engine is packaged for serving
         tools = stage.tools + (FRAMEWORK_TOOLS[framework] if stage.name in _FRAMEWORK_STAGES else ())
-        done = {r.name: r for r in records}
-        key = stage_key(stage.name, stage_key_parts(stage, cfg, plan),
+        key = stage_key(stage.name, stage_key_parts(stage, cfg, plan, recipe),
                         {n: done[n].sha256 for n in stage.needs if n in done}, tool_versions(tools))
         record = StageRecord(stage.name, key=key)
         records.append(record)
@@ -208,7 +232,7 @@ def _stages(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, stage
                 record.info, record.build_seconds, record.cached = hit["info"], hit["seconds"], True
             else:
                 log.info("stage %-8s running", stage.name)
-                artifact_path = _run_stage(stage, cfg, io, plan, cache, key, done, record, run_dir, log)
+                artifact_path = _run_stage(stage, cfg, io, plan, cache, key, done, record, run_dir, log, recipe)
             record.artifact, record.sha256 = artifact_path.name, sha256_artifact(artifact_path)
             if artifact_path.parent != run_dir:
                 _place(artifact_path, run_dir)
@@ -228,7 +252,7 @@ def _stages(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, stage
 
 
 def _search(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, common: list[StageRecord],
-            run_dir: Path, log: logging.Logger) -> CompileResult:
+            run_dir: Path, log: logging.Logger, recipe: str = "model") -> CompileResult:
     """`precision: best`: convert, build and verify every candidate precision, and on the CUDA provider the
     runtime variants of each that passed (layout, CUDA graphs, fusion: EnginePlan.variants); time their engines
     on the same inputs, and keep the fastest whose gates all passed."""
@@ -241,8 +265,8 @@ def _search(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, commo
         folder.mkdir(parents=True, exist_ok=True)
         log.info("best: building the %s candidate", candidate.label)
         with working():
-            error = _stages(cfg, io, candidate, cache, [s for s in STAGES if s.name not in COMMON], records, folder,
-                            log)
+            error = _stages(cfg, io, candidate, cache, [s for s in STAGES if s.name not in COMMON + ("serve",)],
+                            records, folder, log)
         outcomes[candidate.label] = (candidate, records, error)
 
     for precision in plan.search:
@@ -272,6 +296,11 @@ def _search(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, commo
         _place(Path(record.path), run_dir)
         record.path = str(run_dir / record.artifact)
     log.info("best: %s (%s)", winner["candidate"], winner["why"])
+    with working():  # the winner alone is packaged for serving
+        error = _stages(cfg, io, candidate, cache, [s for s in STAGES if s.name == "serve"], records, run_dir, log,
+                        recipe=recipe)
+    if error:
+        return CompileResult(records, error, plan=candidate, search=rows, io=io)
     return _timed(CompileResult(records, plan=candidate, search=rows, io=io), cfg, run_dir, log)
 
 
@@ -312,13 +341,14 @@ def _timed(result: CompileResult, cfg: DictConfig, run_dir: Path, log: logging.L
 
 
 def _run_stage(stage: Stage, cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, key: str,
-               done: dict[str, StageRecord], record: StageRecord, run_dir: Path, log: logging.Logger) -> Path:
+               done: dict[str, StageRecord], record: StageRecord, run_dir: Path, log: logging.Logger,
+               recipe: str = "model") -> Path:
     """Run one stage in a fresh workspace, seeing only what its key holds; return where its artifact lives."""
     workspace = cache.new_workspace(stage.name) if cache else Path(tempfile.mkdtemp(prefix=f".{stage.name}-", dir=run_dir))
     try:
         ctx = StageContext(stage_view(cfg, stage.sections(plan)), workspace,
                            {n: Path(done[n].path) for n in stage.needs if n in done},
-                           {n: r.info for n, r in done.items()}, log, io, plan)
+                           {n: r.info for n, r in done.items()}, log, io, plan, recipe)
         started = time.perf_counter()
         result = stage.load()(ctx)
         record.build_seconds = time.perf_counter() - started

@@ -38,6 +38,7 @@ def build_report(cfg: DictConfig, recipe: str, result: CompileResult, status: st
         "placement": verify.get("placement"),
         "training": infos.get("train", {}), "surgery": infos.get("surgery", {}).get("passes", []),
         "quantize": infos.get("quantize"),
+        "serving": infos.get("serve"),
         "io": infos.get("export", {}).get("io"),
         "io_spec": _io_spec(cfg),
         "import_fixes": infos.get("export", {}).get("import_fixes", []),
@@ -168,6 +169,26 @@ def _placement_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _serving_lines(report: dict[str, Any]) -> list[str]:
+    served = report.get("serving")
+    if not served:
+        return []
+    name, kind = served["model_name"], served["instance_kind"]
+    batching = (f"max_batch_size {served['max_batch_size']}" + (", dynamic batching" if served["dynamic_batching"]
+                                                                else "")) if served["max_batch_size"] else \
+        "max_batch_size 0 (full dims, not batched)"
+    lines = ["## Serving (Triton)", "", f"`{served['config']}`: platform `{served['platform']}`, {batching}, "
+             f"{served['instances']} x {kind}, warm-up {', '.join(served['warmup']) or 'off'}; the engine as "
+             f"`triton/{name}/{served['engine_file']}`.", ""]
+    lines += [f"- {note}" for note in served.get("notes", [])] + ([""] if served.get("notes") else [])
+    lines += ["Serve it with NVIDIA's Triton container (the onnxruntime and TensorRT backends):", "", "```bash",
+              "docker run --rm --gpus all -p 8000:8000 -p 8001:8001 -v $PWD/triton:/models "
+              "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 tritonserver --model-repository=/models", "```", "",
+              f"Or try it here: `python -m compiler serve .` loads `{served['twin_config']}` (the same config on "
+              "Triton's Python backend, running onnxruntime with the engine's runtime settings).", ""]
+    return lines
+
+
 def render_markdown(report: dict[str, Any], plot: str | None) -> str:
     m = report["metrics"]
     lines = [f"# Compile report: `{report['recipe']}` — {report['status'].upper()}", ""]
@@ -235,6 +256,7 @@ def render_markdown(report: dict[str, Any], plot: str | None) -> str:
         lines += [f"`intra_op_threads: auto` timed the engine at batch {threads['batch']} with each thread count "
                   f"and kept **{threads['chosen']}**:", ""] + _table(
             ["intra_op_threads", "p50 ms"], [[r["intra_op_threads"], r["p50_ms"]] for r in threads["table"]]) + [""]
+    lines += _serving_lines(report)
     if report["gates"]:
         lines += ["## Gates", ""] + _table(["gate", "passed", "detail"],
                                            [[g["name"], g["passed"], g["detail"]] for g in report["gates"]]) + [""]

@@ -15,6 +15,7 @@ from compiler.backends import EngineConfig
 from compiler.cache import CacheConfig
 from compiler.data import DataConfig
 from compiler.model import ModelConfig
+from compiler.serve import ServeConfig
 from compiler.stages.export import ExportConfig
 from compiler.stages.quantize import QuantizeConfig
 from compiler.stages.surgery import SurgeryConfig
@@ -48,6 +49,7 @@ class RecipeConfig:
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 

@@ -25,6 +25,7 @@ class StageContext:
     log: logging.Logger
     io: Any = None                  # the resolved IO spec (compiler.iospec.IOSpec)
     plan: Any = None                # the resolved EnginePlan (compiler.plan.EnginePlan)
+    recipe: str = "model"           # the recipe's name (the serving model's default name)
 
 
 @dataclass
