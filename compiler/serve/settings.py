@@ -132,33 +132,40 @@ def _setting_problems(serve: Any) -> list[Problem]:
 
 
 def _engine_problems(cfg: Any) -> list[Problem]:
-    engine, problems = cfg.engine, []
-    backend = engine.backend.value
-    if backend == "tensorrt_rtx":
-        problems.append(Problem("engine.backend", "Triton has no TensorRT-RTX backend", backend,
+    """What of the resolved engine (plan.py reads the engine section) a Triton config cannot say."""
+    from compiler.plan import resolve
+
+    try:
+        plan = resolve(cfg)
+    except Exception:
+        return []  # the engine section's own problems are reported by its checks
+    problems = []
+    if plan.backend == "tensorrt_rtx":
+        problems.append(Problem("engine.backend", "Triton has no TensorRT-RTX backend", plan.backend,
                                 "onnxruntime or tensorrt with serve.target=triton",
                                 fix="set engine.backend=onnxruntime (or tensorrt), or serve.target=none"))
-    o = engine.onnxruntime
-    if backend != "tensorrt" and o.format.value == "ort":
+    if plan.backend != "onnxruntime":
+        return problems
+    o = plan.onnxruntime
+    if getattr(o["format"], "value", o["format"]) == "ort":
         problems.append(Problem("engine.onnxruntime.format", "Triton's onnxruntime backend loads ONNX files only",
                                 "ort", "onnx with serve.target=triton", fix="set engine.onnxruntime.format=onnx"))
-    if list(o.custom_op_libraries):
+    if list(o["custom_op_libraries"]):
         problems.append(Problem("engine.onnxruntime.custom_op_libraries", "a Triton model config cannot register a "
-                                "custom-op library with onnxruntime", list(o.custom_op_libraries),
+                                "custom-op library with onnxruntime", list(o["custom_op_libraries"]),
                                 "[] with serve.target=triton", fix="load the library into the server with "
                                 "LD_PRELOAD and remove it here, or set serve.target=none"))
-    other = [p for p in (o.providers or []) if _provider(p) not in PROVIDERS]
+    other = [p for p in plan.providers if _provider(p) not in PROVIDERS]
     if other:
         problems.append(Problem("engine.onnxruntime.providers", "Triton's onnxruntime backend runs the CPU, CUDA and "
-                                "TensorRT providers only", list(o.providers), ", ".join(PROVIDERS),
+                                "TensorRT providers only", plan.providers, ", ".join(PROVIDERS),
                                 fix="choose among those, or set serve.target=none"))
-    if backend != "tensorrt":
-        for i, spec in enumerate(cfg.model.inputs):
-            if spec.dtype is not None and spec.dtype.value == "bfloat16":
-                problems.append(Problem(f"model.inputs[{i}].dtype", "Triton's onnxruntime backend takes no bf16 "
-                                        "inputs", "bfloat16", "float32 or float16 inputs with serve.target=triton",
-                                        fix="export the model with float32 inputs (a Cast inside), or set "
-                                            "serve.target=none"))
+    for i, spec in enumerate(cfg.model.inputs):
+        if spec.dtype is not None and spec.dtype.value == "bfloat16":
+            problems.append(Problem(f"model.inputs[{i}].dtype", "Triton's onnxruntime backend takes no bf16 "
+                                    "inputs", "bfloat16", "float32 or float16 inputs with serve.target=triton",
+                                    fix="export the model with float32 inputs (a Cast inside), or set "
+                                        "serve.target=none"))
     return problems
 
 
