@@ -225,6 +225,40 @@ def test_the_repository_loads_in_a_real_server_and_serves_the_engines_outputs(ca
             assert sizes == {1}, sizes  # Triton does not batch a model with max_batch_size 0
         pid = twin.pid
     assert subprocess.run(["ps", "-p", str(pid)], capture_output=True).returncode == 1  # no process left
+    if case == "cnn_torch":
+        _the_serve_command_answers_its_curl_line_and_stops_on_ctrl_c(run.run_dir)
+
+
+def _the_serve_command_answers_its_curl_line_and_stops_on_ctrl_c(run_dir: Path) -> None:
+    import signal
+    import sys
+    import time
+
+    process = subprocess.Popen([sys.executable, "-m", "compiler", "serve", str(run_dir)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not any(line.startswith("Ctrl-C") for line in lines):
+        lines.append(process.stdout.readline())
+    head = "".join(lines)
+    assert "Triton (PID" in head and "HTTP  http://127.0.0.1:" in head and "gRPC  127.0.0.1:" in head, head
+    curl = next(line for line in lines if "curl" in line).split("try:", 1)[1].strip()
+    answer = json.loads(subprocess.run(curl, shell=True, capture_output=True, text=True, timeout=30).stdout)
+    assert answer["outputs"][0]["name"] == "logits" and answer["outputs"][0]["shape"] == [1, 10]
+    server_pid = int(head.split("Triton (PID ", 1)[1].split(")")[0])
+    process.send_signal(signal.SIGINT)
+    rest = process.communicate(timeout=60)[0]
+    assert process.returncode == 0 and "compiler: serve: stopped" in rest
+    assert subprocess.run(["ps", "-p", str(server_pid)], capture_output=True).returncode == 1
+
+
+def test_the_serve_command_refuses_a_run_without_a_repository(tmp_path: Path):
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "compiler", "serve", str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"compiler: serve: {tmp_path} holds no Triton repository "
+                                   "(triton/<model>/config.pbtxt). Fix: compile with serve.target=triton")
 
 
 def _verification_feeds(recipe: str, extra: list[str], files: dict) -> list[dict]:
