@@ -185,9 +185,13 @@ def load(server: Server, model: str, timeout_s: float = START_TIMEOUT_S) -> tupl
     except urllib.error.HTTPError as exc:
         body = exc.read().decode(errors="replace")
         try:
-            return False, json.loads(body).get("error", body)
+            message = json.loads(body).get("error", body)
         except ValueError:
-            return False, body
+            message = body
+        # the answer can be as vague as "failed to poll from model repository": the log says why
+        reasons = [line.split("] ", 1)[-1] for line in server.log(20000).splitlines()
+                   if line.startswith("E") and (f"'{model}'" in line or f" {model}\"" in line)]
+        return False, "\n".join([message.strip(), *reasons[-3:]])
 
 
 @contextmanager

@@ -76,7 +76,7 @@ def resolve(serve: Any, io: Any, plan: Any, recipe: str) -> ServeSettings:
         notes.append("no dynamic batching: Triton batches only models with max_batch_size > 0")
     instances = 1 if serve.instances == "auto" else int(serve.instances)
     return ServeSettings(model_name(serve.model_name, recipe), size, dim if size else None, (low, opt, high), delay,
-                         tuple(int(b) for b in batching.preferred_batch_sizes) if delay is not None else (),
+                         tuple(sorted({int(b) for b in batching.preferred_batch_sizes})) if delay is not None else (),
                          instances, bool(plan.gpu), bool(serve.warmup), int(serve.versions), tuple(notes))
 
 
