@@ -367,3 +367,23 @@ def _batch_counts(srv, name: str) -> dict[int, int]:
 
     stats = http.InferenceServerClient(srv.http).get_inference_statistics(name)["model_stats"][0]
     return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats.get("batch_stats", [])}
+
+
+def test_a_tensorrt_engine_is_a_tensorrt_plan_on_the_gpu():
+    from compiler.iospec import IOSpec
+    from compiler.serve import triton_config as tc
+    from compiler.serve.settings import resolve
+
+    cfg = recipe_cfg("resnet_torch", "serve.target=triton")
+    io = IOSpec.from_cfg(cfg)
+
+    class Plan:
+        backend, gpu = "tensorrt", True
+
+    config = tc.model_config(resolve(cfg.serve, io, Plan, "resnet_torch"), io, Plan, None,
+                             [tc.TensorFacts("input", "TYPE_FP32", (-1, 1, 16, 16))],
+                             [tc.TensorFacts("logits", "TYPE_FP32", (-1, 10))])
+    assert (config.platform, config.max_batch_size, config.instance_group[0].kind) == ("tensorrt_plan", 64, 1)
+    assert not config.HasField("optimization") and not config.parameters   # the plan holds its own settings
+    twin = tc.twin_config(config, "model.onnx", None)
+    assert twin.parameters["engine_file"].string_value == "model.onnx" and "runtime_settings" not in twin.parameters
