@@ -387,3 +387,21 @@ def test_a_tensorrt_engine_is_a_tensorrt_plan_on_the_gpu():
     assert not config.HasField("optimization") and not config.parameters   # the plan holds its own settings
     twin = tc.twin_config(config, "model.onnx", None)
     assert twin.parameters["engine_file"].string_value == "model.onnx" and "runtime_settings" not in twin.parameters
+
+
+def test_an_output_without_a_declared_shape_gets_its_rank_from_inference(tmp_path: Path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from compiler.iospec import IOSpec, Tensor
+    from compiler.serve import triton_config as tc
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), str(path))
+    io = IOSpec((Tensor("x", "float32", ("batch", 3)),), (), ({"batch": (1, 2, 4)},))
+    inputs, outputs = tc.engine_io(path, io)
+    assert inputs == [tc.TensorFacts("x", "TYPE_FP32", (-1, 3))]
+    assert outputs == [tc.TensorFacts("y", "TYPE_FP32", (-1, -1))]

@@ -44,9 +44,10 @@ class TensorFacts:
     dims: tuple[int, ...]              # -1 where dynamic, batch included
 
 
-def engine_io(model: Path, io: Any) -> tuple[list[TensorFacts], list[TensorFacts]]:
+def engine_io(model: Path, io: Any, source: Path | None = None) -> tuple[list[TensorFacts], list[TensorFacts]]:
     """The served file's inputs and outputs as Triton sees them: types from the file, input dims from the IO spec,
-    output dims from the file (dynamic: -1), batch included."""
+    output dims from the file (dynamic: -1), batch included; an output the file declares no shape for gets its
+    rank from inference on `source` (the ONNX the engine was built from), every dim -1."""
     graph = onnx.load(str(model), load_external_data=False).graph
     inputs = []
     declared = {v.name: v for v in graph.input}
@@ -56,7 +57,22 @@ def engine_io(model: Path, io: Any) -> tuple[list[TensorFacts], list[TensorFacts
             raise ConfigError(f"the engine has no input '{tensor.name}'")
         inputs.append(TensorFacts(tensor.name, _data_type(value), tuple(d if isinstance(d, int) else -1
                                                                         for d in tensor.shape)))
-    return inputs, [TensorFacts(v.name, _data_type(v), _dims(v)) for v in graph.output]
+    inferred = None
+    outputs = []
+    for value in graph.output:
+        if not value.type.tensor_type.HasField("shape"):
+            if inferred is None:
+                from compiler.passes._gs import static_shapes
+
+                inferred = static_shapes(onnx.load(str(source or model), load_external_data=False),
+                                         io.shapes(0, "opt"), symbolic=True) or {}
+            if value.name not in inferred:
+                raise ConfigError(f"output '{value.name}' has no declared or inferable rank, which a Triton config "
+                                  "needs")
+            outputs.append(TensorFacts(value.name, _data_type(value), (-1,) * len(inferred[value.name][0])))
+            continue
+        outputs.append(TensorFacts(value.name, _data_type(value), _dims(value)))
+    return inputs, outputs
 
 
 def batch_problem(model: Path, source: Path, io: Any, settings: ServeSettings) -> str | None:
@@ -103,8 +119,6 @@ def _data_type(value: onnx.ValueInfoProto) -> str:
 
 def _dims(value: onnx.ValueInfoProto) -> tuple[int, ...]:
     tensor = value.type.tensor_type
-    if not tensor.HasField("shape"):
-        raise ConfigError(f"output '{value.name}' has no declared rank, which a Triton config needs")
     return tuple(int(d.dim_value) if d.HasField("dim_value") else -1 for d in tensor.shape.dim)
 
 

@@ -37,7 +37,7 @@ def run(ctx: StageContext) -> StageResult:
         if reason:
             settings = settings.unbatched(reason)
     try:
-        inputs, outputs = tc.engine_io(served_onnx, ctx.io)
+        inputs, outputs = tc.engine_io(served_onnx, ctx.io, source)
     except tc.ConfigError as exc:
         raise StageError("serve", str(exc)) from None
     runtime = read_runtime(engine)
