@@ -9,6 +9,7 @@ A range may start at 0 (an empty KV cache); a batch dim may not.
 from __future__ import annotations
 
 import ast
+import re
 from typing import Any, Mapping
 
 from compiler.errors import Problem
@@ -127,3 +128,44 @@ def range_problems(path: str, r: Any, allow_zero: bool = True) -> list[Problem]:
         return [Problem(path, f"needs {floor} <= min <= opt <= max", list(r), f"[min, opt, max] with {floor} <= min <= opt <= max",
                         fix=f"e.g. {path}=[{max(floor, min(r))},{sorted(r)[1]},{max(r)}]")]
     return []
+
+
+# --- the names of an ONNX file's dynamic dims -----------------------------------------------
+
+def static_size(d: Any) -> int | None:
+    """A dim's fixed size, 0 included (an empty tensor is a real size), or None for a dynamic one."""
+    return int(d.dim_value) if d.HasField("dim_value") and d.dim_value >= 0 else None
+
+
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def dim_keys(graph_inputs: list) -> dict[tuple[str, int], str]:
+    """The recipe's name for each dynamic dim of the inputs, by (input, axis): the file's own name where a command
+    line can address it (`++model.dims.NAME=...`); else that name with every run of other characters as `_`
+    (paddle2onnx's `p2o.DynamicDimension.0` is `p2o_DynamicDimension_0`: Hydra reads dots as nesting), made unique;
+    a dim with no name, or a name of no letters or digits (`?`), is `INPUT_dimAXIS`, a dim of its own."""
+    dynamic = [(value.name, axis, d.dim_param) for value in graph_inputs if value.type.tensor_type.HasField("shape")
+               for axis, d in enumerate(value.type.tensor_type.shape.dim)
+               if static_size(d) is None]
+    named = {param for _, _, param in dynamic if _KEY.fullmatch(param)}
+    taken = {param: param for param in named}  # key -> the file's name it stands for ("" for a dim of its own)
+    keys: dict[tuple[str, int], str] = {}
+    for name, axis, param in dynamic:
+        if param in named:
+            keys[(name, axis)] = param
+            continue
+        original = param if re.search(r"[A-Za-z0-9]", param) else ""
+        key = base = _as_key(original or f"{name}_dim{axis}")
+        n = 1
+        while key in taken and not (original and taken[key] == original):  # one name in the file is one dim
+            n += 1
+            key = f"{base}_{n}"
+        taken[key] = original
+        keys[(name, axis)] = key
+    return keys
+
+
+def _as_key(name: str) -> str:
+    key = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_")
+    return key if _KEY.fullmatch(key) else f"d_{key}"

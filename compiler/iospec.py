@@ -233,6 +233,11 @@ class IOSpec:
         return {t.name: t.to_engine(samples[t.name]) for t in self.inputs}
 
 
+def label_output(cfg: Any, io: IOSpec) -> str:
+    """The output that labels score (training's loss, the metric): `model.label_output`, else the first."""
+    return cfg.model.label_output or io.output_names[0]
+
+
 def random_array(rng: "np.random.Generator", t: Tensor, shape: Sequence[int],
                  sizes: Mapping[str, int] | None = None) -> "np.ndarray":
     import numpy as np

@@ -5,16 +5,14 @@ on Ampere and newer GPUs, which torch's cuDNN convolutions, onnxruntime's CUDA p
 builder all do by default. So the framework reference, every reference run in verification and every
 fp32 engine run with it off, and `engine.precision: tf32` asks for it explicitly (and is gated like fp16).
 
-`MathMode` is the one object that says so. It enters as a context manager that sets and restores the
-framework's globals (torch's TF32 and cuDNN flags, TensorFlow's TF32 switch) and names the onnxruntime
-CUDA provider option and TensorRT flag for the same mode.
+`MathMode` is the one object that says so: it names the onnxruntime CUDA provider option and TensorRT flag for
+the mode, and `frameworks.in_math_mode` sets and restores the frameworks' globals for it (torch's TF32 and cuDNN
+flags, TensorFlow's TF32 switch).
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Iterator
 
 # the math mode each engine precision runs in (what the report names per ledger row)
 MATH_MODES = {"fp32": "strict fp32", "tf32": "tf32", "fp16": "fp16", "bf16": "bf16", "int8": "int8",
@@ -36,19 +34,6 @@ class MathMode:
     def tensorrt_tf32(self) -> bool:
         """TensorRT's TF32 builder flag (on by TensorRT's own default)."""
         return self.tf32
-
-    @contextlib.contextmanager
-    def framework(self) -> Iterator[None]:
-        """Set the loaded frameworks' TF32 globals for the block, and restore them after it.
-
-        Only frameworks already imported are touched: this never imports torch or TensorFlow. Each framework's
-        globals are its adapter's to set (frameworks/<name>: math_mode)."""
-        from compiler.frameworks import loaded
-
-        with contextlib.ExitStack() as stack:
-            for adapter in loaded():
-                stack.enter_context(adapter.math_mode(self.tf32))
-            yield
 
 
 STRICT_FP32 = MathMode(tf32=False)

@@ -7,12 +7,12 @@ leaves open and the recipe does not give gets a default that is printed as a not
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from compiler.dims import dim_keys, static_size
 from compiler.errors import Problem
 
 DEFAULT_BATCH = [1, 4, 8]        # a dynamic first dim the recipe gives no range for
@@ -297,11 +297,6 @@ def string_categories(model: Any, name: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def static_size(d: Any) -> int | None:
-    """A dim's fixed size, 0 included (an empty tensor is a real size), or None for a dynamic one."""
-    return int(d.dim_value) if d.HasField("dim_value") and d.dim_value >= 0 else None
-
-
 def _dtype_name(elem_type: int) -> str | None:
     import onnx
 
@@ -315,40 +310,6 @@ def _dtype_name(elem_type: int) -> str | None:
 # ops that carry a value through unchanged in what matters here (its values, up to shape and dtype): an input is
 # traced through them to the op that reads it (index bounds here, compared constants in input_domain.py)
 PASS_THROUGH = frozenset({"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity"})
-
-
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def dim_keys(graph_inputs: list) -> dict[tuple[str, int], str]:
-    """The recipe's name for each dynamic dim of the inputs, by (input, axis): the file's own name where a command
-    line can address it (`++model.dims.NAME=...`); else that name with every run of other characters as `_`
-    (paddle2onnx's `p2o.DynamicDimension.0` is `p2o_DynamicDimension_0`: Hydra reads dots as nesting), made unique;
-    a dim with no name, or a name of no letters or digits (`?`), is `INPUT_dimAXIS`, a dim of its own."""
-    dynamic = [(value.name, axis, d.dim_param) for value in graph_inputs if value.type.tensor_type.HasField("shape")
-               for axis, d in enumerate(value.type.tensor_type.shape.dim)
-               if static_size(d) is None]
-    named = {param for _, _, param in dynamic if _KEY.fullmatch(param)}
-    taken = {param: param for param in named}  # key -> the file's name it stands for ("" for a dim of its own)
-    keys: dict[tuple[str, int], str] = {}
-    for name, axis, param in dynamic:
-        if param in named:
-            keys[(name, axis)] = param
-            continue
-        original = param if re.search(r"[A-Za-z0-9]", param) else ""
-        key = base = _as_key(original or f"{name}_dim{axis}")
-        n = 1
-        while key in taken and not (original and taken[key] == original):  # one name in the file is one dim
-            n += 1
-            key = f"{base}_{n}"
-        taken[key] = original
-        keys[(name, axis)] = key
-    return keys
-
-
-def _as_key(name: str) -> str:
-    key = re.sub(r"[^A-Za-z0-9_]+", "_", name).strip("_")
-    return key if _KEY.fullmatch(key) else f"d_{key}"
 
 
 def _gather_limits(model: Any, keys: dict[tuple[str, int], str]) -> dict[str, int | str]:

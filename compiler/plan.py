@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from compiler.backends.tensorrt_plan import rtx_module
 from compiler.errors import Problem
 
 if TYPE_CHECKING:
@@ -108,15 +109,6 @@ def compute_capability() -> Optional[str]:
     except (OSError, subprocess.SubprocessError):
         return None
     return out[0] if out else None
-
-
-def rtx_module() -> Optional[str]:
-    """The module TensorRT-RTX installs as: `tensorrt_rtx` (the metapackage), or `tensorrt_rtx_bindings` (the
-    tensorrt-rtx-cu13-libs + -bindings wheels, which is what PyPI serves)."""
-    for module in ("tensorrt_rtx", "tensorrt_rtx_bindings"):
-        if importlib.util.find_spec(module) is not None:
-            return module
-    return None
 
 
 def rtx_runs_on(cc: Optional[str]) -> bool:

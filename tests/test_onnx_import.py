@@ -184,7 +184,7 @@ def test_dim_names_a_command_line_cannot_address_get_keys_it_can():
     """paddle2onnx names dims `p2o.DynamicDimension.0` (Hydra reads the dots as nesting) and some exporters `?`:
     the first becomes a key with underscores, still one dim wherever the file uses it, without taking a name the
     file itself uses; a name of no letters or digits, or none, is a dim of its own."""
-    from compiler.onnx_io import dim_keys
+    from compiler.dims import dim_keys
 
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["p2o.DynamicDimension.0", 3, "?", "w.1"]),
               helper.make_tensor_value_info("y:0", TensorProto.FLOAT, [None, "p2o_DynamicDimension_0",

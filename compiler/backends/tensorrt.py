@@ -32,7 +32,7 @@ def select_builder(backend: str) -> Any:
                            f"{'TensorRT-RTX' if config.USE_TENSORRT_RTX else 'TensorRT'} in this process")
     config.USE_TENSORRT_RTX = rtx
     if rtx and "tensorrt_rtx" not in sys.modules:
-        from compiler.plan import rtx_module
+        from compiler.backends.tensorrt_plan import rtx_module
 
         if rtx_module() == "tensorrt_rtx_bindings":  # PyPI's libs + bindings wheels: Polygraphy imports tensorrt_rtx
             import importlib

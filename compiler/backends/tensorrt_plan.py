@@ -47,6 +47,17 @@ class BuildArgs:
     calibration_cache: str | None = None     # TensorRT 10 weak-typed int8 through the calibrator
 
 
+def rtx_module() -> str | None:
+    """The module TensorRT-RTX installs as: `tensorrt_rtx` (the metapackage), or `tensorrt_rtx_bindings` (the
+    tensorrt-rtx-cu13-libs + -bindings wheels, which is what PyPI serves)."""
+    import importlib.util
+
+    for module in ("tensorrt_rtx", "tensorrt_rtx_bindings"):
+        if importlib.util.find_spec(module) is not None:
+            return module
+    return None
+
+
 def timing_cache_name(version: str, compute_capability: str | None) -> str:
     """A timing cache per TensorRT version and GPU: tactics timed on one are wrong, or refused, on another."""
     safe = re.sub(r"[^0-9A-Za-z.]+", "_", version)

@@ -11,10 +11,13 @@ Importing this package imports no framework; an adapter imports its framework wh
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 from pathlib import Path
-from typing import Any, ContextManager, Protocol
+from typing import Any, ContextManager, Iterator, Protocol
+
+from compiler.numerics import MathMode
 
 NAMES = ("torch", "keras", "onnx")
 # a recipe's `framework` -> the distributions whose versions key what it trains, exports and times
@@ -80,3 +83,14 @@ def trainable(framework: str) -> Trainable:
 def loaded() -> list[Adapter]:
     """The adapters whose framework this process has imported already (touching no other)."""
     return [adapter(name) for name in NAMES if _MODULES[name] in sys.modules and name != "onnx"]
+
+
+@contextlib.contextmanager
+def in_math_mode(mode: MathMode) -> Iterator[None]:
+    """Set the loaded frameworks' TF32 globals to `mode` for the block, and restore them after it. Only frameworks
+    already imported are touched: this never imports torch or TensorFlow; each one's globals are its adapter's to
+    set (`math_mode`)."""
+    with contextlib.ExitStack() as stack:
+        for framework in loaded():
+            stack.enter_context(framework.math_mode(mode.tf32))
+        yield

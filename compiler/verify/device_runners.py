@@ -94,7 +94,9 @@ class TorchDeviceRunner:
         self._context = None
 
     def __enter__(self) -> "TorchDeviceRunner":
-        self._context = self._mode.framework()
+        from compiler.frameworks import in_math_mode
+
+        self._context = in_math_mode(self._mode)
         self._context.__enter__()
         return self
 

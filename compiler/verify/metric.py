@@ -1,6 +1,7 @@
-"""The task metric: which output labels score, and how (top-1 by default, or an allow-listed hook).
+"""The task metric: how the output labels score is scored (top-1 by default, or an allow-listed hook).
 
-Training loss, the quantize stage's accuracy budget and verification all read it from here.
+The quantize stage's accuracy budget and verification read it from here; which output that is
+(`iospec.label_output`) training reads too.
 """
 
 from __future__ import annotations
@@ -9,14 +10,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from compiler.iospec import IOSpec, batch_size, slice_batch
+from compiler.iospec import IOSpec, batch_size, label_output, slice_batch
 
 Metric = Callable[[Mapping[str, np.ndarray], np.ndarray], float]
 Infer = Callable[[dict], Mapping[str, Any]]
-
-
-def label_output(cfg: Any, io: IOSpec) -> str:
-    return cfg.model.label_output or io.output_names[0]
 
 
 def top1(output: str) -> Metric:

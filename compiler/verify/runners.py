@@ -59,14 +59,14 @@ class CallableRunner(BaseRunner):
 def framework_predictor(cfg: Any, io: Any, artifact: Path, plan: Any = None) -> Predict:
     """The trained framework model as a feed dict -> outputs dict function (inference mode), in strict fp32
     (numerics.py), on the GPU when the engine runs on one (plan.gpu) and the framework sees it."""
-    from compiler.frameworks import trainable
+    from compiler.frameworks import in_math_mode, trainable
     from compiler.numerics import STRICT_FP32
 
     framework = trainable(cfg.framework.value)
     model = framework.load(cfg, io, artifact, gpu=plan is not None and plan.gpu)
 
     def predict(feed: dict) -> dict:
-        with STRICT_FP32.framework():
+        with in_math_mode(STRICT_FP32):
             return framework.predict(model, feed, io)
     return predict
 

@@ -61,7 +61,7 @@ def _labelled(model: keras.Model, io, label: str) -> keras.Model:
 
 def train(cfg: Any, io: Any, work_dir: Path, log: Any) -> tuple[str, dict]:
     """Fit the recipe's model and save it in work_dir: (artifact name, training info)."""
-    from compiler.verify.metric import label_output
+    from compiler.iospec import label_output
 
     tcfg = cfg.train
     if tcfg.precision.value != "fp32":

@@ -69,9 +69,9 @@ def import_file(src: Path, out: Path, io: IOSpec, plan: Any) -> list[str]:
 
 def _negative_dims(model: Any) -> list[str]:
     """A negative dim value (Polygraphy's `reshape.onnx` writes -1 for "any") is a dynamic dim, named as the IO spec
-    names it (onnx_io.dim_keys). Left as a number, a pass folding `Shape` would compute with -1 and write a
+    names it (dims.dim_keys). Left as a number, a pass folding `Shape` would compute with -1 and write a
     shape such as -75 that no runtime loads."""
-    from compiler.onnx_io import dim_keys
+    from compiler.dims import dim_keys
 
     keys = dim_keys(list(model.graph.input))
     fixes = []

@@ -14,7 +14,7 @@ from compiler.data.sources import load_dataset
 from compiler.errors import StageError
 from compiler.iospec import IOSpec
 from compiler.frameworks.torch.builder import RecipeModule, build_torch_model
-from compiler.verify.metric import label_output
+from compiler.iospec import label_output
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
                "rmsprop": torch.optim.RMSprop}
