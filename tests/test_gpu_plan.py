@@ -243,3 +243,20 @@ def test_onnxruntime_engines_take_what_tensorrt_refuses(machine, tmp_path):
                       extra_opsets=[("com.microsoft", 1)])
     assert not [p for p in plan_module.plan_problems(recipe_cfg("onnx_file", f"model.path={path}"))
                 if p.path == "model.path"]
+
+
+def test_the_math_mode_sets_the_loaded_frameworks_tf32_globals_and_restores_them():
+    import torch
+
+    from compiler.frameworks import in_math_mode
+
+    torch.backends.cudnn.allow_tf32 = True     # torch's own default for cuDNN: TF32 on
+    torch.set_float32_matmul_precision("high")
+    with in_math_mode(STRICT_FP32):
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.get_float32_matmul_precision() == "highest"
+        with in_math_mode(MathMode(tf32=True)):
+            assert torch.backends.cudnn.allow_tf32 and torch.get_float32_matmul_precision() == "high"
+        assert not torch.backends.cudnn.allow_tf32
+    assert torch.backends.cudnn.allow_tf32 and torch.get_float32_matmul_precision() == "high"
+    torch.set_float32_matmul_precision("highest")
