@@ -62,14 +62,10 @@ def main() -> None:
 
 
 def _feed(request: dict) -> dict:
-    from compiler.serve.command import TRITON_TO_NUMPY
+    from tritonclient.utils import triton_to_np_dtype
 
-    out = {}
-    for item in request["inputs"]:
-        kind = "TYPE_" + item["datatype"].replace("BYTES", "STRING")
-        dtype = object if kind == "TYPE_STRING" else TRITON_TO_NUMPY[kind]
-        out[item["name"]] = np.asarray(item["data"], dtype=dtype).reshape(item["shape"])
-    return out
+    return {item["name"]: np.asarray(item["data"], dtype=triton_to_np_dtype(item["datatype"])).reshape(item["shape"])
+            for item in request["inputs"]}
 
 
 def _repository(source: Path, into: Path, name: str, dynamic: bool) -> Path:

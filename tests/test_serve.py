@@ -402,6 +402,6 @@ def test_an_output_without_a_declared_shape_gets_its_rank_from_inference(tmp_pat
     path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10), str(path))
     io = IOSpec((Tensor("x", "float32", ("batch", 3)),), (), ({"batch": (1, 2, 4)},))
-    inputs, outputs = tc.engine_io(path, io)
+    inputs, outputs = tc.engine_io(onnx.load(str(path)), io)
     assert inputs == [tc.TensorFacts("x", "TYPE_FP32", (-1, 3))]
     assert outputs == [tc.TensorFacts("y", "TYPE_FP32", (-1, -1))]

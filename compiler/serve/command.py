@@ -20,9 +20,6 @@ import numpy as np
 from compiler.serve.server import ServerError, load, start
 from compiler.serve.triton_config import TWIN_CONFIG, WARMUP_FOLDER
 
-TRITON_TO_NUMPY = {"TYPE_FP32": "float32", "TYPE_FP16": "float16", "TYPE_FP64": "float64", "TYPE_INT8": "int8",
-                   "TYPE_INT16": "int16", "TYPE_INT32": "int32", "TYPE_INT64": "int64", "TYPE_UINT8": "uint8",
-                   "TYPE_UINT16": "uint16", "TYPE_UINT32": "uint32", "TYPE_UINT64": "uint64", "TYPE_BOOL": "bool"}
 
 
 def main(argv: list[str]) -> int:
@@ -91,7 +88,9 @@ def sample_request(model_dir: Path) -> dict:
                 at += 4 + size
             values += [""] * (int(np.prod(shape)) - len(values))
         else:
-            dtype = np.dtype(TRITON_TO_NUMPY[kind])
+            from tritonclient.utils import triton_to_np_dtype
+
+            dtype = np.dtype(triton_to_np_dtype(kind.removeprefix("TYPE_")))
             array = np.frombuffer((model_dir / WARMUP_FOLDER / data_file).read_bytes(), dtype) if data_file \
                 else np.zeros(int(np.prod(shape)), dtype)
             values = array.reshape(-1)[:int(np.prod(shape))].tolist()

@@ -113,11 +113,11 @@ class Server:
 
 
 def start(repository: Path, models: list[str] | None = None, config_name: str | None = None,
-          timeout_s: float = START_TIMEOUT_S, wait_ready: bool = True, log_verbose: int = 0) -> Server:
+          timeout_s: float = START_TIMEOUT_S) -> Server:
     """Start `tritonserver` on 127.0.0.1 (free HTTP, gRPC and metrics ports) over `repository`, loading `models`
     (all when None; [] loads none, for `load` to try them one by one) with `--model-config-name=config_name` where
-    given. With `wait_ready`, returns once /v2/health/ready answers 200 and raises ServerError (server stopped)
-    if it exits or the timeout passes."""
+    given. Returns once /v2/health/ready answers 200; raises ServerError (server stopped) if it exits or the
+    timeout passes."""
     home = server_home()
     workdir = Path(tempfile.mkdtemp(prefix="compiler-triton-"))
     try:
@@ -129,8 +129,7 @@ def start(repository: Path, models: list[str] | None = None, config_name: str | 
     args = [str(home / "bin" / "tritonserver"), f"--model-repository={repository}", f"--backend-directory={backends}",
             "--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1",
             f"--http-port={ports[0]}", f"--grpc-port={ports[1]}", f"--metrics-port={ports[2]}",
-            "--allow-metrics=false", "--strict-readiness=true", "--exit-on-error=false",
-            f"--log-verbose={log_verbose}"]
+            "--allow-metrics=false", "--strict-readiness=true", "--exit-on-error=false"]
     if models is not None:
         args += ["--model-control-mode=explicit"] + [f"--load-model={m}" for m in models]
     if config_name:
@@ -142,12 +141,11 @@ def start(repository: Path, models: list[str] | None = None, config_name: str | 
     with open(log_path, "wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     server = Server(process, *ports, log_path, workdir, list(models or []))
-    if wait_ready:
-        try:
-            wait_until_ready(server, timeout_s)
-        except ServerError:
-            server.stop()
-            raise
+    try:
+        wait_until_ready(server, timeout_s)
+    except ServerError:
+        server.stop()
+        raise
     return server
 
 
@@ -196,9 +194,9 @@ def load(server: Server, model: str, timeout_s: float = START_TIMEOUT_S) -> tupl
 
 @contextmanager
 def running(repository: Path, models: list[str] | None = None, config_name: str | None = None,
-            timeout_s: float = START_TIMEOUT_S, wait_ready: bool = True) -> Iterator[Server]:
+            timeout_s: float = START_TIMEOUT_S) -> Iterator[Server]:
     """`start`, then `stop` whatever happens."""
-    server = start(repository, models, config_name, timeout_s, wait_ready)
+    server = start(repository, models, config_name, timeout_s)
     try:
         yield server
     finally:

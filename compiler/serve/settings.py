@@ -89,9 +89,9 @@ def serve_problems(cfg: Any) -> list[Problem]:
     problems = _setting_problems(serve)
     if serve.target.value != "triton" or problems:
         return problems
-    try:
-        import tritonclient.grpc.model_config_pb2  # noqa: F401  (Triton's own schema writes the config)
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("tritonclient") is None:  # Triton's own schema writes the config (not imported here)
         return [Problem("serve.target", "writing a Triton model config needs tritonclient", "triton",
                         "none, or triton with the serve extra installed", fix=install_line("tritonclient") +
                         ", or set serve.target=none")]

@@ -44,11 +44,12 @@ class TensorFacts:
     dims: tuple[int, ...]              # -1 where dynamic, batch included
 
 
-def engine_io(model: Path, io: Any, source: Path | None = None) -> tuple[list[TensorFacts], list[TensorFacts]]:
-    """The served file's inputs and outputs as Triton sees them: types from the file, input dims from the IO spec,
-    output dims from the file (dynamic: -1), batch included; an output the file declares no shape for gets its
-    rank from inference on `source` (the ONNX the engine was built from), every dim -1."""
-    graph = onnx.load(str(model), load_external_data=False).graph
+def engine_io(model: onnx.ModelProto, io: Any, source: Path | None = None) -> tuple[list[TensorFacts], list[TensorFacts]]:
+    """The served file's inputs and outputs as Triton sees them (`model`: that file, loaded without its weights):
+    types from the file, input dims from the IO spec, output dims from the file (dynamic: -1), batch included; an
+    output the file declares no shape for gets its rank from inference on `source` (the ONNX the engine was built
+    from; the model itself without one), every dim -1."""
+    graph = model.graph
     inputs = []
     declared = {v.name: v for v in graph.input}
     for tensor in io.inputs:
@@ -64,8 +65,8 @@ def engine_io(model: Path, io: Any, source: Path | None = None) -> tuple[list[Te
             if inferred is None:
                 from compiler.passes._gs import static_shapes
 
-                inferred = static_shapes(onnx.load(str(source or model), load_external_data=False),
-                                         io.shapes(0, "opt"), symbolic=True) or {}
+                built_from = onnx.load(str(source), load_external_data=False) if source else model
+                inferred = static_shapes(built_from, io.shapes(0, "opt"), symbolic=True) or {}
             if value.name not in inferred:
                 raise ConfigError(f"output '{value.name}' has no declared or inferable rank, which a Triton config "
                                   "needs")
@@ -75,13 +76,13 @@ def engine_io(model: Path, io: Any, source: Path | None = None) -> tuple[list[Te
     return inputs, outputs
 
 
-def batch_problem(model: Path, source: Path, io: Any, settings: ServeSettings) -> str | None:
+def batch_problem(model: onnx.ModelProto, source: Path, io: Any, settings: ServeSettings) -> str | None:
     """Why Triton may not batch along the inputs' first dim, or None: every output must start with it (declared
     with the inputs' dim name, or inferred so at the smallest and largest batch on `source`, the standard-ops ONNX
     the engine was built from), and the samples of a batch must be independent (serve/batching.py)."""
     from compiler.serve.batching import mixing_reason
 
-    graph = onnx.load(str(model), load_external_data=False).graph
+    graph = model.graph
     firsts = {v.type.tensor_type.shape.dim[0].dim_param for v in graph.input
               if v.name in io.input_names and v.type.tensor_type.shape.dim}
     undeclared = [v.name for v in graph.output if not (len(firsts) == 1 and "" not in firsts and

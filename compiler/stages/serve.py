@@ -13,6 +13,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import onnx
+
 from compiler.cache import artifact_files, runtime_file
 from compiler.errors import StageError
 from compiler.stages import StageContext, StageResult
@@ -29,15 +31,16 @@ def run(ctx: StageContext) -> StageResult:
     engine = ctx.inputs["build"]
     source = ctx.inputs.get("quantize") or ctx.inputs["surgery"]   # the ONNX the engine was built from
     served_onnx = engine if engine.suffix == ".onnx" else source
+    served = onnx.load(str(served_onnx), load_external_data=False)   # once: its IO is all that is read
     if settings.max_batch_size:
-        reason = tc.batch_problem(served_onnx, source, ctx.io, settings)
+        reason = tc.batch_problem(served, source, ctx.io, settings)
         if reason and ctx.cfg.serve.max_batch_size != "auto":
             raise StageError("serve", f"serve.max_batch_size={settings.max_batch_size}: Triton cannot batch this "
                              f"model: {reason}", fix="serve.max_batch_size=0 (full dims), or auto")
         if reason:
             settings = settings.unbatched(reason)
     try:
-        inputs, outputs = tc.engine_io(served_onnx, ctx.io, source)
+        inputs, outputs = tc.engine_io(served, ctx.io, source)
     except tc.ConfigError as exc:
         raise StageError("serve", str(exc)) from None
     runtime = read_runtime(engine)
