@@ -189,6 +189,12 @@ def contenders(target: dict, compiled: dict, feed: dict) -> dict:
     return runners
 
 
+def _placement(folder: Path) -> dict:
+    """A candidate's node placement as its verify measured it ({} where none was)."""
+    verify = folder / "verify.json"
+    return (json.loads(verify.read_text()).get("placement") or {}) if verify.exists() else {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", nargs="*", default=["resnet_torch"])
@@ -218,6 +224,9 @@ def main() -> None:
             print(f"  fused ({fused['model_type']}, {fused['num_heads']} heads): {fused['fused_operators']}")
         for row in compiled["search"]:
             print(f"  candidate {row['candidate']}: passed={row['passed']} memcpy={row['memcpy']} ({row['why']})")
+            placed = _placement(compiled["run_dir"] / "candidates" / row["candidate"])
+            if placed.get("memcpy_nodes") or placed.get("cpu_nodes"):
+                print(f"    copies: {placed['memcpy_nodes'][:6]}; on the CPU: {placed['cpu_nodes'][:8]}")
         feed = _feeds(target, compiled, args.batch)
         runners = contenders(target, compiled, feed)
         timed = compare(runners, {name: {args.batch: feed} for name in runners}, TIMING)

@@ -275,10 +275,9 @@ def _search(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, commo
         verify = next((r.info for r in records if r.name == "verify" and r.info), {})
         engine = next((Path(r.path) for r in records if r.name == "build" and r.path), None)
         if error is None and verify.get("passed") and engine is not None and candidate.cuda_provider:
-            from compiler.backends.onnxruntime import has_convolutions
+            from compiler.backends.onnxruntime import graph_capturable, has_convolutions
 
-            placed = verify.get("placement") or {}
-            capturable = placed.get("memcpy", 1) == 0 and not placed.get("cpu_nodes", [None])
+            capturable = graph_capturable(verify.get("placement") or {})
             for variant in candidate.variants(has_convolutions(engine), capturable):
                 build(variant)
     built = {label: (c, [x for x in r if x.name == "build" and x.path]) for label, (c, r, _) in outcomes.items()}

@@ -45,6 +45,24 @@ class TimmBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+class TinyViT(nn.Module):
+    """timm's VisionTransformer in small: patch embedding, cls token concatenated, position embedding added, then
+    the blocks. The first block's residual skip then comes from an Add, not from a previous block."""
+
+    def __init__(self, dim: int = 32, patch: int = 8, image: int = 32):
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, dim, patch, patch)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.pos_embed = nn.Parameter(torch.randn(1, (image // patch) ** 2 + 1, dim) * 0.02)
+        self.blocks, self.norm, self.head = nn.Sequential(TimmBlock(dim), TimmBlock(dim)), nn.LayerNorm(dim), \
+            nn.Linear(dim, 10)
+
+    def forward(self, x):
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
 class MultiheadBlock(nn.Module):
     def __init__(self, dim: int = 32, heads: int = 4):
         super().__init__()
@@ -96,7 +114,7 @@ def _feeds(name: str) -> dict[str, np.ndarray]:
         mask = np.ones((2, 8), np.int64)
         mask[1, 6:] = 0  # padding: the mask path is exercised
         return {"input_ids": rng.integers(0, 100, (2, 8)).astype(np.int64), "attention_mask": mask}
-    if name == "clip_vision":
+    if name in ("clip_vision", "timm_vit_embedded"):
         return {"pixel_values": rng.standard_normal((2, 3, 32, 32)).astype(np.float32)}
     return {"x": rng.standard_normal((2, 10, 32)).astype(np.float32)}
 
@@ -104,6 +122,8 @@ def _feeds(name: str) -> dict[str, np.ndarray]:
 MODELS = {  # name: (build, fused operator counts, packed projections split)
     "timm_vit": (lambda: _randomise_biases(nn.Sequential(TimmBlock(), TimmBlock())),
                  {"Attention": 2, "BiasGelu": 2, "LayerNormalization": 1, "SkipLayerNormalization": 3}, 2),
+    "timm_vit_embedded": (lambda: _randomise_biases(TinyViT()),
+                          {"Attention": 2, "BiasGelu": 2, "LayerNormalization": 1, "SkipLayerNormalization": 4}, 2),
     "bert": (_bert, {"Attention": 2, "BiasGelu": 2, "EmbedLayerNormalization": 1, "SkipLayerNormalization": 4}, 2),
     "clip_vision": (_clip_vision, {"Attention": 2, "LayerNormalization": 2, "SkipLayerNormalization": 3}, 2),
     # nn.MultiheadAttention: its packed in_proj is split, but its sequence-first reshapes ([L, B*H, D]) are not a

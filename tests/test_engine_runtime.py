@@ -7,9 +7,10 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from compiler.backends.onnxruntime import engine_session, placement, read_runtime, runtime_file
+from compiler.backends.onnxruntime import engine_session, graph_capturable, placement, read_runtime, runtime_file
 from compiler.cache import artifact_files, sha256_artifact
 from tests.conftest import TINY
 
@@ -53,3 +54,14 @@ def test_placement_counts_nodes_per_provider_and_memcpy(tmp_path):
     placed = placement(path, None, {"x": np.ones((2, 4), np.float32)})
     assert placed["memcpy"] == 0 and placed["by_provider"] == {"CPUExecutionProvider": 2}
     assert placed["cpu_nodes"] == ["mm (MatMul)", "relu (Relu)"]
+    assert not graph_capturable(placed)  # no node on the CUDA provider: nothing to capture
+
+
+@pytest.mark.parametrize("placed, capturable", [
+    ({"memcpy": 0, "by_provider": {"CUDAExecutionProvider": 40, "CPUExecutionProvider": 5}}, True),  # shape ops
+    ({"memcpy": 2, "by_provider": {"CUDAExecutionProvider": 40, "CPUExecutionProvider": 1}}, False),
+    ({"memcpy": 0, "by_provider": {"CPUExecutionProvider": 3}}, False),
+    ({}, False),
+])
+def test_a_graph_is_captured_only_without_memcpy_and_with_nodes_on_the_cuda_provider(placed, capturable):
+    assert graph_capturable(placed) is capturable

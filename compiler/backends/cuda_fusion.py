@@ -113,6 +113,31 @@ def add_zero_biases(graph: Any) -> int:
     return added
 
 
+def branch_first_residuals(graph: Any) -> int:
+    """A residual Add whose skip input comes from another Add (ViT's first block: its input is cls-token concat +
+    position embedding) gets the branch (a projection's bias Add) as input 0. The attention fusion looks for the
+    branch as the first Add parent of the residual it starts from, and stops at the skip's Add without trying
+    the other input, so the first block stayed unfused. Add is commutative: the values are the same."""
+    from compiler.passes._gs import small_constant
+
+    def projection(tensor: Any) -> bool:  # MatMul by a constant, then + bias
+        add = tensor.inputs[0] if len(tensor.inputs) == 1 else None
+        return add is not None and add.op == "Add" and any(
+            len(t.inputs) == 1 and t.inputs[0].op == "MatMul" for t in add.inputs) and any(
+            small_constant(t, 1 << 20) is not None for t in add.inputs)
+
+    swapped = 0
+    for add in [n for n in graph.nodes if n.op == "Add" and len(n.inputs) == 2]:
+        skip, branch = add.inputs
+        if not any(c.op in ("LayerNormalization", "SimplifiedLayerNormalization") for c in add.outputs[0].outputs):
+            continue
+        skip_from_add = len(skip.inputs) == 1 and skip.inputs[0].op == "Add"
+        if skip_from_add and not projection(skip) and projection(branch):
+            add.inputs[0], add.inputs[1] = branch, skip
+            swapped += 1
+    return swapped
+
+
 def drop_softmax_nan_guards(graph: Any) -> int:
     """torch exports `scaled_dot_product_attention` with a safe softmax, Where(IsNaN(p), 0, p): it differs from the
     Softmax only on a query row whose every score is masked to -inf, which the guard turns from NaN into zeros.
@@ -182,7 +207,7 @@ def _model_types(guess: str) -> list[str]:
 
 def _prepared(model: Any, done: dict) -> Any:
     """The graph in the forms the fusions match: packed q/k/v split, scales moved after q·kᵀ, safe-softmax guards
-    dropped, then cleaned, then zero biases restored; `done` counts each rewrite."""
+    dropped, then cleaned, then zero biases restored and residual branches put first; `done` counts each rewrite."""
     from compiler.passes import eliminate_noops, merge_transposes_reshapes, scale_after_qk, split_packed_qkv
     from compiler.passes._gs import on_graph
 
@@ -195,6 +220,7 @@ def _prepared(model: Any, done: dict) -> Any:
 
     def biases(graph: Any) -> None:  # after eliminate_noops, which would take an Add of zeros out again
         done["zero_biases_added"] = add_zero_biases(graph)
+        done["residual_inputs_swapped"] = branch_first_residuals(graph)
 
     model = on_graph(on_graph(model, split, infer=True), move)
     model = on_graph(merge_transposes_reshapes.apply(eliminate_noops.apply(model)), biases)

@@ -280,3 +280,10 @@ def placement(path: Path, plan: Any, feed: dict) -> dict:
                     if provider == "CPUExecutionProvider" and not op.startswith("Memcpy"))
     return {"nodes": len(nodes), "memcpy": len(memcpy), "memcpy_nodes": memcpy, "cpu_nodes": on_cpu,
             "by_provider": dict(Counter(provider for _, provider in nodes.values()))}
+
+
+def graph_capturable(placed: dict) -> bool:
+    """Whether onnxruntime can capture the engine in a CUDA graph, from its placement: no Memcpy node, and the
+    nodes on the CUDA provider. Shape arithmetic on the CPU (Shape -> Gather -> Concat feeding a Reshape) is
+    allowed: onnxruntime captures around it and only warns; a compute node on the CPU always needs a Memcpy."""
+    return placed.get("memcpy", 1) == 0 and placed.get("by_provider", {}).get("CUDAExecutionProvider", 0) > 0
