@@ -126,6 +126,7 @@ def fit_recipe(cfg: Any, opened: Mapping[str, Any]) -> tuple[list[str], Any]:
 
     from compiler import dims as dim_rules
     from compiler.errors import Problem
+    from compiler.recipe.edits import set_dims
 
     model = onnx.load(str(Path(cfg.model.path).expanduser()), load_external_data=False)
     dims = {name: list(r) for name, r in cfg.model.dims.items() if not isinstance(r, str)}
@@ -138,8 +139,7 @@ def fit_recipe(cfg: Any, opened: Mapping[str, Any]) -> tuple[list[str], Any]:
 
     defaulted = {name: kind for name, kind in opened.get("dims", {}).items() if name in dims}
     fit = fit_dims(model, shapes_at, dims, defaulted)
-    for name, r in fit.changed.items():
-        cfg.model.dims[name] = r
+    set_dims(cfg, fit.changed)
     if fit.too_large is None:
         return fit.notes, None
     used = sorted({str(d) for i in cfg.model.inputs if i.shape is not None for d in i.shape if not isinstance(d, int)})

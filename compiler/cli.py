@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from compiler import recipe_source, schema
+from compiler.recipe.resolved import Resolved, freeze
 from compiler.errors import (DEBUG_VAR, EXIT_INVALID_RECIPE, EXIT_OK, EXIT_STAGE_FAILED, EXIT_VERIFY_FAILED, RecipeError,
                              debug_enabled, describe)
 from compiler.resources import conf_dir
@@ -87,11 +88,11 @@ def _problems(cfg: DictConfig, opened: dict | None = None) -> list:
 
 @dataclass
 class Checked:
-    """What checking a composed recipe gave: an exit code when it may not run (2) or was only linted (0),
-    else the domain notes the run reports."""
+    """What checking a composed recipe gave: an exit code when it may not run (2) or was only linted (0), else
+    the recipe resolved for the compile (read-only from here on)."""
 
     code: int | None
-    domain: list
+    resolved: Resolved | None = None
 
 
 def check_recipe(cfg: DictConfig, recipe: str) -> Checked:
@@ -101,10 +102,10 @@ def check_recipe(cfg: DictConfig, recipe: str) -> Checked:
     problems = recipe_problems(cfg, opened)
     if problems:
         print(f"compiler: {RecipeError(problems).render()}", file=sys.stderr)
-        return Checked(EXIT_INVALID_RECIPE, [])
+        return Checked(EXIT_INVALID_RECIPE)
     if cfg.mode.value == "lint":
         print(f"compiler: recipe '{recipe}' is valid")
-        return Checked(EXIT_OK, [])
+        return Checked(EXIT_OK)
     domain = list(opened.get("notes", []))
     if cfg.framework.value == "onnx":  # the generated inputs, tried on the file before anything is built
         from compiler.activation_memory import fit_recipe
@@ -113,18 +114,18 @@ def check_recipe(cfg: DictConfig, recipe: str) -> Checked:
         notes, problem = fit_recipe(cfg, opened)  # first: the probe runs the file at the max shapes
         if problem:
             print(f"compiler: {RecipeError([problem]).render()}", file=sys.stderr)
-            return Checked(EXIT_INVALID_RECIPE, [])
+            return Checked(EXIT_INVALID_RECIPE)
         for note in notes:
             print(f"compiler: note: {note}", file=sys.stderr)
         domain += notes
         probed = probe(cfg, opened)
         if probed.problem:
             print(f"compiler: {RecipeError([probed.problem]).render()}", file=sys.stderr)
-            return Checked(EXIT_INVALID_RECIPE, [])
+            return Checked(EXIT_INVALID_RECIPE)
         for note in probed.notes:
             print(f"compiler: note: {note}", file=sys.stderr)
         domain += probed.notes
-    return Checked(None, domain)
+    return Checked(None, freeze(cfg, domain))
 
 
 def run_job(cfg: DictConfig, recipe: str, run_dir: Path, checked: Checked | None = None) -> int:
@@ -133,21 +134,17 @@ def run_job(cfg: DictConfig, recipe: str, run_dir: Path, checked: Checked | None
     checked = checked or check_recipe(cfg, recipe)
     if checked.code is not None:
         return checked.code
-    domain = checked.domain
-
-    from compiler.pipeline import compile_recipe
-    from compiler.report import build_report, write_report
-
-    from compiler.machine_lock import working
-
-    from compiler.plan import resolve
+    resolved = checked.resolved
+    cfg = resolved.cfg
 
     from compiler.cache import cache_root
+    from compiler.machine_lock import working
+    from compiler.pipeline import compile_recipe
+    from compiler.report import build_report, write_report
     from compiler.training_plot import TrainingPlot
 
     plot = TrainingPlot(run_dir, cache_root(cfg.cache) if cfg.cache.enabled else None)
-    result = compile_recipe(cfg, run_dir, log, resolve(cfg), plot, recipe)
-    result.input_domain = domain
+    result = compile_recipe(resolved, run_dir, log, plot, recipe)
     verify = result.by_name.get("verify")
     if result.error:
         from compiler.errors import InputDomainError
@@ -159,7 +156,7 @@ def run_job(cfg: DictConfig, recipe: str, run_dir: Path, checked: Checked | None
     else:
         status, code = "passed", EXIT_OK
     with working():  # plotting and writing are work: not while another job times
-        report = build_report(cfg, recipe, result, status)
+        report = build_report(cfg, recipe, result, status, resolved.domain)
         write_report(report, run_dir, plot.wait())
         _track(cfg, report, run_dir)
     _print_summary(report, run_dir)

@@ -17,7 +17,6 @@ that had to search is cached by the file's content and its IO spec.
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import time
@@ -29,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from compiler.errors import Problem
 from compiler.onnx_io import PASS_THROUGH
+from compiler.recipe.edits import Change, apply_change, with_change
 
 SEQUENCE_SIZES = (32, 64, 128, 256, 512, 1024, 4096)
 SPATIAL_SIZES = (224, 256, 320, 384, 448, 512, 640, 32, 64)
@@ -46,9 +46,6 @@ class Probe:
     problem: Problem | None = None
 
 
-Change = dict[str, Any]  # {"dims": {name: [min,opt,max]}, "values": {input: [..]}}
-
-
 def probe(cfg: DictConfig, opened: dict) -> Probe:
     """Check the filled-in recipe's generated inputs against the file; change only `opened` entries, in place."""
     cached = _cache_path(cfg)
@@ -61,7 +58,7 @@ def probe(cfg: DictConfig, opened: dict) -> Probe:
     if first is None:
         return Probe()
     if found:
-        _apply(cfg, found[1])
+        apply_change(cfg, found[1])
     return _verdict(cfg, first, tried, found)
 
 
@@ -77,7 +74,7 @@ def _search(cfg: DictConfig, opened: dict) -> tuple[Any, list[str], Any]:
     for label, change in _alternatives(cfg, opened):
         if len(tried) >= MAX_TRIES or time.perf_counter() - started > BUDGET_SECONDS:
             break
-        refusal = _refusal(session, _with(cfg, change))
+        refusal = _refusal(session, with_change(cfg, change))
         tried.append(f"{label}: {'runs' if refusal is None else 'refused'}")
         if refusal is None:
             return first, tried, (label, change)
@@ -252,20 +249,6 @@ def words(exc: Exception) -> str:
     message = re.sub(r"^/\S+:\d+ [^(]*\([^)]*\)\s*", "", message)
     where = f"{nodes[-1][0]} node{' ' + repr(nodes[-1][1]) if nodes[-1][1] else ''}: " if nodes else ""
     return (where + message)[:240]
-
-
-def _with(cfg: DictConfig, change: Change) -> DictConfig:
-    trial = copy.deepcopy(cfg)
-    _apply(trial, change)
-    return trial
-
-
-def _apply(cfg: DictConfig, change: Change) -> None:
-    for name, value in change.get("dims", {}).items():
-        cfg.model.dims[name] = list(value)
-    for spec in cfg.model.inputs:
-        if spec.name in change.get("values", {}):
-            spec["values"], spec["range"] = list(change["values"][spec.name]), None
 
 
 # --- cache --------------------------------------------------------------------------------------------------

@@ -169,13 +169,11 @@ def _fill(cfg: DictConfig, model: Any, opened: dict) -> tuple[list[Problem], lis
             notes.append(f"output '{value.name}' is a {kind.removesuffix('_type')}, not a "
                          "tensor: the engine keeps it, the ledger does not compare it")
     from compiler.model import DType, InputSpec, OutputSpec
+    from compiler.recipe.edits import fill_io
 
-    cfg.model.inputs = [InputSpec(e["name"], e["shape"], DType(e["dtype"]), e["range"], e.get("values"))
-                        for e in inputs]
-    cfg.model.outputs = [OutputSpec(n, given_out[n].atol, given_out[n].rtol, given_out[n].rel_l2,
-                                    given_out[n].cosine, given_out[n].argmax) if n in given_out else OutputSpec(n)
-                         for n in file_outputs]
-    cfg.model.dims = dims
+    fill_io(cfg, [InputSpec(e["name"], e["shape"], DType(e["dtype"]), e["range"], e.get("values")) for e in inputs],
+            [OutputSpec(n, given_out[n].atol, given_out[n].rtol, given_out[n].rel_l2, given_out[n].cosine,
+                        given_out[n].argmax) if n in given_out else OutputSpec(n) for n in file_outputs], dims)
     opened.update(dims={name: kinds[name] for name in defaulted if name not in derived}, ints=open_ints, notes=notes)
     return [], notes
 

@@ -24,6 +24,7 @@ from compiler.errors import StageError, debug_enabled, describe
 from compiler.file_hashes import same_content
 from compiler.frameworks import TOOLS as FRAMEWORK_TOOLS
 from compiler.machine_lock import working
+from compiler.recipe.resolved import Resolved
 from compiler.stages import Stage, StageContext
 
 
@@ -69,7 +70,6 @@ class CompileResult:
     search: list = field(default_factory=list)               # precision=best: one row per candidate
     latency: dict = field(default_factory=dict)              # measured now, never cached (verify/latency.py)
     latency_conditions: dict = field(default_factory=dict)
-    input_domain: list = field(default_factory=list)        # defaults and probes of an ONNX file's inputs (cli)
     io: Any = None                                           # the IO spec the run resolved, once (iospec.IOSpec)
 
     @property
@@ -180,17 +180,14 @@ def _copy(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
-def compile_recipe(cfg: DictConfig, run_dir: Path, log: logging.Logger, plan: Any = None,
-                   plot: Any = None, recipe: str = "model") -> CompileResult:
-    """Every stage in order (cached where it can be), then latency measured now. `plan`: the EnginePlan lint
-    resolved (resolved here when not given). `plot` (training_plot.TrainingPlot) starts drawing once training
-    is done and is waited for before anything is timed. `recipe`: its name (the serving model's default name)."""
-    from compiler.iospec import IOSpec
-    from compiler.plan import resolve
-
-    plan = plan or resolve(cfg)
+def compile_recipe(resolved: Resolved, run_dir: Path, log: logging.Logger, plot: Any = None,
+                   recipe: str = "model") -> CompileResult:
+    """Every stage in order (cached where it can be), then latency measured now, for a checked recipe (its
+    read-only config, its IOSpec and EnginePlan). `plot` (training_plot.TrainingPlot) starts drawing once
+    training is done and is waited for before anything is timed. `recipe`: its name (the serving model's
+    default name)."""
+    cfg, io, plan = resolved.cfg, resolved.io, resolved.plan
     cache = StageCache(cache_root(cfg.cache)) if cfg.cache.enabled else None
-    io = IOSpec.from_cfg(cfg)
     stages = [s for s in STAGES if s.name in COMMON] if plan.search else list(STAGES)
     records: list[StageRecord] = []
     with working():  # every stage, cached or not (imports, hashing, training): never while another job times
@@ -347,7 +344,7 @@ def _run_stage(stage: Stage, cfg: DictConfig, io: Any, plan: Any, cache: StageCa
     try:
         ctx = StageContext(stage_view(cfg, stage.sections(plan)), workspace,
                            {n: Path(done[n].path) for n in stage.needs if n in done},
-                           {n: r.info for n, r in done.items()}, log, io, plan, recipe)
+                           {n: done[n].info for n in stage.needs if n in done}, log, io, plan, recipe)
         started = time.perf_counter()
         result = stage.load()(ctx)
         record.build_seconds = time.perf_counter() - started

@@ -13,7 +13,8 @@ from compiler import __version__
 from compiler.pipeline import CompileResult
 
 
-def build_report(cfg: DictConfig, recipe: str, result: CompileResult, status: str) -> dict[str, Any]:
+def build_report(cfg: DictConfig, recipe: str, result: CompileResult, status: str,
+                 domain: tuple[str, ...] = ()) -> dict[str, Any]:
     stages = {r.name: {"artifact": r.artifact, "sha256": r.sha256, "seconds": round(r.seconds, 4),
                        "build_seconds": round(r.build_seconds, 4), "cached": r.cached, "key": r.key,
                        **({"error": r.error} if r.error else {})} for r in result.stages}
@@ -42,7 +43,7 @@ def build_report(cfg: DictConfig, recipe: str, result: CompileResult, status: st
         "io": infos.get("export", {}).get("io"),
         "io_spec": _io_spec(cfg),
         "import_fixes": infos.get("export", {}).get("import_fixes", []),
-        "input_domain": result.input_domain,
+        "input_domain": list(domain),
         "verified_shapes": verify.get("ledger_inputs", {}).get("shapes", {}),
         "metric": verify.get("metric"),
         "latency_conditions": result.latency_conditions,

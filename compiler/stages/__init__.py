@@ -21,7 +21,7 @@ class StageContext:
     cfg: DictConfig                 # only the recipe sections this stage's cache key holds (others raise)
     work_dir: Path                  # where this stage writes its artifact
     inputs: dict[str, Path]         # artifacts of the stages it needs, by stage name
-    results: dict[str, dict]        # the `info` of every earlier stage, by stage name
+    input_info: dict[str, dict]     # the `info` of the stages it needs (and of no other), by stage name
     log: logging.Logger
     io: Any = None                  # the resolved IO spec (compiler.iospec.IOSpec)
     plan: Any = None                # the resolved EnginePlan (compiler.plan.EnginePlan)

@@ -210,7 +210,7 @@ def run(ctx: StageContext) -> StageResult:
     shutil.rmtree(spill, ignore_errors=True)
     try:  # the compiler's own exports pass strict shape inference; a foreign file need only keep what it had
         info = checked_model_info(out, strict=ctx.cfg.framework.value != "onnx")
-        if info["checker"] != "passed" and ctx.results.get("export", {}).get("checker", "passed") == "passed":
+        if info["checker"] != "passed" and ctx.input_info.get("export", {}).get("checker", "passed") == "passed":
             raise ValueError(info["checker"].split(": ", 1)[-1])  # surgery made the checker object: a broken graph
     except Exception as exc:
         raise StageError("surgery", f"the cleaned model is not valid ONNX: {exc}",

@@ -53,7 +53,7 @@ def _runners(ctx: StageContext):
 
     cfg, plan = ctx.cfg, ctx.plan
     artifacts = [("model.onnx", ctx.inputs["export"]), ("model.clean.onnx", ctx.inputs["surgery"])]
-    if "quantize" in ctx.inputs and ctx.results["quantize"].get("not_measured") is None:
+    if "quantize" in ctx.inputs and ctx.input_info["quantize"].get("not_measured") is None:
         artifacts.append((ctx.inputs["quantize"].name, ctx.inputs["quantize"]))  # the converted model, in the ledger
     runners = [onnx_runner(name, path, plan, "disable" if i < 2 else _converted_level(plan), timed=False)
                for i, (name, path) in enumerate(artifacts)]
