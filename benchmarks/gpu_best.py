@@ -231,13 +231,18 @@ def main() -> None:
         runners = contenders(target, compiled, feed)
         timed = compare(runners, {name: {args.batch: feed} for name in runners}, TIMING)
         raw = timed[RAW][f"b{args.batch}"]["p50"]
-        for name, per in timed.items():
-            p50 = per[f"b{args.batch}"]["p50"]
-            table.append((target["name"], name, p50, args.batch * 1e3 / p50, raw / p50))
-        print(flush=True)
-    print(f"\n| model | contender | p50 ms at b{args.batch} | samples/s | vs raw session |\n|---|---|---|---|---|")
-    for model, name, p50, ips, ratio in table:
-        print(f"| {model} | {name} | {p50:.3f} | {ips:,.0f} | {ratio:.2f}x |")
+        rows = [(target["name"], name, per[f"b{args.batch}"]["p50"]) for name, per in timed.items()]
+        rows = [(model, name, p50, args.batch * 1e3 / p50, raw / p50) for model, name, p50 in rows]
+        _print_table(rows, args.batch)  # each model's rows as soon as they are measured
+        table += rows
+    if len(targets) > 1:
+        _print_table(table, args.batch)
+
+
+def _print_table(rows: list[tuple], batch: int) -> None:
+    print(f"\n| model | contender | p50 ms at b{batch} | samples/s | vs raw session |\n|---|---|---|---|---|")
+    for model, name, p50, ips, ratio in rows:
+        print(f"| {model} | {name} | {p50:.3f} | {ips:,.0f} | {ratio:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":
