@@ -73,6 +73,18 @@ class MultiheadBlock(nn.Module):
         return x + self.attn(y, y, y, need_weights=False)[0]
 
 
+class MultiheadEncoder(nn.Module):
+    """Two nn.MultiheadAttention blocks and a final norm: the layer norm after each residual is where
+    onnxruntime's fusion starts looking."""
+
+    def __init__(self, dim: int = 32):
+        super().__init__()
+        self.blocks, self.norm = nn.Sequential(MultiheadBlock(dim), MultiheadBlock(dim)), nn.LayerNorm(dim)
+
+    def forward(self, x):
+        return self.norm(self.blocks(x))
+
+
 class LastHidden(nn.Module):
     def __init__(self, model: nn.Module, *names: str):
         super().__init__()
@@ -126,9 +138,9 @@ MODELS = {  # name: (build, fused operator counts, packed projections split)
                           {"Attention": 2, "BiasGelu": 2, "LayerNormalization": 1, "SkipLayerNormalization": 4}, 2),
     "bert": (_bert, {"Attention": 2, "BiasGelu": 2, "EmbedLayerNormalization": 1, "SkipLayerNormalization": 4}, 2),
     "clip_vision": (_clip_vision, {"Attention": 2, "LayerNormalization": 2, "SkipLayerNormalization": 3}, 2),
-    # nn.MultiheadAttention: its packed in_proj is split, but its sequence-first reshapes ([L, B*H, D]) are not a
-    # pattern onnxruntime's attention fusion has, so its attention stays unfused
-    "multihead": (lambda: _randomise_biases(MultiheadBlock()), {"LayerNormalization": 1}, 1),
+    # nn.MultiheadAttention: its packed in_proj is split and its sequence-first attention made batch-first
+    "multihead": (lambda: _randomise_biases(MultiheadEncoder()),
+                  {"Attention": 2, "LayerNormalization": 1, "SkipLayerNormalization": 2}, 2),
 }
 
 
@@ -154,7 +166,8 @@ def test_the_fused_operator_counts(fused):
     _, expected, packed = MODELS[name]
     assert info["fused_operators"] == expected
     assert info["packed_projections_split"] == packed
-    assert (info["num_heads"], info["hidden_size"]) == ((0, 0) if name == "multihead" else (4, 32))
+    assert (info["num_heads"], info["hidden_size"]) == (4, 32)
+    assert info["attention_made_batch_first"] == (2 if name == "multihead" else 0)
 
 
 def test_the_fused_model_computes_the_original_on_the_cpu_provider(fused):
@@ -188,12 +201,44 @@ def test_a_static_multihead_export_is_still_split_after_the_default_passes(tmp_p
     torch.manual_seed(0)
     raw = tmp_path / "model.onnx"
     x = np.random.default_rng(0).standard_normal((2, 10, 32)).astype(np.float32)
-    torch.onnx.export(_randomise_biases(MultiheadBlock()).eval(), (torch.from_numpy(x),), str(raw), input_names=["x"],
+    torch.onnx.export(_randomise_biases(MultiheadEncoder()).eval(), (torch.from_numpy(x),), str(raw), input_names=["x"],
                       output_names=["y"], opset_version=18 if dynamo else 17, dynamo=dynamo)
     clean, _ = apply_passes(onnx.load(str(raw)), list(DEFAULT_PASSES))
     onnx.save(clean, str(tmp_path / "model.clean.onnx"))
     info = fuse_for_gpu(tmp_path / "model.clean.onnx", tmp_path / "model.fused.onnx")
-    assert info["packed_projections_split"] == 1
+    assert info["packed_projections_split"] == 2 and info["attention_made_batch_first"] == 2
+    assert info["fused_operators"].get("Attention") == 2
+    outputs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+               for p in (raw, tmp_path / "model.fused.onnx")]
+    np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
+
+
+class MixedAxesAttention(nn.Module):
+    """Sequence-first like nn.MultiheadAttention, but its heads reshape mixes the sequence and batch axes
+    (a valid graph that is not attention over the sequence): no batch-first form computes it."""
+
+    def __init__(self, dim: int = 32, heads: int = 4):
+        super().__init__()
+        self.heads, self.q, self.k, self.v, self.out = heads, *(nn.Linear(dim, dim) for _ in range(4))
+        self.norm, self.final = nn.LayerNorm(dim), nn.LayerNorm(dim)
+
+    def forward(self, x):
+        b, n, c = x.shape
+        y = self.norm(x).transpose(0, 1)
+        q, k, v = (p(y).reshape(b * self.heads, n, c // self.heads) for p in (self.q, self.k, self.v))
+        context = torch.softmax(q @ k.transpose(1, 2) / 8 ** 0.5, dim=-1) @ v
+        return self.final(x + self.out(context.reshape(n, b, c)).transpose(0, 1))
+
+
+def test_attention_whose_layout_no_batch_first_form_computes_is_left_as_it_is(tmp_path):
+    x = np.random.default_rng(0).standard_normal((2, 10, 32)).astype(np.float32)
+    raw = tmp_path / "model.onnx"
+    torch.onnx.export(_randomise_biases(MixedAxesAttention()), (torch.from_numpy(x),), str(raw), input_names=["x"],
+                      output_names=["y"], opset_version=17, dynamo=False)
+    clean, _ = apply_passes(onnx.load(str(raw)), list(DEFAULT_PASSES))
+    onnx.save(clean, str(tmp_path / "model.clean.onnx"))
+    info = fuse_for_gpu(tmp_path / "model.clean.onnx", tmp_path / "model.fused.onnx")
+    assert info["attention_made_batch_first"] == 0
     outputs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
                for p in (raw, tmp_path / "model.fused.onnx")]
     np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)

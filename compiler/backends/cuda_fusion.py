@@ -2,10 +2,10 @@
 
 onnxruntime's optimizer fuses attention into one `Attention` kernel (and LayerNorm, SkipLayerNorm, Gelu, ...)
 where it finds BERT's pattern: three projections, the scores scaled after q·kᵀ. Real exports differ: timm, GPT-2
-and `nn.MultiheadAttention` pack q/k/v into one projection, and timm and torch's SDPA export scale q and k
-before the product. Two rewrites bring such graphs to the matched form first (split_packed_qkv, scale_after_qk;
-both exact up to one rounding), then the optimizer runs with the model type, head count and hidden size read
-from the graph. The fused ops are onnxruntime's own (com.microsoft): for onnxruntime GPU engines only.
+and `nn.MultiheadAttention` pack q/k/v into one projection, timm and torch's SDPA export scale q and k
+before the product, and `nn.MultiheadAttention` computes sequence-first. Rewrites bring such graphs to the
+matched form first (split_packed_qkv, scale_after_qk, attention_layout; each exact up to one rounding), then the
+optimizer runs with the model type, head count and hidden size read from the graph. The fused ops are onnxruntime's own (com.microsoft): for onnxruntime GPU engines only.
 """
 
 from __future__ import annotations
@@ -207,7 +207,8 @@ def _model_types(guess: str) -> list[str]:
 
 def _prepared(model: Any, done: dict) -> Any:
     """The graph in the forms the fusions match: packed q/k/v split, scales moved after q·kᵀ, safe-softmax guards
-    dropped, then cleaned, then zero biases restored and residual branches put first; `done` counts each rewrite."""
+    dropped, sequence-first attention made batch-first, then cleaned, then zero biases restored and residual branches put first; `done` counts each rewrite."""
+    from compiler.backends.attention_layout import batch_first_attention
     from compiler.passes import eliminate_noops, merge_transposes_reshapes, scale_after_qk, split_packed_qkv
     from compiler.passes._gs import on_graph
 
@@ -217,6 +218,7 @@ def _prepared(model: Any, done: dict) -> Any:
     def move(graph: Any) -> None:
         done["attention_scales_moved"] = scale_after_qk.move(graph)
         done["softmax_nan_guards_dropped"] = drop_softmax_nan_guards(graph)
+        done["attention_made_batch_first"] = batch_first_attention(graph)
 
     def biases(graph: Any) -> None:  # after eliminate_noops, which would take an Add of zeros out again
         done["zero_biases_added"] = add_zero_biases(graph)
