@@ -43,6 +43,8 @@ STAGES: tuple[Stage, ...] = (
           ("train", "export", "surgery", "quantize", "build"), ("onnxruntime", "polygraphy"), plan_key="verify_key"),
     Stage("serve", "compiler.stages.serve:run", ("framework", "model", "export", "serve"),
           ("surgery", "quantize", "build", "verify"), ("onnx", "tritonclient"), plan_key="build_key"),
+    Stage("latency", "compiler.stages.latency:run", ("framework", "seed", "data", "model", "train", "verify", "cache"),
+          ("train", "export", "surgery", "quantize", "build"), cached=False),
 )
 COMMON = ("train", "export", "surgery")  # stages every candidate of `precision: best` shares
 _FRAMEWORK_STAGES = {"train", "export", "verify"}
@@ -188,7 +190,7 @@ def compile_recipe(resolved: Resolved, run_dir: Path, log: logging.Logger, plot:
     default name)."""
     cfg, io, plan = resolved.cfg, resolved.io, resolved.plan
     cache = StageCache(cache_root(cfg.cache)) if cfg.cache.enabled else None
-    stages = [s for s in STAGES if s.name in COMMON] if plan.search else list(STAGES)
+    stages = [s for s in STAGES if s.name in COMMON] if plan.search else [s for s in STAGES if s.cached]
     records: list[StageRecord] = []
     with working():  # every stage, cached or not (imports, hashing, training): never while another job times
         error = _stages(cfg, io, plan, cache, stages, records, run_dir, log, plot, recipe)
@@ -198,7 +200,7 @@ def compile_recipe(resolved: Resolved, run_dir: Path, log: logging.Logger, plot:
         return CompileResult(records, error, plan=plan, io=io)
     if plan.search:
         return _search(cfg, io, plan, cache, records, run_dir, log, recipe)
-    return _timed(CompileResult(records, plan=plan, io=io), cfg, run_dir, log)
+    return _timed(CompileResult(records, plan=plan, io=io), cfg, run_dir, log, recipe)
 
 
 def _stages(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, stages: list[Stage],
@@ -262,7 +264,8 @@ def _search(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, commo
         folder.mkdir(parents=True, exist_ok=True)
         log.info("best: building the %s candidate", candidate.label)
         with working():
-            error = _stages(cfg, io, candidate, cache, [s for s in STAGES if s.name not in COMMON + ("serve",)],
+            error = _stages(cfg, io, candidate, cache,
+                            [s for s in STAGES if s.cached and s.name not in COMMON + ("serve",)],
                             records, folder, log)
         outcomes[candidate.label] = (candidate, records, error)
 
@@ -297,7 +300,7 @@ def _search(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, commo
                         recipe=recipe)
     if error:
         return CompileResult(records, error, plan=candidate, search=rows, io=io)
-    return _timed(CompileResult(records, plan=candidate, search=rows, io=io), cfg, run_dir, log)
+    return _timed(CompileResult(records, plan=candidate, search=rows, io=io), cfg, run_dir, log, recipe)
 
 
 def search_row(label: str, plan: Any, records: list[StageRecord], error: StageError | None,
@@ -323,16 +326,14 @@ def search_row(label: str, plan: Any, records: list[StageRecord], error: StageEr
     return row
 
 
-def _timed(result: CompileResult, cfg: DictConfig, run_dir: Path, log: logging.Logger) -> CompileResult:
-    """Latency of the reference model and the engine, measured now and alone on this machine."""
-    from compiler.verify.latency import measure_now
-
-    log.info("latency: waiting until no other job computes, then timing")
-    try:
-        result.latency, result.latency_conditions = measure_now(
-            cfg, result.plan, result.io, {r.name: Path(r.path) for r in result.stages})
-    except Exception as exc:
-        result.error = StageError("verify", f"latency measurement failed: {describe(exc)}")
+def _timed(result: CompileResult, cfg: DictConfig, run_dir: Path, log: logging.Logger,
+           recipe: str = "model") -> CompileResult:
+    """The stages that are never cached (latency), after the others and outside their work lock."""
+    error = _stages(cfg, result.io, result.plan, None, [s for s in STAGES if not s.cached], result.stages, run_dir,
+                    log, recipe=recipe)
+    latency = next((r.info for r in result.stages if r.name == "latency" and r.info), {})
+    result.latency, result.latency_conditions = latency.get("latency", {}), latency.get("conditions", {})
+    result.error = error
     return result
 
 

@@ -43,6 +43,7 @@ class Stage:
     tools: tuple[str, ...] = ()     # distributions whose versions enter its cache key
     plan_key: str | None = None     # the EnginePlan method giving what this stage reads of the plan
     calibrating_keys: tuple[str, ...] = ()  # further sections it reads when the plan calibrates at build
+    cached: bool = True             # False: run every time (latency), outside the work lock
 
     def sections(self, plan: Any) -> tuple[str, ...]:
         """The recipe sections this stage reads, which are exactly those its key holds."""
