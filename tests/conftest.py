@@ -19,6 +19,15 @@ TINY = ["train.epochs=1", "data.limit=240", "verify.latency.iterations=3", "veri
         "verify.max_accuracy_drop=100", "verify.min_accuracy=null"]
 
 
+def artifact_hashes(report: dict, *skip: str) -> dict[str, str]:
+    """Each stage's artifact hash from a report, but for stages that are never cached (latency: a measurement of
+    this run, not an artifact that another run would reproduce) and those in `skip`."""
+    from compiler.pipeline import STAGES
+
+    measured = {s.name for s in STAGES if not s.cached}
+    return {name: s["sha256"] for name, s in report["stages"].items() if name not in measured and name not in skip}
+
+
 @dataclass
 class Run:
     code: int

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from compiler.cache import RESULT_FILE, sha256_artifact
-from tests.conftest import TINY
+from tests.conftest import TINY, artifact_hashes
 
 ARGS = ["recipe=cnn_torch", *TINY]
 
@@ -24,7 +24,7 @@ def _start(run_dir: Path, cache: Path, cwd: Path) -> subprocess.Popen:
 def _hashes(run_dir: Path) -> dict:
     report = json.loads((run_dir / "report.json").read_text())
     assert report["status"] == "passed"
-    return {name: s["sha256"] for name, s in report["stages"].items() if name != "verify"}
+    return artifact_hashes(report, "verify")
 
 
 def _cache_is_sound(cache: Path) -> None:

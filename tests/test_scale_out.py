@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY
+from tests.conftest import TINY, artifact_hashes
 
 SMALL = [a for a in TINY if not a.startswith(("train.epochs", "data.limit"))] + ["train.epochs=3"]
 
@@ -100,8 +100,7 @@ def test_trackers_left_off_are_never_imported(compile_cli, tmp_path):
 def _jobs(sweep: Path) -> dict:
     """Per job: its status and accuracy in summary.csv, and the hash of every stage's artifact in its report."""
     rows = {r["job"]: r for r in csv.DictReader(open(sweep / "summary.csv"))}
-    return {job: (r["status"], r["accuracy"], {name: s["sha256"] for name, s in
-                                               json.loads((sweep / job / "report.json").read_text())["stages"].items()})
+    return {job: (r["status"], r["accuracy"], artifact_hashes(json.loads((sweep / job / "report.json").read_text())))
             for job, r in rows.items()}
 
 
