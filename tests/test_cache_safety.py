@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from compiler.cache import RESULT_FILE, sha256_artifact
 from tests.conftest import TINY, artifact_hashes
 
@@ -36,6 +38,7 @@ def _cache_is_sound(cache: Path) -> None:
         assert sha256_artifact(entry / result["artifact"]) == result["sha256"], entry  # with its weights and runtime
 
 
+@pytest.mark.slow
 def test_killed_compiles_never_leave_a_trusted_partial_artifact(tmp_path):
     durations = []
     for attempt in range(2):  # the first cold run in a new environment also builds caches (fonts, bytecode)

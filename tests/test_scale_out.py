@@ -37,6 +37,7 @@ def test_distributed_settings_are_linted(compile_cli, override, words):
     assert run.code == 2 and words in run.stderr, run.stderr
 
 
+@pytest.mark.slow
 def test_an_mlflow_sweep_is_a_parent_run_with_one_child_per_job_whose_metrics_are_the_reports(compile_cli, tmp_path):
     mlflow = pytest.importorskip("mlflow")
     from compiler.tracking import final_metrics
@@ -104,6 +105,7 @@ def _jobs(sweep: Path) -> dict:
             for job, r in rows.items()}
 
 
+@pytest.mark.slow
 def test_a_ray_sweep_gives_the_joblib_sweeps_summary(compile_cli, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_ray_launcher")
     jobs = ["recipe=mlp_torch", *TINY, "seed=0,1", "verify.samples=32,33"]  # 4 jobs
@@ -118,6 +120,7 @@ def test_a_ray_sweep_gives_the_joblib_sweeps_summary(compile_cli, tmp_path):
     assert (tmp_path / "ray" / "pareto.png").is_file()
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_a_sweep_like_slurm_would(compile_cli, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     run = compile_cli("-m", "hydra/launcher=submitit_local", "recipe=mlp_torch", *TINY, "seed=0,1",
