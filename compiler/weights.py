@@ -27,18 +27,6 @@ SPILL_BYTES = 1 << 20          # new tensors this large go to the spill file at 
 _CHUNK = 64 << 20              # bytes per copy step when streaming a tensor between files
 LARGE_FOLD_BYTES = 64 << 20    # constant folding leaves nodes that read a constant this large (report: which)
 _spill: dict[str, Any] = {}    # the open spill file of the current stage, when one is set (spilling_to)
-_notes: list[str] = []         # what a pass did with weights that the report should say (note, take_notes)
-
-
-def note(text: str) -> None:
-    _notes.append(text)
-
-
-def take_notes() -> list[str]:
-    """The notes since the last call (the surgery stage takes them after each pass)."""
-    taken = list(_notes)
-    _notes.clear()
-    return taken
 
 
 def tensors(model: Any) -> Iterator[Any]:

@@ -88,17 +88,37 @@ def test_surgery_leaves_untouched_weights_on_disk_and_spills_new_ones(tmp_path):
 def test_folding_leaves_nodes_that_read_a_large_constant_and_says_which(tmp_path):
     import onnx_graphsurgeon as gs
 
-    from compiler.passes.fold_constants import hide_large_constants, restore
+    from compiler.passes.fold_constants import hide_large_constants, restore, unfolded_notes
 
     _chain(tmp_path / "m.onnx", transpose_last=True)
     graph = gs.import_onnx(weights.load(tmp_path / "m.onnx"))
     weights.on_disk_in(graph)
-    weights.take_notes()
     hidden = hide_large_constants(graph, limit=WIDTH * WIDTH * 4)
     graph.fold_constants(error_ok=False)
     restore(hidden)
     assert "Transpose" in {n.op for n in graph.nodes}
-    assert weights.take_notes() == ["not folded: 1 node(s) reading a constant of 1 MiB or more (Transpose)"]
+    assert unfolded_notes(hidden, limit=WIDTH * WIDTH * 4) == [
+        "not folded: 1 node(s) reading a constant of 1 MiB or more (Transpose)"]
+
+
+def test_the_fold_pass_returns_its_note_for_the_surgery_record():
+    """fold_constants says which nodes it left in its return value (passes.Noted), and the surgery stage puts it
+    in that pass's record: no module-level note list carries it."""
+    from compiler.stages.surgery import apply_passes
+    from compiler.weights import LARGE_FOLD_BYTES
+
+    side = int((LARGE_FOLD_BYTES // 4) ** 0.5)   # a weight of exactly the limit
+    w = numpy_helper.from_array(np.ones((side, side), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Transpose", ["w"], ["wt"], name="t"),
+                               helper.make_node("MatMul", ["x", "wt"], ["y"], name="mm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, side])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, side])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    _, records = apply_passes(model, ["fold_constants"])
+    assert records[0]["notes"] == [f"not folded: 1 node(s) reading a constant of {LARGE_FOLD_BYTES >> 20} MiB or "
+                                   "more (t)"]
+    _, records = apply_passes(model, ["cleanup"])
+    assert "notes" not in records[0]
 
 
 def test_fp16_conversion_streams_the_weights_from_disk(tmp_path):

@@ -1,7 +1,7 @@
 """The graph-surgery pass registry.
 
-A pass is a function `apply(model: onnx.ModelProto, **args) -> onnx.ModelProto` in its own
-module; the registry holds each pass's name, import path and declared arguments (compiler/passes/args.py),
+A pass is a function `apply(model: onnx.ModelProto, **args) -> onnx.ModelProto` (or `Noted`, the model with
+notes for the report) in its own module; the registry holds each pass's name, import path and declared arguments (compiler/passes/args.py),
 so a recipe's pass list is validated (names, argument values) without importing onnx.
 """
 
@@ -17,6 +17,15 @@ from compiler.security import target_problems
 
 
 MAX_OPSET = 23   # the newest opset onnx's version converter and onnxruntime take; 7 is the converter's oldest
+
+
+@dataclass(frozen=True)
+class Noted:
+    """A pass's result with what the report should say about it (a pass returns this instead of the bare model
+    when it has something to say: fold_constants naming the nodes it left unfolded)."""
+
+    model: Any
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

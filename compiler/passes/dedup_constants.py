@@ -46,7 +46,7 @@ def _dedup(graph: gs.Graph) -> None:
 def apply(model: onnx.ModelProto) -> onnx.ModelProto:
     # Constant nodes become initializers first (graphsurgeon's fold does that), so both are covered.
     def edit(graph: gs.Graph) -> None:
-        hidden = hide_large_constants(graph, quiet=True)  # fold_constants says which nodes it leaves
+        hidden = hide_large_constants(graph)  # fold_constants says which nodes it leaves
         graph.fold_constants(fold_shapes=False, error_ok=True)
         restore(hidden)
         _dedup(graph)

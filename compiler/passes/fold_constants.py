@@ -10,25 +10,27 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from compiler.passes._gs import on_graph
-from compiler.weights import LARGE_FOLD_BYTES, DiskValues, nbytes, note
+from compiler.passes import Noted
+from compiler.weights import LARGE_FOLD_BYTES, DiskValues, nbytes
 
 
-def apply(model: onnx.ModelProto, fold_shapes: bool = True, size_threshold: int | None = None) -> onnx.ModelProto:
+def apply(model: onnx.ModelProto, fold_shapes: bool = True, size_threshold: int | None = None) -> Noted:
     import onnxruntime
 
     onnxruntime.set_default_logger_severity(3)  # graphsurgeon's own sessions: its optimizer's notes are not ours
+    notes: list[str] = []
 
     def fold(graph: gs.Graph) -> None:
         hidden = hide_large_constants(graph)
+        notes.extend(unfolded_notes(hidden))
         graph.fold_constants(fold_shapes=fold_shapes, size_threshold=size_threshold, error_ok=False)
         restore(hidden)
         graph.cleanup()
 
-    return on_graph(model, fold)
+    return Noted(on_graph(model, fold), tuple(notes))
 
 
-def hide_large_constants(graph: gs.Graph, limit: int = LARGE_FOLD_BYTES,
-                         quiet: bool = False) -> list[tuple[gs.Node, int, gs.Constant]]:
+def hide_large_constants(graph: gs.Graph, limit: int = LARGE_FOLD_BYTES) -> list[tuple[gs.Node, int, gs.Constant]]:
     """Stand a placeholder variable in for every large constant a node reads, so the fold leaves that node.
     Returns (node, input index, constant) to put back."""
     hidden = []
@@ -41,13 +43,15 @@ def hide_large_constants(graph: gs.Graph, limit: int = LARGE_FOLD_BYTES,
         for tensor in node.inputs:
             if isinstance(tensor, gs.Constant) and isinstance(tensor._values, DiskValues):
                 tensor.values = tensor._values.load()
-    if hidden and not quiet:
-        names = sorted({n.name or n.op for n, _, _ in hidden if all(isinstance(t, gs.Constant) or t.name.endswith(
-            "::large") for t in n.inputs)})
-        if names:
-            note(f"not folded: {len(names)} node(s) reading a constant of {limit >> 20} MiB or more "
-                 f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})")
     return hidden
+
+
+def unfolded_notes(hidden: list[tuple[gs.Node, int, gs.Constant]], limit: int = LARGE_FOLD_BYTES) -> list[str]:
+    """What the report says of the nodes a fold leaves because they read a large constant (and nothing else)."""
+    names = sorted({n.name or n.op for n, _, _ in hidden if all(isinstance(t, gs.Constant) or t.name.endswith(
+        "::large") for t in n.inputs)})
+    return [f"not folded: {len(names)} node(s) reading a constant of {limit >> 20} MiB or more "
+            f"({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"] if names else []
 
 
 def foldable_nodes(graph: gs.Graph) -> list[gs.Node]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, List, Mapping, Sequence
 
 from compiler.errors import StageError
+from compiler.passes import Noted
 from compiler.onnx_files import byte_size
 from compiler.stages import StageContext, StageResult
 
@@ -45,10 +46,7 @@ def apply_passes(model, passes_cfg, log=None, skip: tuple[str, ...] | list[str] 
     raw = OmegaConf.to_container(passes_cfg, resolve=True) if OmegaConf.is_config(passes_cfg) else passes_cfg
     calls, problems = parse_pass_list(raw)
     assert not problems, problems  # lint has reported these already
-    from compiler.weights import take_notes
-
     records = []
-    take_notes()
     guard, shape_guard = ControlFlowGuard(model), ShapeGuard(model, shapes)
     gc.freeze()  # everything alive now (torch, TensorFlow, ...) is left out of the per-pass collections below
     try:
@@ -71,9 +69,6 @@ def apply_passes(model, passes_cfg, log=None, skip: tuple[str, ...] | list[str] 
                     log.warning("pass %s: result dropped: it wrote an invalid shape: %s", call.name, wrong_shape)
             else:
                 model = result
-            notes = take_notes()
-            if notes:
-                record["notes"] = notes
             records.append(record)
             if log:
                 log.info("pass %-20s nodes %d -> %d", call.name, record["nodes_before"], record["nodes_after"])
@@ -170,6 +165,8 @@ def _apply_one(call, model) -> tuple[Any, dict]:
     started = time.perf_counter()
     try:
         model = call.load()(model, **call.args)
+        notes = list(model.notes) if isinstance(model, Noted) else []
+        model = model.model if isinstance(model, Noted) else model
         # graphsurgeon graphs are reference cycles: without this, each pass's copy of the weights stays. Only
         # objects made since the freeze are scanned, so this costs milliseconds even beside a loaded torch
         gc.collect()
@@ -179,7 +176,7 @@ def _apply_one(call, model) -> tuple[Any, dict]:
     after = Counter(n.op_type for n in model.graph.node)
     return model, {"index": call.index, "pass": call.name, "nodes_before": sum(before.values()),
                    "nodes_after": sum(after.values()), "op_delta": _histogram_delta(before, after),
-                   "seconds": time.perf_counter() - started}
+                   "seconds": time.perf_counter() - started, **({"notes": notes} if notes else {})}
 
 
 def _extreme_shapes(io: Any) -> list[dict[str, tuple[int, ...]]]:
