@@ -72,6 +72,14 @@ def recipe_problems(cfg: DictConfig, opened: dict | None = None) -> list:
                         "a value of the key's type (README, 'Options')", fix="correct or remove this key")]
 
 
+def lint_problems(cfg: DictConfig) -> list:
+    """What `mode=lint` reports of a composed recipe: its problems, then those of the IOSpec it resolves to (the
+    recipe is read-only afterwards)."""
+    from compiler.lint import resolved_problems
+
+    return recipe_problems(cfg) or resolved_problems(freeze(cfg))
+
+
 def _problems(cfg: DictConfig, opened: dict | None = None) -> list:
     from compiler.lint import lint
 
@@ -79,8 +87,7 @@ def _problems(cfg: DictConfig, opened: dict | None = None) -> list:
         from compiler.onnx_io import resolve_onnx_io
 
         problems, notes = resolve_onnx_io(cfg, opened)
-        for note in notes:
-            print(f"compiler: note: {note}", file=sys.stderr)
+        _notes(notes)
         if problems:
             return problems
     return lint(cfg)
@@ -96,36 +103,46 @@ class Checked:
 
 
 def check_recipe(cfg: DictConfig, recipe: str) -> Checked:
-    """Lint, and for an ONNX file try its generated inputs on it: everything that can refuse a run (exit 2),
-    before any run dir, log or cache entry is written."""
+    """Lint, resolve once, and for an ONNX file try its generated inputs on it: everything that can refuse a run
+    (exit 2), before any run dir, log or cache entry is written."""
+    import dataclasses
+
+    from compiler.lint import resolved_problems
+
     opened: dict = {}
     problems = recipe_problems(cfg, opened)
+    domain = list(opened.get("notes", []))
+    if not problems and cfg.mode.value != "lint" and cfg.framework.value == "onnx":
+        from compiler.activation_memory import fit_recipe
+
+        notes, problem = fit_recipe(cfg, opened)  # first: the probe runs the file at the max shapes
+        problems = [problem] if problem else []
+        _notes(notes)
+        domain += notes
+    resolved = None if problems else freeze(cfg, domain)
+    problems = problems or resolved_problems(resolved)
     if problems:
         print(f"compiler: {RecipeError(problems).render()}", file=sys.stderr)
         return Checked(EXIT_INVALID_RECIPE)
     if cfg.mode.value == "lint":
         print(f"compiler: recipe '{recipe}' is valid")
         return Checked(EXIT_OK)
-    domain = list(opened.get("notes", []))
     if cfg.framework.value == "onnx":  # the generated inputs, tried on the file before anything is built
-        from compiler.activation_memory import fit_recipe
         from compiler.input_domain import probe
 
-        notes, problem = fit_recipe(cfg, opened)  # first: the probe runs the file at the max shapes
-        if problem:
-            print(f"compiler: {RecipeError([problem]).render()}", file=sys.stderr)
+        probed = probe(resolved, opened)
+        _notes(probed.notes)
+        problems = [probed.problem] if probed.problem else resolved_problems(probed.resolved)
+        if problems:
+            print(f"compiler: {RecipeError(problems).render()}", file=sys.stderr)
             return Checked(EXIT_INVALID_RECIPE)
-        for note in notes:
-            print(f"compiler: note: {note}", file=sys.stderr)
-        domain += notes
-        probed = probe(cfg, opened)
-        if probed.problem:
-            print(f"compiler: {RecipeError([probed.problem]).render()}", file=sys.stderr)
-            return Checked(EXIT_INVALID_RECIPE)
-        for note in probed.notes:
-            print(f"compiler: note: {note}", file=sys.stderr)
-        domain += probed.notes
-    return Checked(None, freeze(cfg, domain))
+        resolved = dataclasses.replace(probed.resolved, domain=tuple(domain + probed.notes))
+    return Checked(None, resolved)
+
+
+def _notes(notes: list[str]) -> None:
+    for note in notes:
+        print(f"compiler: note: {note}", file=sys.stderr)
 
 
 def run_job(cfg: DictConfig, recipe: str, run_dir: Path, checked: Checked | None = None) -> int:
@@ -280,7 +297,7 @@ def _sweep_problems(job: list[str]) -> str:
         cfg = compose(job)
     except HydraException as exc:
         return RecipeError(composition_problems(exc, job)).render()
-    problems = recipe_problems(cfg)
+    problems = lint_problems(cfg)
     return RecipeError(problems).render() if problems else ""
 
 

@@ -28,7 +28,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from compiler.errors import Problem
 from compiler.onnx_io import PASS_THROUGH
-from compiler.recipe.edits import Change, apply_change, with_change
+from compiler.recipe.edits import Change, with_change
+from compiler.recipe.resolved import Resolved, freeze
 
 SEQUENCE_SIZES = (32, 64, 128, 256, 512, 1024, 4096)
 SPATIAL_SIZES = (224, 256, 320, 384, 448, 512, 640, 32, 64)
@@ -40,60 +41,68 @@ PROBE_VERSION = 1
 
 @dataclass
 class Probe:
-    """What the probe did: notes for the report, and a problem when no domain ran."""
+    """What the probe did: notes for the report, a problem when no domain ran, and the recipe the run takes (the
+    one probed, or a copy resolved with the alternative that ran: only `opened` entries change)."""
 
+    resolved: Resolved
     notes: list[str] = field(default_factory=list)
     problem: Problem | None = None
 
 
-def probe(cfg: DictConfig, opened: dict) -> Probe:
-    """Check the filled-in recipe's generated inputs against the file; change only `opened` entries, in place."""
+def probe(resolved: Resolved, opened: dict) -> Probe:
+    """Check the resolved recipe's generated inputs against the file; where it refuses them, find an alternative."""
+    cfg = resolved.cfg
     cached = _cache_path(cfg)
     if cached is not None and cached.is_file():
         first, tried, found = json.loads(cached.read_text())
     else:
-        first, tried, found = _search(cfg, opened)
+        first, tried, found = _search(resolved, opened)
         if cached is not None:
             _store(cached, [first, tried, found])
     if first is None:
-        return Probe()
-    if found:
-        apply_change(cfg, found[1])
-    return _verdict(cfg, first, tried, found)
+        return Probe(resolved)
+    # with an alternative that runs, a different recipe from here on: its own IOSpec and plan
+    taken = freeze(with_change(cfg, found[1]), resolved.domain) if found else resolved
+    return _verdict(taken, first, tried, found)
 
 
-def _search(cfg: DictConfig, opened: dict) -> tuple[Any, list[str], Any]:
+def _search(resolved: Resolved, opened: dict) -> tuple[Any, list[str], Any]:
     """(the first refusal or None, what was tried, (label, change) that ran or None)."""
+    from compiler.iospec import IOSpec
+
+    cfg = resolved.cfg
     session = _session(cfg)
     if session is None:  # onnxruntime cannot load the file: import says why, in its own words
         return None, [], None
-    first = _refusal(session, cfg)
+    first = _refusal(session, resolved.io, cfg.seed)
     if first is None:
         return None, [], None
     started, tried = time.perf_counter(), []
     for label, change in _alternatives(cfg, opened):
         if len(tried) >= MAX_TRIES or time.perf_counter() - started > BUDGET_SECONDS:
             break
-        refusal = _refusal(session, with_change(cfg, change))
+        # each alternative is a candidate recipe of its own; the run takes the one that runs (probe)
+        refusal = _refusal(session, IOSpec.from_cfg(with_change(cfg, change)), cfg.seed)
         tried.append(f"{label}: {'runs' if refusal is None else 'refused'}")
         if refusal is None:
             return first, tried, (label, change)
     return first, tried, None
 
 
-def _verdict(cfg: DictConfig, first: Any, tried: list[str], found: Any) -> Probe:
+def _verdict(resolved: Resolved, first: Any, tried: list[str], found: Any) -> Probe:
+    cfg = resolved.cfg
     where, words = first
     said = f"onnxruntime refused the generated inputs at '{where}': {words}"
     if found:
         keys = " ".join(_override(k, v) for k, v in _flat(found[1]))
-        return Probe([f"{said}; tried {', '.join(tried)}; using {found[0]} (to choose yourself: {keys})"])
+        return Probe(resolved, [f"{said}; tried {', '.join(tried)}; using {found[0]} (to choose yourself: {keys})"])
     names = [t.name for t in cfg.model.inputs if re.search(rf"\b{re.escape(t.name)}\b", words)] or \
         [t.name for t in cfg.model.inputs][:1]
     tried_text = f"; also tried: {', '.join(tried)}" if tried else "; nothing the recipe left open to try"
     spec = next((t for t in cfg.model.inputs if names and t.name == names[0]), None)
     own = [d for d in (spec.shape if spec is not None else []) if isinstance(d, str)]
     sizes = " ".join(f"++model.dims.{d}=[min,opt,max]" for d in own) or "++model.dims.NAME=[min,opt,max]"
-    return Probe([said + tried_text], Problem(
+    return Probe(resolved, [said + tried_text], Problem(
         f"model.inputs[{names[0]}]" if names else "model.dims", said + tried_text, names or sizes,
         "inputs the model runs on: declared dims, ranges or values, or real data",
         fix=f"declare the domain: the sizes of its dims ({sizes}; a relation: ++model.dims.total='past + seq'), "
@@ -215,18 +224,16 @@ def _session(cfg: DictConfig) -> Any:
         return None
 
 
-def _refusal(session: Any, cfg: DictConfig) -> tuple[str, str] | None:
+def _refusal(session: Any, io: Any, seed: int) -> tuple[str, str] | None:
     """(feed label, onnxruntime's words) for the first generated feed the file refuses; None when all run."""
     import numpy as np
 
-    from compiler.iospec import IOSpec
     from compiler.verify.feeds import generated_feeds
 
-    io = IOSpec.from_cfg(cfg)
     if any(t.dtype == "bfloat16" for t in io.inputs):
         return None  # numpy has no bfloat16 to feed: verification's own runners convert
     try:
-        feeds = generated_feeds(io, np.random.default_rng(cfg.seed))
+        feeds = generated_feeds(io, np.random.default_rng(seed))
     except ValueError:  # a bound naming a dim no shape uses: lint's to say, not onnxruntime's refusal
         return None
     import onnxruntime as ort

@@ -1,7 +1,8 @@
 """The resolved IO spec: every input and output, the named dims and the optimization profiles.
 
 Lint checks `model.inputs/outputs/dims/profiles` (`io_problems`) and, for ONNX recipes, fills them
-from the file (`onnx_io`); after that `IOSpec.from_cfg` is a pure, cheap read that every stage uses.
+from the file (`onnx_io`); then `IOSpec.from_cfg` builds the run's one spec as the recipe is resolved
+(recipe/resolved.py), and every stage reads that one (`Resolved.io`, `StageContext.io`).
 Export dynamic axes, TensorRT profiles, verification and latency shapes, random and calibration
 inputs, and the NCHW/NHWC layout all derive from here and nowhere else.
 """

@@ -553,6 +553,13 @@ def _serve(cfg: DictConfig) -> list[Problem]:
     return serve_problems(cfg)
 
 
+def resolved_problems(resolved: Any) -> list[Problem]:
+    """The checks that read the run's one IOSpec, made once the recipe is resolved (recipe/resolved.py)."""
+    from compiler.serve.settings import serve_io_problems
+
+    return serve_io_problems(resolved.cfg.serve, resolved.io)
+
+
 def _tracking(cfg: DictConfig) -> list[Problem]:
     import os
 

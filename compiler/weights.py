@@ -4,7 +4,7 @@ A model is loaded without its external data (`load`): each external initializer 
 length, the location made absolute in memory, so rebuilding the graph (every surgery pass does) copies a few
 bytes per weight, not the weight. A pass that needs a weight's values reads that tensor alone (`read`, through
 `DiskValues` in onnx-graphsurgeon graphs). A tensor a pass creates above SPILL_BYTES is written to a spill file
-as soon as the pass's graph is exported (`spill`), so new weights do not pile up in memory either. `save`
+as soon as the pass has run (`spill` into the stage's `Spill`), so new weights do not pile up in memory either. `save`
 writes each tensor once, streamed into the artifact's one `.data` file at page-aligned offsets (which
 onnxruntime maps instead of reading).
 """
@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 from onnx_graphsurgeon.ir.tensor import LazyValues
 
@@ -26,7 +27,6 @@ ALIGN = 4096                   # offsets in a .data file: onnxruntime maps page-
 SPILL_BYTES = 1 << 20          # new tensors this large go to the spill file at once (with a spill folder set)
 _CHUNK = 64 << 20              # bytes per copy step when streaming a tensor between files
 LARGE_FOLD_BYTES = 64 << 20    # constant folding leaves nodes that read a constant this large (report: which)
-_spill: dict[str, Any] = {}    # the open spill file of the current stage, when one is set (spilling_to)
 
 
 def tensors(model: Any) -> Iterator[Any]:
@@ -198,32 +198,35 @@ def still_on_disk(on_disk: list) -> None:
             constant._values = disk
 
 
+@dataclass
+class Spill:
+    """A stage's open spill file: tensors moved out of memory while the stage runs (`spilling_to`)."""
+
+    file: IO[bytes]
+    path: str
+
+    def put(self, tensor: Any, data: bytes) -> None:
+        """Append `data` and make `tensor` an external reference to it."""
+        _to_external(tensor, self.path, _append(self.file, data), len(data))
+
+
 @contextlib.contextmanager
-def spilling_to(folder: Path) -> Iterator[None]:
-    """While active, `spill` moves large new tensors into `folder/spill.data`."""
+def spilling_to(folder: Path) -> Iterator[Spill]:
+    """A spill file `folder/spill.data`, open while the block runs, for `spill` and `fp16_streamed`."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "spill.data"
     with open(path, "ab") as f:
-        _spill.update(file=f, path=str(path.resolve()))
-        try:
-            yield
-        finally:
-            _spill.clear()
+        yield Spill(f, str(path.resolve()))
 
 
-def spill(model: Any) -> None:
-    """Move the model's in-memory tensors of SPILL_BYTES and up to the spill file (no-op without one)."""
-    if not _spill:
-        for tensor in tensors(model):
-            _in_memory(tensor)
-        return
-    f = _spill["file"]
+def spill(model: Any, into: Spill | None = None) -> None:
+    """Mark the model's rebuilt tensors as in memory, and move those of SPILL_BYTES and up `into` the spill file."""
     for tensor in tensors(model):
         _in_memory(tensor)
-        if not is_external(tensor) and len(tensor.raw_data) >= SPILL_BYTES:
-            offset = _append(f, tensor.raw_data)
-            _to_external(tensor, _spill["path"], offset, len(tensor.raw_data))
-    f.flush()
+        if into is not None and not is_external(tensor) and len(tensor.raw_data) >= SPILL_BYTES:
+            into.put(tensor, tensor.raw_data)
+    if into is not None:
+        into.file.flush()
 
 
 def _append(f: Any, data: bytes) -> int:
@@ -403,9 +406,9 @@ def to_float16(values: Any, min_positive: float = 5.96e-08, max_finite: float = 
 
 
 @contextlib.contextmanager
-def fp16_streamed() -> Iterator[None]:
+def fp16_streamed(into: Spill | None = None) -> Iterator[None]:
     """onnxruntime's float16 converter over a model whose weights are on disk: each fp32 weight it converts is
-    read alone, cast and spilled (it would otherwise mark the tensor fp16 and leave its fp32 bytes), and its
+    read alone, cast and spilled `into` the spill file (it would otherwise mark the tensor fp16 and leave its fp32 bytes), and its
     value info comes from the dims (it would read the tensor for its shape)."""
     from onnx import TensorProto, helper
     from onnxruntime.transformers import float16
@@ -417,9 +420,9 @@ def fp16_streamed() -> Iterator[None]:
             return convert(tensor, min_positive_val, max_finite_val)
         half = to_float16(read(tensor), min_positive_val, max_finite_val).tobytes()
         tensor.data_type = TensorProto.FLOAT16
-        if _spill:
-            _to_external(tensor, _spill["path"], _append(_spill["file"], half), len(half))
-            _spill["file"].flush()
+        if into is not None:
+            into.put(tensor, half)
+            into.file.flush()
         else:
             tensor.ClearField("data_location")
             del tensor.external_data[:]

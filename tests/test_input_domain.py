@@ -70,10 +70,13 @@ def _probed(path, *overrides):
     from compiler.onnx_io import resolve_onnx_io
 
     cfg = recipe_cfg("onnx_file", f"model.path={path}", "cache.enabled=false", *overrides)
+    from compiler.recipe.resolved import freeze
+
     opened: dict = {}
     problems, _ = resolve_onnx_io(cfg, opened)
     assert problems == []
-    return cfg, probe(cfg, opened)
+    result = probe(freeze(cfg), opened)
+    return result.resolved.cfg, result
 
 
 def test_a_longer_sequence_is_found_for_a_reflect_padding(tmp_path):

@@ -24,9 +24,9 @@ MISSING_BACKEND = "unable to find backend library for backend 'onnxruntime'"
 # --- lint: every bad serve setting exits 2 with its key ------------------------------------------------------
 
 def _lint(recipe: str, *overrides: str) -> list[str]:
-    from compiler.lint import lint
+    from compiler.cli import lint_problems
 
-    return [str(p) for p in lint(recipe_cfg(recipe, *overrides))]
+    return [str(p) for p in lint_problems(recipe_cfg(recipe, *overrides))]
 
 
 @pytest.mark.parametrize("override, key, words", [
@@ -62,10 +62,9 @@ def test_every_bad_serve_setting_is_a_lint_problem_naming_its_key(override: str,
 def test_an_explicit_batch_size_the_engine_cannot_take_is_refused():
     assert any(p.startswith("serve.max_batch_size:") and "takes no batch below 2" in p
                for p in _lint("cnn_torch", "serve.target=triton", "model.dims.batch=[2,8,16]", "serve.max_batch_size=8"))
-    two_first_dims = ["model.inputs=[{name: a, shape: [batch, 4]}, {name: b, shape: [seq, 4]}]", "model.dims.seq=[1,2,4]",
-                      "serve.max_batch_size=4", "model.layers=[]"]
+    fixed_batch = ["serve.max_batch_size=4", "model.inputs=[{name: image, shape: [1, 1, 16, 16]}]"]
     assert any(p.startswith("serve.max_batch_size:") and "do not all start with one named dim" in p
-               for p in _lint("mlp_torch", "serve.target=triton", *two_first_dims))
+               for p in _lint("two_head_torch", "serve.target=triton", *fixed_batch))
 
 
 def test_bad_settings_are_checked_with_target_none_too():

@@ -73,8 +73,8 @@ def test_surgery_leaves_untouched_weights_on_disk_and_spills_new_ones(tmp_path):
     _chain(tmp_path / "m.onnx", transpose_last=True)
     x = np.random.default_rng(2).standard_normal((3, WIDTH)).astype(np.float32)
     model = weights.load(tmp_path / "m.onnx")
-    with weights.spilling_to(tmp_path / "spill"):
-        cleaned, records = apply_passes(model, DEFAULT_PASSES)
+    with weights.spilling_to(tmp_path / "spill") as into:
+        cleaned, records = apply_passes(model, DEFAULT_PASSES, spill_into=into)
         big = [t for t in cleaned.graph.initializer if weights.external_bytes(t) >= WIDTH * WIDTH * 4
                or len(t.raw_data) >= WIDTH * WIDTH * 4]
         assert len(big) == 3 and all(weights.is_external(t) and not t.raw_data for t in big)

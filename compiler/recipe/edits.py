@@ -7,7 +7,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 Change = dict[str, Any]  # the input-domain probe's {"dims": {name: [min,opt,max]}, "values": {input: [..]}}
 
@@ -34,7 +34,9 @@ def apply_change(cfg: DictConfig, change: Change) -> None:
 
 
 def with_change(cfg: DictConfig, change: Change) -> DictConfig:
-    """A copy of the recipe with a probe's alternative applied; the recipe itself is untouched."""
+    """A writable copy of the recipe with a probe's alternative applied; the recipe itself (read-only once
+    resolved) is untouched."""
     trial = copy.deepcopy(cfg)
+    OmegaConf.set_readonly(trial, False)
     apply_change(trial, change)
     return trial

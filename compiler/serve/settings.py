@@ -83,8 +83,8 @@ def resolve(serve: Any, io: Any, plan: Any, recipe: str) -> ServeSettings:
 # --- lint -----------------------------------------------------------------------------------
 
 def serve_problems(cfg: Any) -> list[Problem]:
-    """Every `serve` setting that is bad in itself, and with `target: triton` everything of the recipe's IO and
-    engine that Triton cannot express."""
+    """Every `serve` setting that is bad in itself, and with `target: triton` everything of the recipe's engine
+    that Triton cannot express (its IO: `serve_io_problems`, once the recipe is resolved)."""
     serve = cfg.serve
     problems = _setting_problems(serve)
     if serve.target.value != "triton" or problems:
@@ -95,11 +95,12 @@ def serve_problems(cfg: Any) -> list[Problem]:
         return [Problem("serve.target", "writing a Triton model config needs tritonclient", "triton",
                         "none, or triton with the serve extra installed", fix=install_line("tritonclient") +
                         ", or set serve.target=none")]
-    problems += _engine_problems(cfg)
-    io = _io(cfg)
-    if io is not None:
-        problems += _batch_problems(serve, io)
-    return problems
+    return problems + _engine_problems(cfg)
+
+
+def serve_io_problems(serve: Any, io: Any) -> list[Problem]:
+    """With `target: triton`, what of the resolved IOSpec a Triton config cannot say (the batch dim, its range)."""
+    return _batch_problems(serve, io) if serve.target.value == "triton" else []
 
 
 def _setting_problems(serve: Any) -> list[Problem]:
@@ -200,17 +201,6 @@ def _batch_problems(serve: Any, io: Any) -> list[Problem]:
                                 preferred, f"sizes 1..{limit}" if limit else "[] (this model is not batched)",
                                 fix="serve.dynamic_batching.preferred_batch_sizes=[]"))
     return problems
-
-
-def _io(cfg: Any) -> Any:
-    from compiler.iospec import IOSpec
-
-    if not cfg.model.inputs or any(spec.shape is None for spec in cfg.model.inputs):
-        return None   # an ONNX recipe before its file filled the spec in: checked again once it has
-    try:
-        return IOSpec.from_cfg(cfg)
-    except Exception:
-        return None   # the IO checks report it
 
 
 def _is_int(v: Any) -> bool:

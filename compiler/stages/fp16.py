@@ -26,7 +26,7 @@ def convert(src: Path, dst: Path, keep_fp32: list[str]) -> None:
     from compiler.onnx_files import has_external_data, save_model
 
     spill = dst.with_name(f".{dst.name}.spill")
-    with weights.spilling_to(spill), weights.fp16_streamed():
+    with weights.spilling_to(spill) as into, weights.fp16_streamed(into):
         model = convert_float_to_float16(weights.load(src), keep_io_types=True,
                                          node_block_list=list(keep_fp32) or None, disable_shape_infer=False)
         save_model(_drop_fp16_round_trips(model), dst, external=True if has_external_data(src) else None)

@@ -7,12 +7,15 @@ import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, List, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, List, Mapping, Sequence
 
 from compiler.errors import StageError
 from compiler.passes import Noted
 from compiler.onnx_files import byte_size
 from compiler.stages import StageContext, StageResult
+
+if TYPE_CHECKING:  # weights imports onnx-graphsurgeon: not on the lint path
+    from compiler.weights import Spill
 
 # The best general-purpose cleaning we have, in the order that lets each pass feed the next.
 DEFAULT_PASSES = ["fold_constants", "fold_shape_computations", "fold_constants", "eliminate_noops",
@@ -35,13 +38,15 @@ SKIPPED_FOR_ENGINE = "left out for this engine (onnxruntime's CUDA attention fus
 
 
 def apply_passes(model, passes_cfg, log=None, skip: tuple[str, ...] | list[str] = (),
-                 shapes: Sequence[Mapping[str, Sequence[int]]] = ()) -> tuple[Any, list[dict]]:
+                 shapes: Sequence[Mapping[str, Sequence[int]]] = (),
+                 spill_into: Spill | None = None) -> tuple[Any, list[dict]]:
     """Run the pass list, less the passes the engine's plan skips; return the new model and one record per pass.
     `shapes`: concrete input shapes (the profile's min and max) at which every shape constant a pass wrote must
-    hold (passes/shape_check.py)."""
+    hold (passes/shape_check.py). `spill_into`: where each pass's large new tensors go as soon as it has run."""
     from omegaconf import OmegaConf
 
     from compiler.passes import parse_pass_list
+    from compiler.weights import spill
 
     raw = OmegaConf.to_container(passes_cfg, resolve=True) if OmegaConf.is_config(passes_cfg) else passes_cfg
     calls, problems = parse_pass_list(raw)
@@ -57,6 +62,7 @@ def apply_passes(model, passes_cfg, log=None, skip: tuple[str, ...] | list[str] 
                                 "op_delta": {}, "seconds": 0.0, "skipped": SKIPPED_FOR_ENGINE})
                 continue
             result, record = _apply_one(call, model)
+            spill(result, spill_into)
             broken = guard.broken(result)
             wrong_shape = None if broken else shape_guard.wrong(result)
             if broken:  # the pass broke a valid control-flow model: its result is dropped, the model kept as it was
@@ -198,9 +204,9 @@ def run(ctx: StageContext) -> StageResult:
 
     model = weights.load(ctx.inputs["export"])  # weights stay on disk; passes read the ones they need
     spill = ctx.work_dir / ".spill"
-    with weights.spilling_to(spill):
-        model, records = apply_passes(model, ctx.cfg.surgery.passes, ctx.log,
-                                      skip=ctx.plan.surgery_key().get("skip", ()), shapes=_extreme_shapes(ctx.io))
+    with weights.spilling_to(spill) as into:
+        model, records = apply_passes(model, ctx.cfg.surgery.passes, ctx.log, skip=ctx.plan.surgery_key().get("skip", ()),
+                                      shapes=_extreme_shapes(ctx.io), spill_into=into)
         out = ctx.work_dir / "model.clean.onnx"
         # weights beside the model stay beside it (and must, over 2 GB); each tensor is written once
         save_model(model, out, external=True if has_external_data(ctx.inputs["export"]) else None)
