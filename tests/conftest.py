@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +46,14 @@ class Run:
         return self.stdout + self.stderr
 
 
+def pytest_collection_modifyitems(items: list) -> None:
+    """A test that compiles through the real CLI (`compile_cli`) is end to end: marked `e2e`, so that
+    `pytest -m 'not e2e'` runs the unit tests alone in a minute or two."""
+    for item in items:
+        if "compile_cli" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _own_timing_lock(tmp_path_factory) -> None:
     """Each pytest-xdist worker (and every compile it starts) times under a lock of its own: tests assert no
@@ -56,18 +66,54 @@ def cache_dir(tmp_path: Path) -> Path:
     return tmp_path / "cache"
 
 
+SHARED_STAGES = ("train",)   # what every test's cache starts with: a recipe trains once per test session
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """The train entries of the stage cache, shared by every test and every pytest-xdist worker (the workers' base
+    folders share a parent). Entries are copied in and out whole, each committed by an atomic rename, as the
+    cache itself commits (compiler/cache.py): a test's own cache is still its own to damage or inspect."""
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared-cache"
+    root.mkdir(exist_ok=True)
+    return root
+
+
+def _copy_entries(src: Path, dst: Path) -> None:
+    """Each committed entry of SHARED_STAGES in `src` that `dst` lacks, copied whole and renamed into place."""
+    for stage in SHARED_STAGES:
+        for entry in sorted((src / stage).glob("[!.]*")):
+            target = dst / stage / entry.name
+            if target.exists():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staging = target.with_name(f".copy-{uuid.uuid4().hex}")
+            shutil.copytree(entry, staging)
+            try:
+                os.rename(staging, target)
+            except OSError:  # another worker placed the same entry first
+                shutil.rmtree(staging, ignore_errors=True)
+
+
 @pytest.fixture
-def compile_cli(tmp_path: Path, cache_dir: Path):
-    """Run `python -m compiler ARGS` with hydra.run.dir and the cache inside tmp_path."""
+def compile_cli(tmp_path: Path, cache_dir: Path, shared_cache: Path):
+    """Run `python -m compiler ARGS` with hydra.run.dir and the cache inside tmp_path. The cache starts with the
+    session's trained models (`shared_cache`) unless `fresh=True`, and what the run trained is shared after it."""
     counter = iter(range(1000))
 
-    def run(*args: str, env: dict | None = None, run_dir: Path | None = None, timeout: int = 600) -> Run:
+    def run(*args: str, env: dict | None = None, run_dir: Path | None = None, timeout: int = 600,
+            fresh: bool = False) -> Run:
         run_dir = run_dir or tmp_path / f"run{next(counter)}"
         full_env = {**os.environ, "COMPILER_CACHE_DIR": str(cache_dir), "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+        own_cache = Path(full_env["COMPILER_CACHE_DIR"])
+        if not fresh:
+            _copy_entries(shared_cache, own_cache)
         argv = [sys.executable, "-m", "compiler", *args]
         if not any(a.startswith("hydra.run.dir") for a in args) and "-m" not in args:
             argv.append(f"hydra.run.dir={run_dir}")
         proc = subprocess.run(argv, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=timeout)
+        _copy_entries(own_cache, shared_cache)
         return Run(proc.returncode, proc.stdout, proc.stderr, run_dir)
 
     return run

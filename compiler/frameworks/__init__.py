@@ -89,8 +89,8 @@ def loaded() -> list[Adapter]:
 def in_math_mode(mode: MathMode) -> Iterator[None]:
     """Set the loaded frameworks' TF32 globals to `mode` for the block, and restore them after it. Only frameworks
     already imported are touched: this never imports torch or TensorFlow; each one's globals are its adapter's to
-    set (`math_mode`)."""
+    set (`math_mode`). A mode whose `tf32` is None leaves them as they are (a framework's own defaults)."""
     with contextlib.ExitStack() as stack:
-        for framework in loaded():
+        for framework in loaded() if mode.tf32 is not None else ():
             stack.enter_context(framework.math_mode(mode.tf32))
         yield

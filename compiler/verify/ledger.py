@@ -37,7 +37,9 @@ def error_ledger(runners: Sequence[Any], feeds: Sequence[tuple[str, dict]], boun
     compare = CompareFunc.simple(atol=a, rtol=r)
     with warnings.catch_warnings():  # an empty output (a static 0-size dim) makes numpy warn of an empty mean
         warnings.simplefilter("ignore", RuntimeWarning)
-        accuracy = Comparator.compare_accuracy(results, comparisons=list(boundaries), compare_func=compare)[0]
+        accuracy = Comparator.compare_accuracy(results, comparisons=list(boundaries), compare_func=compare)
+    if not hasattr(accuracy, "items"):  # polygraphy 0.53 returns one result per compare function, 0.49-0.52 one
+        accuracy = accuracy[0]
     rows = []
     for (ref, cand), iterations in accuracy.items():
         for name in iterations[0]:

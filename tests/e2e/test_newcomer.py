@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO, recipe_cfg
-from tests.test_lint import BAD_INPUTS
+from tests.recipe.test_lint import BAD_INPUTS
 
 
 def _cli(*args, env=None, cwd=None):

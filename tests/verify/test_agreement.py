@@ -8,7 +8,7 @@ from compiler.model import OutputSpec
 from compiler.verify.config import AgreementConfig
 from compiler.verify.agreement import budgets, compare, metrics, score
 from tests.conftest import TINY
-from tests.test_gpu import _overflowing_model
+from tests.backends.test_gpu import _overflowing_model
 
 
 def test_metrics_on_known_arrays():
