@@ -83,7 +83,9 @@ def _export(model, feeds: dict, path: Path, dynamic: dict) -> None:
 
 def timm_target(name: str, out: Path, batch: int) -> dict:
     import timm
+    import torch
 
+    torch.manual_seed(0)  # the same random weights each run: the same file, so a rerun reuses the compile cache
     model = timm.create_model(name, pretrained=False).eval()
     path = out / f"{name}.onnx"
     feeds = {"input": np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)}
@@ -114,6 +116,9 @@ def bert_target(out: Path, batch: int) -> dict:
     sequence 128, batch and sequence dynamic as BERT ships."""
     import transformers
 
+    import torch
+
+    torch.manual_seed(0)
     model = _LastHidden(transformers.BertModel(transformers.BertConfig(attn_implementation="eager")).eval())
     rng = np.random.default_rng(0)
     feeds = {"input_ids": rng.integers(0, 30522, (batch, BERT_SEQ)).astype(np.int64),

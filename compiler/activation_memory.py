@@ -20,9 +20,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from compiler.memory import GIB, machine_bytes
+
+if TYPE_CHECKING:
+    from compiler.onnx_io import Opened
 
 PEAK_FACTOR = 4        # tensors alive beside the largest operation's, times the two sessions verification holds
 BUDGET_SHARE = 0.5     # of the machine's memory, for the activations of a run
@@ -117,7 +120,7 @@ def too_large_message(largest: Largest, budget: int | None = None) -> str:
             f"{machine_bytes() / GIB:.0f} GiB allow {budget / GIB:.1f} GiB")
 
 
-def fit_recipe(cfg: Any, opened: Mapping[str, Any]) -> tuple[list[str], Any]:
+def fit_recipe(cfg: Any, opened: Opened) -> tuple[list[str], Any]:
     """For an ONNX recipe: dims that fit this machine, before the probe runs the file at them. Changes only
     dims `opened` lists as defaulted (in cfg.model.dims, as the probe does). Returns (notes, Problem or None)."""
     from pathlib import Path
@@ -137,7 +140,7 @@ def fit_recipe(cfg: Any, opened: Mapping[str, Any]) -> tuple[list[str], Any]:
         return {i.name: [d if isinstance(d, int) else maxima[str(d)] for d in i.shape]
                 for i in cfg.model.inputs if i.shape is not None}
 
-    defaulted = {name: kind for name, kind in opened.get("dims", {}).items() if name in dims}
+    defaulted = {name: kind for name, kind in opened.dims.items() if name in dims}
     fit = fit_dims(model, shapes_at, dims, defaulted)
     set_dims(cfg, fit.changed)
     if fit.too_large is None:

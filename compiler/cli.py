@@ -53,9 +53,13 @@ class _Session:
 _SESSION = _Session()
 
 
-def recipe_problems(cfg: DictConfig, opened: dict | None = None) -> list:
-    """Every problem of a composed recipe (an ONNX recipe first reads its IO spec from its file; `opened`
-    receives what that gave a default: onnx_io.resolve_onnx_io)."""
+def recipe_problems(cfg: DictConfig) -> list:
+    """Every problem of a composed recipe (an ONNX recipe first reads its IO spec from its file)."""
+    return _opened_and_problems(cfg)[1]
+
+
+def _opened_and_problems(cfg: DictConfig) -> tuple[Any, list]:
+    """(what an ONNX file's IO left to defaults, or None; every problem of the composed recipe)."""
     from omegaconf.errors import OmegaConfBaseException
 
     from compiler.errors import Problem
@@ -63,13 +67,14 @@ def recipe_problems(cfg: DictConfig, opened: dict | None = None) -> list:
 
     problems = structure_problems(cfg)
     if problems:
-        return problems
+        return None, problems
     try:
-        return _problems(cfg, opened)
+        return _problems(cfg)
     except OmegaConfBaseException as exc:  # a value no check anticipated: still the recipe's fault, with its key
         key = getattr(exc, "full_key", None) or "<recipe>"
-        return [Problem(str(key), str(exc).splitlines()[0], getattr(exc, "value", None) if hasattr(exc, "value") else key,
-                        "a value of the key's type (README, 'Options')", fix="correct or remove this key")]
+        return None, [Problem(str(key), str(exc).splitlines()[0],
+                              getattr(exc, "value", None) if hasattr(exc, "value") else key,
+                              "a value of the key's type (README, 'Options')", fix="correct or remove this key")]
 
 
 def lint_problems(cfg: DictConfig) -> list:
@@ -80,17 +85,18 @@ def lint_problems(cfg: DictConfig) -> list:
     return recipe_problems(cfg) or resolved_problems(freeze(cfg))
 
 
-def _problems(cfg: DictConfig, opened: dict | None = None) -> list:
+def _problems(cfg: DictConfig) -> tuple[Any, list]:
     from compiler.lint import lint
 
+    opened = None
     if cfg.framework.value == "onnx":
         from compiler.onnx_io import resolve_onnx_io
 
-        problems, notes = resolve_onnx_io(cfg, opened)
-        _notes(notes)
+        problems, opened = resolve_onnx_io(cfg)
+        _notes(opened.notes)
         if problems:
-            return problems
-    return lint(cfg)
+            return opened, problems
+    return opened, lint(cfg)
 
 
 @dataclass
@@ -109,9 +115,8 @@ def check_recipe(cfg: DictConfig, recipe: str) -> Checked:
 
     from compiler.lint import resolved_problems
 
-    opened: dict = {}
-    problems = recipe_problems(cfg, opened)
-    domain = list(opened.get("notes", []))
+    opened, problems = _opened_and_problems(cfg)
+    domain = list(opened.notes) if opened is not None else []
     if not problems and cfg.mode.value != "lint" and cfg.framework.value == "onnx":
         from compiler.activation_memory import fit_recipe
 

@@ -1,6 +1,6 @@
 """Probe an ONNX file's input domain before anything is built: feed the original file, in onnxruntime, the
 very inputs verification will generate (verify/feeds.py) and, where it refuses them, try documented
-alternatives for what got a default (onnx_io: `opened`), never for what the file or the recipe gave.
+alternatives for what got a default (onnx_io.Opened), never for what the file or the recipe gave.
 
 The alternatives, in order, each alone first and then each beside the first:
   1. integer inputs whose values the graph does not show: the integer constants the graph compares them with
@@ -27,7 +27,7 @@ from typing import Any, Iterator
 from omegaconf import DictConfig, OmegaConf
 
 from compiler.errors import Problem
-from compiler.onnx_io import PASS_THROUGH
+from compiler.onnx_io import PASS_THROUGH, Opened
 from compiler.recipe.edits import Change, with_change
 from compiler.recipe.resolved import Resolved, freeze
 
@@ -42,14 +42,14 @@ PROBE_VERSION = 1
 @dataclass
 class Probe:
     """What the probe did: notes for the report, a problem when no domain ran, and the recipe the run takes (the
-    one probed, or a copy resolved with the alternative that ran: only `opened` entries change)."""
+    one probed, or a copy resolved with the alternative that ran: only what onnx_io.Opened lists changes)."""
 
     resolved: Resolved
     notes: list[str] = field(default_factory=list)
     problem: Problem | None = None
 
 
-def probe(resolved: Resolved, opened: dict) -> Probe:
+def probe(resolved: Resolved, opened: Opened) -> Probe:
     """Check the resolved recipe's generated inputs against the file; where it refuses them, find an alternative."""
     cfg = resolved.cfg
     cached = _cache_path(cfg)
@@ -66,7 +66,7 @@ def probe(resolved: Resolved, opened: dict) -> Probe:
     return _verdict(taken, first, tried, found)
 
 
-def _search(resolved: Resolved, opened: dict) -> tuple[Any, list[str], Any]:
+def _search(resolved: Resolved, opened: Opened) -> tuple[Any, list[str], Any]:
     """(the first refusal or None, what was tried, (label, change) that ran or None)."""
     from compiler.iospec import IOSpec
 
@@ -126,17 +126,17 @@ def _override(key: str, value: Any) -> str:
 
 # --- alternatives ---------------------------------------------------------------------------------------
 
-def _alternatives(cfg: DictConfig, opened: dict) -> Iterator[tuple[str, Change]]:
+def _alternatives(cfg: DictConfig, opened: Opened) -> Iterator[tuple[str, Change]]:
     """(what it is, the change) in the documented order: each alone, then each beside the file's constants."""
-    kinds = opened.get("dims", {})
-    values = _compared_constants(cfg, opened.get("ints", []))
+    kinds = dict(opened.dims)
+    values = _compared_constants(cfg, list(opened.ints))
     constants = [("the file's constants as values", {"values": values})] if values else []
     alone = list(_dim_alternatives(kinds))
     yield from constants
-    if opened.get("ints"):
-        yield f"{'/'.join(opened['ints'])} = 0", {"values": {name: [0] for name in opened["ints"]}}
+    if opened.ints:
+        yield f"{'/'.join(opened.ints)} = 0", {"values": {name: [0] for name in opened.ints}}
         # all ones: what an integer input read as a shape takes at any input size (Expand's and Tile's identity)
-        yield f"{'/'.join(opened['ints'])} = 1", {"values": {name: [1] for name in opened["ints"]}}
+        yield f"{'/'.join(opened.ints)} = 1", {"values": {name: [1] for name in opened.ints}}
     yield from alone
     for label, change in alone if constants else ():
         yield f"{label} and {constants[0][0]}", {**change, **constants[0][1]}

@@ -7,8 +7,9 @@ leaves open and the recipe does not give gets a default that is printed as a not
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -24,15 +25,24 @@ DEFAULTS = {"batch": DEFAULT_BATCH, "spatial": DEFAULT_SPATIAL, "other": DEFAULT
 KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft", "com.microsoft.nchwc", "ai.onnx.preview.training")
 
 
-def resolve_onnx_io(cfg: DictConfig, opened: dict | None = None) -> tuple[list[Problem], list[str]]:
-    """Fill model.inputs/outputs/dims from model.path; return (problems, notes). `opened`, when given, receives
-    what got a default rather than a value from the file or the recipe: {"dims": {name: kind}, "ints": [input]},
-    kind one of batch/spatial/other: the input domain probe (input_domain.py) may change only those."""
+@dataclass(frozen=True)
+class Opened:
+    """What reading an ONNX file's IO gave a default rather than a value from the file or the recipe: the dims
+    (name -> batch, spatial or other) and the integer inputs whose values the graph does not show. The memory fit
+    and the input-domain probe may change only these. `notes` say what was read and defaulted."""
+
+    dims: Mapping[str, str] = field(default_factory=dict)
+    ints: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def resolve_onnx_io(cfg: DictConfig) -> tuple[list[Problem], Opened]:
+    """Fill model.inputs/outputs/dims from model.path (recipe.edits.fill_io); return (problems, what was opened)."""
     if OmegaConf.is_missing(cfg.model, "path") or not cfg.model.path:
-        return [Problem("model.path", "missing required value", None, "the path of an .onnx file", fix="model.path=/abs/path/model.onnx")], []
+        return [Problem("model.path", "missing required value", None, "the path of an .onnx file", fix="model.path=/abs/path/model.onnx")], Opened()
     path = Path(cfg.model.path).expanduser()
     if not path.is_file():
-        return [Problem("model.path", "file not found", str(path), "an existing .onnx file", fix="give an existing .onnx file")], []
+        return [Problem("model.path", "file not found", str(path), "an existing .onnx file", fix="give an existing .onnx file")], Opened()
     import onnx
 
     fix = "re-export the model, or check it with `polygraphy inspect model`"
@@ -40,15 +50,15 @@ def resolve_onnx_io(cfg: DictConfig, opened: dict | None = None) -> tuple[list[P
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and others
         return [Problem("model.path", f"not a readable ONNX model ({type(exc).__name__})", str(path),
-                        "an ONNX ModelProto file", fix=fix)], []
+                        "an ONNX ModelProto file", fix=fix)], Opened()
     if not model.graph.output or not model.opset_import:  # an empty file parses as an empty ModelProto
         what = "an empty file" if path.stat().st_size == 0 else "no graph outputs or opset (not an ONNX model)"
         return [Problem("model.path", f"not a loadable ONNX model: {what}", str(path), "an ONNX ModelProto file",
-                        fix=fix)], []
+                        fix=fix)], Opened()
     problems = _external_data_problems(path, model) + _domain_problems(model, cfg)
     if problems:
-        return problems, []
-    return _fill(cfg, model, {} if opened is None else opened)
+        return problems, Opened()
+    return _fill(cfg, model)
 
 
 def _external_data_problems(path: Path, model: Any) -> list[Problem]:
@@ -74,7 +84,7 @@ def _domain_problems(model: Any, cfg: DictConfig) -> list[Problem]:
                         "and, for TensorRT, their plugin library (engine.tensorrt.plugins=[/abs/plugin.so])")]
 
 
-def _fill(cfg: DictConfig, model: Any, opened: dict) -> tuple[list[Problem], list[str]]:
+def _fill(cfg: DictConfig, model: Any) -> tuple[list[Problem], Opened]:
     import onnx
 
     given_in = {i.name: i for i in cfg.model.inputs}
@@ -157,7 +167,7 @@ def _fill(cfg: DictConfig, model: Any, opened: dict) -> tuple[list[Problem], lis
                              f"'model.inputs=[{{name: {value.name}, range: [0,1000]}}]' (its real [low,high)) to choose")
         inputs.append(entry)
     if problems:
-        return problems, []
+        return problems, Opened()
     derived = _decoder_dims(inputs, file_outputs, dims, set(defaulted))
     derived.update(_state_batches(inputs, dims, defaulted, kinds))
     notes += [note.format(dims[name]) for name, note in defaulted.items() if name not in derived]
@@ -174,8 +184,7 @@ def _fill(cfg: DictConfig, model: Any, opened: dict) -> tuple[list[Problem], lis
     fill_io(cfg, [InputSpec(e["name"], e["shape"], DType(e["dtype"]), e["range"], e.get("values")) for e in inputs],
             [OutputSpec(n, given_out[n].atol, given_out[n].rtol, given_out[n].rel_l2, given_out[n].cosine,
                         given_out[n].argmax) if n in given_out else OutputSpec(n) for n in file_outputs], dims)
-    opened.update(dims={name: kinds[name] for name in defaulted if name not in derived}, ints=open_ints, notes=notes)
-    return [], notes
+    return [], Opened({name: kinds[name] for name in defaulted if name not in derived}, tuple(open_ints), tuple(notes))
 
 
 def _unused_dims(inputs: list[dict], dims: dict, defaulted: set[str]) -> list[str]:

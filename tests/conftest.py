@@ -80,8 +80,10 @@ def shared_cache(tmp_path_factory) -> Path:
     return root
 
 
-def _copy_entries(src: Path, dst: Path) -> None:
-    """Each committed entry of SHARED_STAGES in `src` that `dst` lacks, copied whole and renamed into place."""
+def _copy_entries(src: Path, dst: Path) -> set[Path]:
+    """Each committed entry of SHARED_STAGES in `src` that `dst` lacks, copied whole and renamed into place; returns
+    the entries placed."""
+    placed = set()
     for stage in SHARED_STAGES:
         for entry in sorted((src / stage).glob("[!.]*")):
             target = dst / stage / entry.name
@@ -92,8 +94,14 @@ def _copy_entries(src: Path, dst: Path) -> None:
             shutil.copytree(entry, staging)
             try:
                 os.rename(staging, target)
+                placed.add(target)
             except OSError:  # another worker placed the same entry first
                 shutil.rmtree(staging, ignore_errors=True)
+    return placed
+
+
+def _entries(cache: Path) -> set[Path]:
+    return {entry for entry in cache.glob("*/[!.]*") if entry.is_dir()} if cache.is_dir() else set()
 
 
 @pytest.fixture
@@ -107,12 +115,14 @@ def compile_cli(tmp_path: Path, cache_dir: Path, shared_cache: Path):
         run_dir = run_dir or tmp_path / f"run{next(counter)}"
         full_env = {**os.environ, "COMPILER_CACHE_DIR": str(cache_dir), "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
         own_cache = Path(full_env["COMPILER_CACHE_DIR"])
-        if not fresh:
-            _copy_entries(shared_cache, own_cache)
+        existed = own_cache.exists()
+        seeded = set() if fresh else _copy_entries(shared_cache, own_cache)
         argv = [sys.executable, "-m", "compiler", *args]
         if not any(a.startswith("hydra.run.dir") for a in args) and "-m" not in args:
             argv.append(f"hydra.run.dir={run_dir}")
         proc = subprocess.run(argv, cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=timeout)
+        if not existed and _entries(own_cache) <= seeded:  # the run wrote no cache (refused, cache off): none is left
+            shutil.rmtree(own_cache, ignore_errors=True)
         _copy_entries(own_cache, shared_cache)
         return Run(proc.returncode, proc.stdout, proc.stderr, run_dir)
 

@@ -170,11 +170,11 @@ def test_npz_arrays_feed_inputs_by_name_and_a_metric_hook_scores_them(compile_cl
              y=labels)
     run = compile_cli("recipe=onnx_file", f"model.path={path}", "data.source=npz", f"data.path={tmp_path / 'd.npz'}",
                       "++model.dims.tokens=[6,6,6]", "data.test_fraction=0.5",
-                      "+verify.metric={_target_: tests.test_onnx_import.half_of_the_labels}", *FAST,
+                      "+verify.metric={_target_: tests.e2e.test_onnx_import.half_of_the_labels}", *FAST,
                       env={"COMPILER_ALLOWED_TARGETS": "tests.", "PYTHONPATH": str(REPO)})
     assert run.code == 0, run.output
     r = run.report
-    assert r["metric"] == "tests.test_onnx_import.half_of_the_labels"
+    assert r["metric"] == "tests.e2e.test_onnx_import.half_of_the_labels"
     assert r["verified_shapes"]["test split"] == {"ids": [8, 6], "extra": [8, 5]}  # real samples, by input name
     accuracy = r["metrics"]["accuracy"]
     assert accuracy["engine"] == accuracy["framework"] and 0.4 < accuracy["engine"] < 0.9  # the hook's figure
@@ -213,7 +213,8 @@ def test_a_recipe_file_may_name_a_dim_as_the_model_file_does(tmp_path):
 
     cfg = recipe_cfg("onnx_file", f"model.path={_paddle_like(tmp_path)}")
     cfg.model.dims["p2o.DynamicDimension.0"] = [2, 3, 5]  # as YAML can say it: {"p2o.DynamicDimension.0": [2, 3, 5]}
-    problems, notes = resolve_onnx_io(cfg)
+    problems, opened = resolve_onnx_io(cfg)
+    notes = opened.notes
     assert problems == []
     assert cfg.model.dims["p2o_DynamicDimension_0"] == [2, 3, 5] and "p2o.DynamicDimension.0" not in cfg.model.dims
     assert not any("dim 0" in note for note in notes)

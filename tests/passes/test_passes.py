@@ -351,8 +351,8 @@ def custom_pass(model, suffix="_x"):
 def test_custom_pass_through_an_allow_listed_target(monkeypatch):
     monkeypatch.setenv("COMPILER_ALLOWED_TARGETS", "tests.")
     model = _model([helper.make_node("Relu", ["x"], ["y"], name="relu")], [_x(["N", 4])], [_x(None, "y")])
-    after, records = _apply(model, {"_target_": "tests.test_passes.custom_pass", "suffix": "_custom"})
-    assert after.graph.node[0].name == "relu_custom" and records[0]["pass"] == "tests.test_passes.custom_pass"
+    after, records = _apply(model, {"_target_": "tests.passes.test_passes.custom_pass", "suffix": "_custom"})
+    assert after.graph.node[0].name == "relu_custom" and records[0]["pass"] == "tests.passes.test_passes.custom_pass"
 
 
 def test_cleanup_never_shifts_a_nodes_positional_outputs():

@@ -151,7 +151,8 @@ def test_a_dim_spelled_like_the_files_but_named_by_no_input_gets_a_note(tmp_path
     kv_model(path)
     cfg = recipe_cfg("onnx_file", f"model.path={path}", "model.dims.batch=[1,2,4]", "++model.dims.past=[0,16,128]",
                      "++model.dims.seq=[1,1,16]", "++model.dims.tota=[1,17,144]", "++model.dims.unrelated=[1,1,1]")
-    problems, notes = resolve_onnx_io(cfg)
+    problems, opened = resolve_onnx_io(cfg)
+    notes = opened.notes
     assert problems == []
     assert ("model.dims.tota is named by no input of the file, so it has no effect; did you mean 'total'? "
             "(++model.dims.total=[1,17,144])") in notes

@@ -72,8 +72,7 @@ def _probed(path, *overrides):
     cfg = recipe_cfg("onnx_file", f"model.path={path}", "cache.enabled=false", *overrides)
     from compiler.recipe.resolved import freeze
 
-    opened: dict = {}
-    problems, _ = resolve_onnx_io(cfg, opened)
+    problems, opened = resolve_onnx_io(cfg)
     assert problems == []
     result = probe(freeze(cfg), opened)
     return result.resolved.cfg, result
@@ -128,7 +127,8 @@ def test_an_index_input_is_bounded_by_the_batch_it_indexes(tmp_path):
                                h.make_tensor_value_info("bi", T.INT64, ["R"])],
                               [h.make_tensor_value_info("y", T.FLOAT, None)]), tmp_path / "roi.onnx", opset=16)
     cfg = recipe_cfg("onnx_file", f"model.path={path}")
-    problems, notes = resolve_onnx_io(cfg)
+    problems, opened = resolve_onnx_io(cfg)
+    notes = opened.notes
     assert problems == [] and list(next(i for i in cfg.model.inputs if i.name == "bi").range) == [0, "N"]
     assert "input 'bi' indexes dim 'N' of another input: its values are taken in [0, N)" in notes[0]
 
