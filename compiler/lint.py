@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from omegaconf import DictConfig, OmegaConf
 
 from compiler.errors import Problem
+from compiler.frameworks import adapter
 from compiler.packages import install_line, missing_package_of
 
 MIN_OPSET, MAX_OPSET = 11, 21
@@ -475,9 +476,10 @@ def _train_device(cfg: DictConfig) -> list[Problem]:
         problems.append(Problem("train.device", "no CUDA GPU was found on this machine (no /dev/nvidia0, no "
                                 "nvidia-smi)", "cuda", "auto, cpu, cuda", fix="use train.device=auto (or cpu)"))
     on_cuda = t.device.value == "cuda" or (t.device.value == "auto" and gpu)
-    precision = t.precision.value
-    if cfg.framework.value == "tensorflow" and precision != "fp32":
-        problems.append(Problem("train.precision", "Keras recipes train in fp32 only", precision, "fp32",
+    precision, framework = t.precision.value, adapter(cfg.framework.value)
+    if precision not in framework.train_precisions:
+        allowed = ", ".join(framework.train_precisions)
+        problems.append(Problem("train.precision", f"{framework.label} train in {allowed} only", precision, allowed,
                                 fix="use train.precision=fp32 (reduced precision belongs to the engine: engine.precision)"))
     elif precision == "fp16" and not on_cuda:
         problems.append(Problem("train.precision", "fp16 autocast with loss scaling needs a CUDA device, and training "
@@ -487,11 +489,12 @@ def _train_device(cfg: DictConfig) -> list[Problem]:
 
 
 def _framework_packages(cfg: DictConfig) -> list[Problem]:
-    """The framework's own packages, which a torch-only install lacks."""
-    if cfg.framework.value != "tensorflow":
-        return []
-    return [Problem("framework", f"TensorFlow recipes need {package}, which is not installed", "tensorflow",
-                    f"torch, onnx, or tensorflow with {package} installed", fix=install_line(package)) for package in ("tensorflow", "tf2onnx") if missing_package_of(package)]
+    """The framework's own packages (its adapter's `packages`), which a torch-only install lacks."""
+    name = cfg.framework.value
+    framework = adapter(name)
+    return [Problem("framework", f"{framework.label} need {package}, which is not installed", name,
+                    f"torch, onnx, or {name} with {package} installed", fix=install_line(package))
+            for package in framework.packages if missing_package_of(package)]
 
 
 def _train(cfg: DictConfig) -> list[Problem]:
@@ -505,7 +508,7 @@ def _train(cfg: DictConfig) -> list[Problem]:
     if not (devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1)):
         return problems + [Problem("train.devices", "a process count or auto", devices, "1, 2, ..., auto",
                                    fix="e.g. train.devices=auto")]
-    if cfg.framework.value == "tensorflow" and (devices != 1 or t.nnodes != 1):
+    if not adapter(cfg.framework.value).multi_process_training and (devices != 1 or t.nnodes != 1):
         problems.append(Problem("train.devices", "multi-device training is torch-only for now", devices, "1",
                                 fix="remove train.devices/train.nnodes for TensorFlow recipes"))
     if t.nnodes < 1 or not 0 <= t.node_rank < t.nnodes:
@@ -526,11 +529,17 @@ def _export(cfg: DictConfig) -> list[Problem]:
     if not MIN_OPSET <= opset <= MAX_OPSET:
         problems.append(Problem("export.opset", "unsupported opset", opset, f"{MIN_OPSET}..{MAX_OPSET}",
                                 fix="e.g. export.opset=17"))
-    if cfg.framework.value == "torch" and cfg.export.exporter.value == "dynamo" and missing_package_of("onnxscript"):
-        problems.append(Problem("export.exporter", "the dynamo exporter needs onnxscript, which is not installed",
-                                "dynamo", "torchscript, or dynamo with onnxscript installed", fix=install_line("onnxscript") + ", or use export.exporter=torchscript"))
-    if cfg.framework.value == "torch" and cfg.export.input_layout.value != "nchw":
-        problems.append(Problem("export.input_layout", "torch models take channels-first input", "nhwc", "nchw",
+    framework, exporter = adapter(cfg.framework.value), cfg.export.exporter.value
+    package = framework.exporter_packages.get(exporter)
+    if package and missing_package_of(package):
+        problems.append(Problem("export.exporter", f"the {exporter} exporter needs {package}, which is not installed",
+                                exporter, f"torchscript, or {exporter} with {package} installed",
+                                fix=install_line(package) + ", or use export.exporter=torchscript"))
+    layout = cfg.export.input_layout.value
+    if layout not in framework.input_layouts:
+        first = "channels-first" if framework.input_layouts == ("nchw",) else " or ".join(framework.input_layouts)
+        problems.append(Problem("export.input_layout", f"{framework.name} models take {first} input", layout,
+                                ", ".join(framework.input_layouts),
                                 fix="remove export.input_layout (nhwc is for TensorFlow recipes)"))
     return problems
 

@@ -30,6 +30,13 @@ class Adapter(Protocol):
 
     name: str
     reference_is_file: bool   # onnx: the original file is the reference, there is no framework model
+    # what lint checks a recipe of this framework against (lint.py asks these, never the framework's name)
+    label: str                            # how messages name the framework's recipes ("Keras recipes")
+    packages: tuple[str, ...]             # distributions its recipes need beyond the core install
+    train_precisions: tuple[str, ...]     # train.precision values it trains in
+    multi_process_training: bool          # train.devices/nnodes beyond 1
+    input_layouts: tuple[str, ...]        # export.input_layout values its models take
+    exporter_packages: dict[str, str]     # export.exporter -> the distribution that exporter needs
 
     def export(self, cfg: Any, io: Any, source: Path, out: Path, plan: Any) -> list[str]:
         """Write out (ONNX) from the trained artifact or the file; return the repairs made on the way."""

@@ -11,6 +11,12 @@ from typing import Any, Iterator
 class KerasAdapter:
     name = "keras"
     reference_is_file = False
+    label = "Keras recipes"
+    packages = ("tensorflow", "tf2onnx")
+    train_precisions = ("fp32",)
+    multi_process_training = False              # multi-device training is torch-only for now
+    input_layouts = ("nchw", "nhwc")
+    exporter_packages: dict[str, str] = {}
 
     def train(self, cfg: Any, io: Any, work_dir: Path, log: Any) -> tuple[str, dict]:
         from compiler.frameworks.keras.fit import train

@@ -11,6 +11,12 @@ from typing import Any, Iterator
 class OnnxAdapter:
     name = "onnx"
     reference_is_file = True
+    label = "ONNX recipes"
+    packages: tuple[str, ...] = ()
+    train_precisions: tuple[str, ...] = ()       # nothing is trained
+    multi_process_training = False
+    input_layouts = ("nchw", "nhwc")
+    exporter_packages: dict[str, str] = {}
 
     def export(self, cfg: Any, io: Any, source: Path, out: Path, plan: Any) -> list[str]:
         from compiler.frameworks.onnx.importer import import_file

@@ -11,6 +11,12 @@ from typing import Any, Iterator
 class TorchAdapter:
     name = "torch"
     reference_is_file = False
+    label = "torch recipes"
+    packages: tuple[str, ...] = ()
+    train_precisions = ("fp32", "fp16", "bf16")
+    multi_process_training = True
+    input_layouts = ("nchw",)                   # torch models take channels-first input
+    exporter_packages = {"dynamo": "onnxscript"}
 
     def train(self, cfg: Any, io: Any, work_dir: Path, log: Any) -> tuple[str, dict]:
         from compiler.frameworks.torch import ddp
