@@ -127,8 +127,7 @@ def check_recipe(cfg: DictConfig, recipe: str) -> Checked:
     resolved = None if problems else freeze(cfg, domain)
     problems = problems or resolved_problems(resolved)
     if problems:
-        print(f"compiler: {RecipeError(problems).render()}", file=sys.stderr)
-        return Checked(EXIT_INVALID_RECIPE)
+        return _refused(problems)
     if cfg.mode.value == "lint":
         print(f"compiler: recipe '{recipe}' is valid")
         return Checked(EXIT_OK)
@@ -139,10 +138,14 @@ def check_recipe(cfg: DictConfig, recipe: str) -> Checked:
         _notes(probed.notes)
         problems = [probed.problem] if probed.problem else resolved_problems(probed.resolved)
         if problems:
-            print(f"compiler: {RecipeError(problems).render()}", file=sys.stderr)
-            return Checked(EXIT_INVALID_RECIPE)
+            return _refused(problems)
         resolved = dataclasses.replace(probed.resolved, domain=tuple(domain + probed.notes))
     return Checked(None, resolved)
+
+
+def _refused(problems: list) -> Checked:
+    print(f"compiler: {RecipeError(problems).render()}", file=sys.stderr)
+    return Checked(EXIT_INVALID_RECIPE)
 
 
 def _notes(notes: list[str]) -> None:
