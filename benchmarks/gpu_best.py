@@ -64,6 +64,7 @@ def compile_best(target: dict, out: Path, batch: int) -> dict:
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
     row = {"code": proc.returncode, "seconds": time.perf_counter() - started, "run_dir": run_dir}
+    (out / f"{target['name']}.log").write_text(proc.stdout + proc.stderr)  # each stage's start, timestamped
     if proc.returncode != 0:
         row["tail"] = (proc.stdout + proc.stderr)[-3000:]
         return row
@@ -231,6 +232,8 @@ def main() -> None:
             placed = _placement(compiled["run_dir"] / "candidates" / row["candidate"])
             if placed.get("memcpy_nodes") or placed.get("cpu_nodes"):
                 print(f"    copies: {placed['memcpy_nodes'][:6]}; on the CPU: {placed['cpu_nodes'][:8]}")
+                for copy in (placed.get("copies") or [])[:6]:
+                    print(f"      {copy}")
         feed = _feeds(target, compiled, args.batch)
         runners = contenders(target, compiled, feed)
         timed = compare(runners, {name: {args.batch: feed} for name in runners}, TIMING)

@@ -200,22 +200,23 @@ class EnginePlan:
         """The plan this recipe gets with another engine.precision (the candidates of `best`)."""
         return _resolve_precision(dataclasses.replace(self, precision=precision, search=()), self.tool_choice)
 
-    def variants(self, has_convolutions: bool, graph_capturable: bool) -> list["EnginePlan"]:
-        """`best` on the CUDA provider searches runtime settings too: for this (passing) precision candidate, the
-        other layout where the model has convolutions, CUDA graphs where every node runs on the GPU, and the
-        conversion without fusion where it fused. Each is built, verified and timed like a precision."""
-        if not self.cuda_provider:
+    def layout_variants(self, has_convolutions: bool, running: str = "nchw") -> list["EnginePlan"]:
+        """`best` on the CUDA provider searches runtime settings too, each variant built, verified and timed like a
+        precision: first, for a (passing) candidate of a model with convolutions, the layout other than the one it
+        runs (`running`: its layout with `auto` resolved, backends.onnxruntime.effective_layout)."""
+        if not (self.cuda_provider and has_convolutions):
             return []
-        out = []
-        if has_convolutions:
-            out.append(dataclasses.replace(self, layout="nchw" if self.layout in ("auto", "nhwc") else "nhwc"))
-        if graph_capturable and not self.cuda_graph:
-            out.append(dataclasses.replace(self, cuda_graph=True))
-            if has_convolutions:
-                out.append(dataclasses.replace(out[0], cuda_graph=True))
-        if self.fusion:
-            out.append(dataclasses.replace(self, fusion=False))
-        return out
+        return [dataclasses.replace(self, layout="nchw" if running == "nhwc" else "nhwc")]
+
+    def graph_variant(self, graph_capturable: bool) -> Optional["EnginePlan"]:
+        """CUDA graphs for a candidate (either layout) whose own placement has every node on the GPU."""
+        if not (self.cuda_provider and graph_capturable) or self.cuda_graph:
+            return None
+        return dataclasses.replace(self, cuda_graph=True)
+
+    def unfused_variant(self) -> Optional["EnginePlan"]:
+        """The conversion without the transformer fusion, where it fused."""
+        return dataclasses.replace(self, fusion=False) if self.cuda_provider and self.fusion else None
 
     @property
     def label(self) -> str:
@@ -256,7 +257,8 @@ class EnginePlan:
                        builder_precisions=list(self.builder_precisions), calibrator=self.calibrator, tensorrt=section)
         else:
             key["onnxruntime"] = {k: v for k, v in self.onnxruntime.items() if k != "intra_op_threads"}
-            key.update(layout=self.layout, cuda_graph=self.cuda_graph)  # written beside the engine
+            # written beside the engine: tf32 and fp32 share a graph, not their runtime settings
+            key.update(layout=self.layout, cuda_graph=self.cuda_graph, math_mode=self.math_mode.name)
         return key
 
     def verify_key(self) -> dict:

@@ -167,6 +167,7 @@ def _placement_lines(report: dict[str, Any]) -> list[str]:
              f"Memcpy** nodes, {len(placed['cpu_nodes'])} other nodes on the CPU.", ""]
     if placed["cpu_nodes"] or placed["memcpy_nodes"]:
         lines += ["On the CPU or copying: " + ", ".join(placed["cpu_nodes"] + placed["memcpy_nodes"]) + ".", ""]
+    lines += [f"- {copy}" for copy in placed.get("copies") or []] + ([""] if placed.get("copies") else [])
     return lines
 
 

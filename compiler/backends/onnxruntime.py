@@ -71,23 +71,31 @@ def providers(options_cfg: dict, mode: MathMode = STRICT_FP32, model: Path | Non
 CONV_OPS = ("Conv", "ConvTranspose", "QLinearConv")
 
 
-def has_convolutions(model: Path) -> bool:
+def convolutions(model: Path) -> int:
+    """How many convolution nodes the model has (0 for an ORT-format file, which onnx cannot read)."""
     import onnx
 
     try:
         graph = onnx.load(str(model), load_external_data=False).graph
     except Exception:  # an ORT-format file
-        return False
-    return any(n.op_type in CONV_OPS for n in graph.node)
+        return 0
+    return sum(n.op_type in CONV_OPS for n in graph.node)
 
 
 def cuda_defaults(model: Path, layout: str = "auto") -> dict[str, str]:
-    """The CUDA provider's layout: `auto` is NHWC convolution kernels for models with convolutions (ConvNeXt-T on
-    an H200: fp16 9.25 -> 8.38 ms at b64, fp32 24.3 -> 22.0) and the provider's own default otherwise (NHWC costs
-    a ViT 3 %); `nhwc`/`nchw` as asked (`precision: best` tries both)."""
-    if layout == "nhwc" or (layout == "auto" and has_convolutions(model)):
+    """The CUDA provider's layout: `auto` is NHWC convolution kernels for convolutional networks (ConvNeXt-T on an
+    H200: fp16 9.25 -> 8.38 ms at b64, fp32 24.3 -> 22.0) and the provider's own default otherwise, a transformer
+    whose one convolution is its patch embedding included (NHWC cost a ViT-S 3 %, and its layout pass left the
+    class token's shape arithmetic split across CPU and GPU: 2 Memcpy per call, no CUDA graph); `nhwc`/`nchw` as
+    asked (`precision: best` tries both)."""
+    if effective_layout(layout, convolutions(model)) == "nhwc":
         return {"prefer_nhwc": "1"}
     return {"prefer_nhwc": "0"} if layout == "nchw" else {}
+
+
+def effective_layout(layout: str, convolutions: int) -> str:
+    """The layout the CUDA provider runs: `auto` is NHWC for a convolutional network (more than one convolution)."""
+    return "nhwc" if layout == "nhwc" or (layout == "auto" and convolutions > 1) else "nchw"
 
 
 def runtime(plan: Any, engine: Path) -> dict:
@@ -140,13 +148,52 @@ def build(onnx_path: Path, out_dir: Path, plan: Any) -> tuple[str, dict]:
         options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes",
                                          str(EXTERNAL_THRESHOLD))
     skipped = o["disabled_optimizers"]
-    session = ort.InferenceSession(str(onnx_path), options, providers=providers(o, plan.math_mode, onnx_path),
+    # saved in no layout (NHWC is a runtime setting of the CUDA provider, applied when the engine is opened)
+    session = ort.InferenceSession(str(onnx_path), options, providers=providers(o, plan.math_mode, onnx_path, "nchw"),
                                    disabled_optimizers=skipped)
+    copies = drop_saved_copies(engine) if fmt == "onnx" else 0
     settings = write_runtime(plan, engine)
     return engine.name, {"providers": session.get_providers(), "math_mode": plan.math_mode.name, "runtime": settings,
+                         "saved_copies_dropped": copies,
                          "optimization_level": level,
                          "saved_at_level": level if level in _PORTABLE else "extended", "disabled_optimizers": skipped,
                          "format": fmt, "onnxruntime": ort.__version__}
+
+
+COPY_OPS = ("MemcpyFromHost", "MemcpyToHost")
+
+
+def drop_saved_copies(engine: Path) -> int:
+    """Take out the Memcpy nodes onnxruntime writes into a model it optimised for the CUDA provider (measured: a
+    dynamic-batch ViT saved from a CUDA session carries a MemcpyFromHost and a MemcpyToHost around its class-token
+    shape arithmetic). They record the build session's placement; a session that loads the file runs them as they
+    are, even where its own placement needs no copy, and some onnxruntime builds cannot open the file without the
+    CUDA provider (microsoft/onnxruntime#11348). The loading session inserts the copies its placement needs itself.
+    Returns how many were dropped."""
+    import onnx
+
+    model = onnx.load(str(engine), load_external_data=False)  # the weights file beside it is left as it is
+    graph = model.graph
+    copies = [n for n in graph.node if n.op_type in COPY_OPS and n.domain in ("", "ai.onnx")]
+    if not copies:
+        return 0
+    source = {n.output[0]: n.input[0] for n in copies}
+
+    def original(name: str) -> str:
+        while name in source:
+            name = source[name]
+        return name
+
+    for node in copies:
+        graph.node.remove(node)
+    for node in graph.node:
+        node.input[:] = [original(name) for name in node.input]
+    for output in graph.output:
+        if output.name in source:  # a graph output keeps its name: its copy becomes an Identity
+            graph.node.append(onnx.helper.make_node("Identity", [original(output.name)], [output.name],
+                                                    name=f"{output.name}_identity"))
+    onnx.save(model, str(engine))
+    return len(copies)
 
 
 def load_session(path: Path, plan: Any, optimization_level: str | None = None,
@@ -279,7 +326,46 @@ def placement(path: Path, plan: Any, feed: dict) -> dict:
     on_cpu = sorted(f"{name} ({op})" for name, (op, provider) in nodes.items()
                     if provider == "CPUExecutionProvider" and not op.startswith("Memcpy"))
     return {"nodes": len(nodes), "memcpy": len(memcpy), "memcpy_nodes": memcpy, "cpu_nodes": on_cpu,
+            "copies": copies_placed(path, settings) if memcpy else [],
             "by_provider": dict(Counter(provider for _, provider in nodes.values()))}
+
+
+def copies_placed(path: Path, settings: dict) -> list[str]:
+    """What each Memcpy node of a session over the engine copies, between which nodes (`MemcpyToHost
+    /blocks.0/Add_output_0: Add /blocks.0/Add -> Reshape /Reshape_3`): read from the graph onnxruntime optimises
+    and places for the session (written only when there are copies to explain)."""
+    import tempfile
+
+    import onnx
+
+    with tempfile.TemporaryDirectory() as folder:
+        placed = Path(folder) / "placed.onnx"
+        s = settings["session"]
+        options = session_options({"optimization_level": s["graph_optimization_level"], "intra_op_threads": 1,
+                                   "inter_op_threads": 1, "custom_op_libraries": s["custom_op_libraries"]},
+                                  prepack=False)
+        options.optimized_model_filepath = str(placed)
+        options.add_session_config_entry("session.optimized_model_external_initializers_file_name", "placed.data")
+        ort.InferenceSession(str(path), options, providers=[(n, o) if o else n for n, o in settings["providers"]],
+                             disabled_optimizers=s["disabled_optimizers"])
+        return describe_copies(onnx.load(str(placed), load_external_data=False).graph)
+
+
+def describe_copies(graph: Any) -> list[str]:
+    """One line per Memcpy node of a placed graph: the op, the tensor, its producer and its consumers."""
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    lines = []
+    for node in graph.node:
+        if node.op_type in COPY_OPS:
+            src = producer.get(node.input[0])
+            before = f"{src.op_type} {src.name}" if src is not None else "graph input or initializer"
+            after = ", ".join(f"{c.op_type} {c.name}" for c in consumers.get(node.output[0], [])) or "graph output"
+            lines.append(f"{node.op_type} {node.input[0]}: {before} -> {after}")
+    return lines
 
 
 def graph_capturable(placed: dict) -> bool:

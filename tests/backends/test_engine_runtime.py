@@ -10,7 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from compiler.backends.onnxruntime import engine_session, graph_capturable, placement, read_runtime, runtime_file
+from compiler.backends.onnxruntime import (cuda_defaults, describe_copies, drop_saved_copies, engine_session,
+                                          graph_capturable, placement, read_runtime, runtime_file)
 from compiler.cache import artifact_files, sha256_artifact
 from tests.conftest import TINY
 
@@ -65,3 +66,67 @@ def test_placement_counts_nodes_per_provider_and_memcpy(tmp_path):
 ])
 def test_a_graph_is_captured_only_without_memcpy_and_with_nodes_on_the_cuda_provider(placed, capturable):
     assert graph_capturable(placed) is capturable
+
+
+def _with_saved_copies() -> onnx.ModelProto:
+    """A graph as onnxruntime saves it from a CUDA session: a MemcpyToHost and a MemcpyFromHost around a node the
+    build session put on the CPU, and a graph output written by a copy."""
+    w = numpy_helper.from_array(np.arange(16, dtype=np.float32).reshape(4, 4), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="mm"),
+             helper.make_node("MemcpyToHost", ["m"], ["m_host"], name="Memcpy"),
+             helper.make_node("Relu", ["m_host"], ["r_host"], name="relu"),
+             helper.make_node("MemcpyFromHost", ["r_host"], ["r"], name="Memcpy_token_3"),
+             helper.make_node("Neg", ["r"], ["y"], name="neg"),
+             helper.make_node("MemcpyToHost", ["r"], ["z"], name="Memcpy_token_4")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4]),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 4])], [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_the_copies_a_cuda_build_session_saved_are_dropped_and_the_engine_computes_the_same(tmp_path):
+    path = tmp_path / "model.opt.onnx"
+    onnx.save(_with_saved_copies(), str(path))
+    assert drop_saved_copies(path) == 3
+    model = onnx.load(str(path))
+    assert [n.op_type for n in model.graph.node] == ["MatMul", "Relu", "Neg", "Identity"]
+    assert [o.name for o in model.graph.output] == ["y", "z"]
+    import onnxruntime as ort
+
+    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
+    y, z = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    expected = np.maximum(x @ np.arange(16, dtype=np.float32).reshape(4, 4), 0)
+    np.testing.assert_array_equal(z, expected)
+    np.testing.assert_array_equal(y, -expected)
+    assert drop_saved_copies(path) == 0  # nothing left to drop: the file is not rewritten
+
+
+def test_each_copy_is_described_by_its_tensor_producer_and_consumers():
+    assert describe_copies(_with_saved_copies().graph) == [
+        "MemcpyToHost m: MatMul mm -> Relu relu",
+        "MemcpyFromHost r_host: Relu relu -> Neg neg, MemcpyToHost Memcpy_token_4",
+        "MemcpyToHost r: MemcpyFromHost Memcpy_token_3 -> graph output",
+    ]
+
+
+def _convolutions(path, count: int) -> None:
+    w = numpy_helper.from_array(np.ones((3, 3, 1, 1), np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x" if i == 0 else f"c{i - 1}"], [f"c{i}"], name=f"conv{i}") for i in range(count)]
+    for node in nodes:
+        node.input.append("w")
+    nodes.append(helper.make_node("Flatten", [f"c{count - 1}"], ["y"]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+@pytest.mark.parametrize("count, layout, expected", [
+    (1, "auto", {}),                      # a patch embedding: the transformer keeps the provider's default
+    (2, "auto", {"prefer_nhwc": "1"}),    # a convolutional network
+    (1, "nhwc", {"prefer_nhwc": "1"}),
+    (2, "nchw", {"prefer_nhwc": "0"}),
+])
+def test_the_cuda_layout_follows_the_convolutions(tmp_path, count, layout, expected):
+    path = tmp_path / "model.onnx"
+    _convolutions(path, count)
+    assert cuda_defaults(path, layout) == expected

@@ -94,3 +94,21 @@ def test_fp16_of_an_attention_model_fuses_and_has_no_host_copies(compile_cli):
     r = run.report
     assert r["quantize"]["fused_for_gpu"]["fused_operators"]
     assert r["placement"]["memcpy"] == 0, r["placement"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_a_vit_file_at_dynamic_batch_runs_without_host_copies(compile_cli, tmp_path, precision):
+    """timm's ViT as a foreign file: the class token expanded to the batch computes a shape on the host. The engine
+    keeps none of the copies its build session placed, and the session that runs it needs none."""
+    import torch
+
+    from tests.backends.test_cuda_fusion import TinyViT, _randomise_biases
+
+    path = tmp_path / "vit.onnx"
+    torch.onnx.export(_randomise_biases(TinyViT()), (torch.randn(2, 3, 32, 32),), str(path), input_names=["x"],
+                      output_names=["y"], opset_version=17, dynamo=False, dynamic_axes={"x": {0: "batch"}})
+    run = compile_cli("recipe=onnx_file", f"model.path={path}", "model.dims.batch=[1,8,16]",
+                      f"engine.precision={precision}", *TINY[2:6])
+    assert run.code == 0, run.output
+    placed = run.report["placement"]
+    assert placed["memcpy"] == 0 and placed["copies"] == [], placed
