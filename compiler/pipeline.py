@@ -307,7 +307,8 @@ VARIANT_REACH = 1.5
 
 def _build_variants(candidate: Any, outcomes: dict, build: Any) -> None:
     """A passing precision candidate's runtime variants: the other layout; CUDA graphs for each layout whose own
-    placement is all on the GPU (NHWC can move shape arithmetic to the host where NCHW does not); unfused."""
+    placement is all on the GPU (NHWC can move shape arithmetic to the host where NCHW does not); unfused where the
+    fusion fused something."""
     from compiler.backends.onnxruntime import convolutions, effective_layout, graph_capturable
 
     def passed(plan: Any) -> dict | None:
@@ -326,8 +327,10 @@ def _build_variants(candidate: Any, outcomes: dict, build: Any) -> None:
         graph = plan.graph_variant(graph_capturable(verified.get("placement") or {})) if verified else None
         if graph is not None:
             build(graph)
+    _, records, _ = outcomes[candidate.label]
+    fused = next((r.info.get("fused_for_gpu") for r in records if r.name == "quantize" and r.info), None) or {}
     unfused = candidate.unfused_variant()
-    if unfused is not None:
+    if unfused is not None and fused.get("fused_operators"):  # a conv net fuses nothing: the same engine again
         build(unfused)
 
 

@@ -295,3 +295,32 @@ def test_runtime_variants_go_to_the_passing_precisions_within_reach_of_the_faste
     # the largest batch decides; int8 failed its gate; bf16 was not timed and keeps its variants
     assert _within_reach(outcomes, latency) == {"tf32", "fp16", "bf16"}
     assert _within_reach(outcomes, {}) == {"fp32", "tf32", "fp16", "bf16"}  # nothing timed: every passing one
+
+
+def test_variants_are_built_per_layout_from_that_layouts_own_placement(machine, tmp_path):
+    """A ViT-like file (one patch convolution) runs NCHW under `auto`: its other layout is NHWC, and where NHWC puts
+    copies on the host only the NCHW engine gets CUDA graphs. Nothing fused: no `+unfused` twin of the same engine."""
+    from compiler.pipeline import StageRecord, _build_variants
+    from tests.backends.test_engine_runtime import _convolutions
+
+    machine(**ORT_GPU)
+    engine = tmp_path / "model.opt.onnx"
+    _convolutions(engine, 1)
+    fp16 = plan_module.resolve(recipe_cfg("cnn_torch", "engine.precision=best")).with_precision("fp16")
+    placements = {"fp16": {"memcpy": 0, "by_provider": {"CUDAExecutionProvider": 9}},
+                  "fp16+nhwc": {"memcpy": 2, "by_provider": {"CUDAExecutionProvider": 9}}}
+
+    def outcome(label: str, fused: dict) -> tuple:
+        return None, [StageRecord("quantize", info={"fused_for_gpu": {"fused_operators": fused}}),
+                      StageRecord("build", path=str(engine)),
+                      StageRecord("verify", info={"passed": True, "placement": placements.get(label, {})})], None
+
+    for fused, unfused in (({}, []), ({"Attention": 12}, ["fp16+unfused"])):
+        outcomes, built = {"fp16": outcome("fp16", fused)}, []
+
+        def build(plan):
+            built.append(plan.label)
+            outcomes[plan.label] = outcome(plan.label, fused)
+
+        _build_variants(fp16, outcomes, build)
+        assert built == ["fp16+nhwc", "fp16+graph", *unfused]
