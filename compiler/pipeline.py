@@ -300,9 +300,12 @@ def _search(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, commo
     return _timed(CompileResult(records, plan=candidate, search=rows, io=io), cfg, run_dir, log, recipe)
 
 
-# Runtime variants (layout, CUDA graphs, fusion) moved a precision's p50 by at most 1.3x on the lent GPU (ConvNeXt-T
-# fp16 NHWC 8.36 -> 6.82 ms; CUDA graphs 4-6 %): a precision slower than 1.5x the fastest gets none.
-VARIANT_REACH = 1.5
+# Runtime variants (layout, CUDA graphs, fusion) moved a compute-bound model's p50 by at most 1.3x on the lent H100
+# (ConvNeXt-T fp16 NHWC 9.08 -> 7.88 ms with graphs; graphs 2-5 % on ViT-S, BERT-base, ResNet-50), while its
+# precisions lie 2.8-9x apart (fp32 or tf32 against fp16); a launch-bound model gains up to 2.5x from graphs
+# (resnet_torch fp32 0.26 -> 0.10 ms) but its precisions lie within 1.6x, and the winner there was tf32's graph
+# variant at 1.50x its fp16 base. A precision slower than 2x the fastest gets no variants.
+VARIANT_REACH = 2.0
 
 
 def _build_variants(candidate: Any, outcomes: dict, build: Any) -> None:

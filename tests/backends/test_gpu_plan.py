@@ -289,9 +289,9 @@ def test_runtime_variants_go_to_the_passing_precisions_within_reach_of_the_faste
 
     outcomes = {"fp32": _outcome(True), "tf32": _outcome(True), "fp16": _outcome(True), "int8": _outcome(False),
                 "bf16": _outcome(True)}
-    latency = {"fp32": {"b1": {"p50": 1.0}, "b64": {"p50": 20.2}}, "tf32": {"b64": {"p50": 14.0}},
+    latency = {"fp32": {"b1": {"p50": 1.0}, "b64": {"p50": 20.2}}, "tf32": {"b64": {"p50": 19.9}},
                "fp16": {"b1": {"p50": 2.0}, "b64": {"p50": 10.0}}, "int8": {"b64": {"p50": 1.0}}, "bf16": {}}
-    assert VARIANT_REACH == 1.5
+    assert VARIANT_REACH == 2.0
     # the largest batch decides; int8 failed its gate; bf16 was not timed and keeps its variants
     assert _within_reach(outcomes, latency) == {"tf32", "fp16", "bf16"}
     assert _within_reach(outcomes, {}) == {"fp32", "tf32", "fp16", "bf16"}  # nothing timed: every passing one
