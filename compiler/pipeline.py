@@ -253,7 +253,7 @@ def _stages(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, stage
 def _search(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, common: list[StageRecord],
             run_dir: Path, log: logging.Logger, recipe: str = "model") -> CompileResult:
     """`precision: best`: convert, build and verify every candidate precision, and on the CUDA provider the
-    runtime variants (layout, CUDA graphs, fusion: EnginePlan.variants) of each that passed within VARIANT_REACH
+    runtime variants (layout, CUDA graphs, fusion: _build_variants) of each that passed within VARIANT_REACH
     of the fastest; time all their engines on the same inputs, and keep the fastest whose gates all passed."""
     from compiler.verify.latency import time_engines
 
@@ -270,8 +270,7 @@ def _search(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, commo
         outcomes[candidate.label] = (candidate, records, error)
 
     def engines() -> dict[str, tuple[Any, Path]]:
-        built = {label: (c, [x for x in r if x.name == "build" and x.path]) for label, (c, r, _) in outcomes.items()}
-        return {label: (c, Path(b[0].path)) for label, (c, b) in built.items() if b}
+        return {label: (c, _engine(r)) for label, (c, r, _) in outcomes.items() if _engine(r) is not None}
 
     for precision in plan.search:
         build(plan.with_precision(precision))
@@ -308,6 +307,16 @@ def _search(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, commo
 VARIANT_REACH = 2.0
 
 
+def _stage_info(records: list[StageRecord], stage: str) -> dict:
+    """What a candidate's stage recorded ({} where it did not run)."""
+    return next((r.info for r in records if r.name == stage and r.info), {})
+
+
+def _engine(records: list[StageRecord]) -> Path | None:
+    """A candidate's built engine file, if its build ran."""
+    return next((Path(r.path) for r in records if r.name == "build" and r.path), None)
+
+
 def _build_variants(candidate: Any, outcomes: dict, build: Any) -> None:
     """A passing precision candidate's runtime variants: the other layout; CUDA graphs for each layout whose own
     placement is all on the GPU (NHWC can move shape arithmetic to the host where NCHW does not); unfused where the
@@ -316,8 +325,7 @@ def _build_variants(candidate: Any, outcomes: dict, build: Any) -> None:
 
     def passed(plan: Any) -> dict | None:
         _, records, error = outcomes[plan.label]
-        verify = next((r.info for r in records if r.name == "verify" and r.info), {})
-        engine = next((Path(r.path) for r in records if r.name == "build" and r.path), None)
+        verify, engine = _stage_info(records, "verify"), _engine(records)
         return {**verify, "engine": engine} if error is None and verify.get("passed") and engine else None
 
     base = passed(candidate)
@@ -331,7 +339,7 @@ def _build_variants(candidate: Any, outcomes: dict, build: Any) -> None:
         if graph is not None:
             build(graph)
     _, records, _ = outcomes[candidate.label]
-    fused = next((r.info.get("fused_for_gpu") for r in records if r.name == "quantize" and r.info), None) or {}
+    fused = _stage_info(records, "quantize").get("fused_for_gpu") or {}
     unfused = candidate.unfused_variant()
     if unfused is not None and fused.get("fused_operators"):  # a conv net fuses nothing: the same engine again
         build(unfused)
@@ -340,8 +348,8 @@ def _build_variants(candidate: Any, outcomes: dict, build: Any) -> None:
 def _within_reach(outcomes: dict, latency: dict[str, dict]) -> set[str]:
     """The precision candidates that get runtime variants: those that passed and whose p50 at the largest batch is
     within VARIANT_REACH of the fastest's (every passing one where nothing was timed)."""
-    passed = {label for label, (_, records, error) in outcomes.items() if error is None and
-              next((r.info for r in records if r.name == "verify" and r.info), {}).get("passed")}
+    passed = {label for label, (_, records, error) in outcomes.items()
+              if error is None and _stage_info(records, "verify").get("passed")}
     speed = {label: t[max(t, key=lambda b: int(b[1:]))]["p50"] for label, t in latency.items()
              if label in passed and t}
     if not speed:
@@ -353,7 +361,7 @@ def search_row(label: str, plan: Any, records: list[StageRecord], error: StageEr
                latency: dict) -> dict:
     """One candidate of `precision: best`: what it converted with, its runtime settings, its accuracy, its gates,
     its speed."""
-    verify = next((r.info for r in records if r.name == "verify" and r.info), {})
+    verify = _stage_info(records, "verify")
     largest = max(latency, key=lambda b: int(b[1:]), default=None)
     row = {"candidate": label, "precision": plan.precision, "conversion": plan.conversion, "tool": plan.tool,
            "fusion": plan.fusion, "layout": plan.layout, "cuda_graph": plan.cuda_graph,

@@ -213,9 +213,10 @@ def load_session(path: Path, plan: Any, optimization_level: str | None = None,
 
 def engine_session(path: Path, settings: dict, optimization_level: str | None = None,
                    intra_op_threads: int | None = None, prepack: bool = True,
-                   profile_prefix: str | None = None) -> ort.InferenceSession:
+                   profile_prefix: str | None = None, placed_model: Path | None = None) -> ort.InferenceSession:
     """A session over an engine with its runtime settings (read_runtime): what the compiler verified and timed,
-    and what a server or a user's script opens it with. `profile_prefix`: onnxruntime profiles its runs there."""
+    and what a server or a user's script opens it with. `profile_prefix`: onnxruntime profiles its runs there;
+    `placed_model`: onnxruntime writes the graph it optimised and placed for this session there."""
     s = settings["session"]
     options = session_options({"optimization_level": s["graph_optimization_level"],
                                "intra_op_threads": s["intra_op_num_threads"],
@@ -224,6 +225,10 @@ def engine_session(path: Path, settings: dict, optimization_level: str | None = 
                               optimization_level, intra_op_threads, prepack)
     if profile_prefix:
         options.enable_profiling, options.profile_file_prefix = True, profile_prefix
+    if placed_model:
+        options.optimized_model_filepath = str(placed_model)
+        options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                         placed_model.name + ".data")
     available = set(ort.get_available_providers())
     chosen = [(name, opts) if opts else name for name, opts in settings["providers"] if name in available]
     return ort.InferenceSession(str(path), options, providers=chosen or ["CPUExecutionProvider"],
@@ -340,14 +345,7 @@ def copies_placed(path: Path, settings: dict) -> list[str]:
 
     with tempfile.TemporaryDirectory() as folder:
         placed = Path(folder) / "placed.onnx"
-        s = settings["session"]
-        options = session_options({"optimization_level": s["graph_optimization_level"], "intra_op_threads": 1,
-                                   "inter_op_threads": 1, "custom_op_libraries": s["custom_op_libraries"]},
-                                  prepack=False)
-        options.optimized_model_filepath = str(placed)
-        options.add_session_config_entry("session.optimized_model_external_initializers_file_name", "placed.data")
-        ort.InferenceSession(str(path), options, providers=[(n, o) if o else n for n, o in settings["providers"]],
-                             disabled_optimizers=s["disabled_optimizers"])
+        engine_session(path, settings, intra_op_threads=1, prepack=False, placed_model=placed)
         return describe_copies(onnx.load(str(placed), load_external_data=False).graph)
 
 
