@@ -130,3 +130,24 @@ def test_the_cuda_layout_follows_the_convolutions(tmp_path, count, layout, expec
     path = tmp_path / "model.onnx"
     _convolutions(path, count)
     assert cuda_defaults(path, layout) == expected
+
+
+def test_copies_are_dropped_from_an_engine_whose_weights_are_external(tmp_path):
+    """A large engine keeps its weights in `<engine>.data`: only the graph is rewritten, the weights file stays."""
+    import onnxruntime as ort
+
+    w = np.linspace(-1, 1, 512 * 512, dtype=np.float32).reshape(512, 512)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("MemcpyToHost", ["m"], ["m_host"]),
+             helper.make_node("Relu", ["m_host"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 512])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 512])],
+                              [numpy_helper.from_array(w, "w")])
+    path = tmp_path / "model.opt.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path),
+              save_as_external_data=True, location="model.opt.onnx.data", size_threshold=1024)
+    weights = (tmp_path / "model.opt.onnx.data").read_bytes()
+    assert drop_saved_copies(path) == 1
+    assert (tmp_path / "model.opt.onnx.data").read_bytes() == weights
+    x = np.linspace(0, 1, 1024, dtype=np.float32).reshape(2, 512)
+    y = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(y, np.maximum(x @ w, 0), rtol=1e-5, atol=1e-4)
