@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -39,12 +38,19 @@ def _cache_is_sound(cache: Path) -> None:
 
 
 @pytest.mark.slow
-def test_killed_compiles_never_leave_a_trusted_partial_artifact(tmp_path):
+def test_killed_compiles_never_leave_a_trusted_partial_artifact(tmp_path, forked_cli):
+    """Each compile is a process of its own (forked from the test server, tests/forked_cli.py), SIGKILLed with its
+    process group at a point spread over a whole compile's duration."""
+
+    def compile_(run_dir: Path, cache: Path, timeout: float = 600) -> int:
+        env = {**os.environ, "COMPILER_CACHE_DIR": str(cache)}
+        return forked_cli.run([*ARGS, f"hydra.run.dir={run_dir}"], env, tmp_path, timeout)[0]
+
     durations = []
-    for attempt in range(2):  # the first cold run in a new environment also builds caches (fonts, bytecode)
+    for attempt in range(2):  # the first run in a new environment also builds caches (fonts, bytecode)
         reference_dir = tmp_path / f"reference{attempt}"
         started = time.perf_counter()
-        assert _start(reference_dir, tmp_path / f"ref-cache{attempt}", tmp_path).wait(timeout=600) == 0
+        assert compile_(reference_dir, tmp_path / f"ref-cache{attempt}") == 0
         durations.append(time.perf_counter() - started)
     total = min(durations)
     reference = _hashes(reference_dir)
@@ -52,17 +58,14 @@ def test_killed_compiles_never_leave_a_trusted_partial_artifact(tmp_path):
     cache = tmp_path / "cache"
     killed_at = []
     for k in range(1, 7):  # six kill points spread over the compile (startup, every stage, latency)
-        proc = _start(tmp_path / f"killed{k}", cache, tmp_path)
         delay = total * k / 8
         try:
-            proc.wait(timeout=delay)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            compile_(tmp_path / f"killed{k}", cache, timeout=delay)
+        except subprocess.TimeoutExpired:  # SIGKILLed at `delay`
             killed_at.append(round(delay, 2))
         _cache_is_sound(cache)
         recovered = tmp_path / f"recovered{k}"
-        assert _start(recovered, cache, tmp_path).wait(timeout=600) == 0
+        assert compile_(recovered, cache) == 0
         assert _hashes(recovered) == reference  # same artifacts as an uninterrupted compile
         shutil.rmtree(cache)  # the next kill starts from a cold cache again
     assert len(killed_at) >= 4, killed_at  # most runs were really killed mid-way

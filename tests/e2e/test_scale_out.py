@@ -108,14 +108,14 @@ def _jobs(sweep: Path) -> dict:
 @pytest.mark.slow
 def test_a_ray_sweep_gives_the_joblib_sweeps_summary(compile_cli, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_ray_launcher")
-    jobs = ["recipe=mlp_torch", *TINY, "seed=0,1", "verify.samples=32,33"]  # 4 jobs
+    jobs = ["recipe=mlp_torch", *TINY, "seed=0,1"]  # 2 jobs: one per worker on each launcher
     joblib = compile_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *jobs,
                          f"hydra.sweep.dir={tmp_path / 'joblib'}")
     ray = compile_cli("-m", "hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2", *jobs,
                       f"hydra.sweep.dir={tmp_path / 'ray'}", env={"COMPILER_CACHE_DIR": str(tmp_path / "ray-cache")})
     assert joblib.code == 0 and ray.code == 0, ray.output
     expected = _jobs(tmp_path / "joblib")
-    assert len(expected) == 4 and all(status == "passed" for status, _, _ in expected.values())
+    assert len(expected) == 2 and all(status == "passed" for status, _, _ in expected.values())
     assert _jobs(tmp_path / "ray") == expected  # built from a cold cache of its own: the same bytes
     assert (tmp_path / "ray" / "pareto.png").is_file()
 
