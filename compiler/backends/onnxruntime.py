@@ -132,6 +132,11 @@ def read_runtime(engine: Path) -> dict | None:
 # Saved engines stop at `extended`: `all` adds layout transforms (NCHWc) specific to this CPU, which
 # onnxruntime re-applies when the engine is loaded with optimization_level=all anyway.
 _PORTABLE = ("disable", "basic", "extended")
+# Fusions a saved CUDA engine leaves to the session that opens it: they bind a convolution to NCHW. The CUDA
+# provider's FusedConv (Conv + activation, + residual Add) has no NHWC kernel, so an engine saved with it runs those
+# convolutions in NCHW under `prefer_nhwc`. The opening session fuses them
+# itself where its layout is NCHW.
+LAYOUT_BOUND_FUSIONS = ("ConvActivationFusion",)
 
 
 def build(onnx_path: Path, out_dir: Path, plan: Any) -> tuple[str, dict]:
@@ -149,12 +154,15 @@ def build(onnx_path: Path, out_dir: Path, plan: Any) -> tuple[str, dict]:
                                          str(EXTERNAL_THRESHOLD))
     skipped = o["disabled_optimizers"]
     # saved in no layout (NHWC is a runtime setting of the CUDA provider, applied when the engine is opened)
-    session = ort.InferenceSession(str(onnx_path), options, providers=providers(o, plan.math_mode, onnx_path, "nchw"),
-                                   disabled_optimizers=skipped)
+    chosen = providers(o, plan.math_mode, onnx_path, "nchw")
+    on_cuda = any((p if isinstance(p, str) else p[0]) == "CUDAExecutionProvider" for p in chosen)
+    left_to_runtime = [f for f in LAYOUT_BOUND_FUSIONS if f not in skipped] if on_cuda else []
+    session = ort.InferenceSession(str(onnx_path), options, providers=chosen,
+                                   disabled_optimizers=[*skipped, *left_to_runtime])
     copies = drop_saved_copies(engine) if fmt == "onnx" else 0
     settings = write_runtime(plan, engine)
     return engine.name, {"providers": session.get_providers(), "math_mode": plan.math_mode.name, "runtime": settings,
-                         "saved_copies_dropped": copies,
+                         "saved_copies_dropped": copies, "left_to_runtime": left_to_runtime,
                          "optimization_level": level,
                          "saved_at_level": level if level in _PORTABLE else "extended", "disabled_optimizers": skipped,
                          "format": fmt, "onnxruntime": ort.__version__}

@@ -112,3 +112,15 @@ def test_a_vit_file_at_dynamic_batch_runs_without_host_copies(compile_cli, tmp_p
     assert run.code == 0, run.output
     placed = run.report["placement"]
     assert placed["memcpy"] == 0 and placed["copies"] == [], placed
+
+
+def test_a_saved_cuda_engine_leaves_conv_activation_fusion_to_the_session_that_opens_it(compile_cli):
+    """The CUDA provider's FusedConv has no NHWC kernel: an engine saved with it runs those convolutions in NCHW
+    under `prefer_nhwc`. The saved engine keeps plain Conv + Relu; the NHWC session places them as NHWC."""
+    run = compile_cli("recipe=resnet_torch", *ON_GPU, "engine.precision=fp16")
+    assert run.code == 0, run.output
+    r = run.report
+    ops = [n.op_type for n in onnx.load(str(run.run_dir / r["stages"]["build"]["artifact"])).graph.node]
+    assert "FusedConv" not in ops and ops.count("Conv") > 1
+    cuda = dict(r["engine"]["runtime"]["providers"])["CUDAExecutionProvider"]
+    assert cuda["prefer_nhwc"] == "1" and "ConvActivationFusion" not in r["engine"]["runtime"]["session"]["disabled_optimizers"]
