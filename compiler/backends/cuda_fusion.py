@@ -160,6 +160,37 @@ def drop_softmax_nan_guards(graph: Any) -> int:
     return dropped
 
 
+def drop_empty_masks(graph: Any) -> int:
+    """transformers' models exported through torch.export (`dynamo=True`) add a mask to the scores where the model
+    has none: Add(scores, Where(Expand(an all-true constant, shape), 0, -inf)). It adds zeros, so the scores pass
+    unchanged; it only hides the mask-less attention pattern (`MatMul -> Div -> Softmax`) from the fusion."""
+    from compiler.passes._gs import bypass, small_constant
+
+    dropped = 0
+    for softmax in [n for n in graph.nodes if n.op == "Softmax"]:
+        scores = softmax.inputs[0]
+        add = scores.inputs[0] if len(scores.inputs) == 1 else None
+        if add is None or add.op != "Add" or len(add.inputs) != 2:
+            continue
+        for i in (0, 1):
+            mask, kept = add.inputs[i], add.inputs[1 - i]
+            where = mask.inputs[0] if len(mask.inputs) == 1 else None
+            if where is None or where.op != "Where" or len(where.inputs) != 3 or not kept.inputs:
+                continue
+            condition = where.inputs[0]
+            if len(condition.inputs) == 1 and condition.inputs[0].op == "Expand":
+                condition = condition.inputs[0].inputs[0]
+            chosen, zero = small_constant(condition, 1 << 22), small_constant(where.inputs[1], 1)
+            if chosen is None or chosen.dtype != bool or not chosen.all() or zero is None or zero.size != 1 \
+                    or float(zero.reshape(())) != 0.0 or kept.inputs[0].op not in ("MatMul", "Mul", "Div"):
+                continue
+            dropped += bypass(graph, add, kept)
+            break
+    if dropped:
+        graph.cleanup().toposort()
+    return dropped
+
+
 def fuse_for_gpu(src: Path, dst: Path) -> dict[str, Any]:
     """Rewrite `src` into the forms the fusions match, fuse with the graph's own parameters, save to `dst`.
     Returns what was done: the parameters, the rewrites and the fused operator counts per kind."""
@@ -184,16 +215,30 @@ def fuse_for_gpu(src: Path, dst: Path) -> dict[str, Any]:
         prepared = src if external else Path(scratch) / "prepared.onnx"
         if not external:
             onnx.save(model, str(prepared))
-        best, kind = None, None
+        best, kind, refused = None, None, {}
         for model_type in _model_types(params["model_type"]):  # the type whose fusions match the most attention
-            optimized = optimize_model(str(prepared), opt_level=0, use_gpu=True, **{**params, "model_type": model_type})
+            try:
+                optimized = optimize_model(str(prepared), opt_level=0, use_gpu=True,
+                                           **{**params, "model_type": model_type})
+            except Exception as exc:  # a fusion that trips on this graph (seen: gpt2's on a raw torch.export GPT-2)
+                from compiler.errors import describe
+
+                refused[model_type] = describe(exc)
+                continue
             counts = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
             score = (sum(n for op, n in counts.items() if op in ATTENTION_OPS), sum(counts.values()))
             if best is None or score > best[0]:
                 best, kind = (score, optimized, counts), model_type
+        if best is None:  # no model type's fusions could run: the engine is built from the prepared graph
+            from compiler import weights
+            from compiler.onnx_files import save_model
+
+            save_model(weights.load(prepared), dst, external=True if external else None)
+            return {**params, "model_type": None, **done, "fused_operators": {}, "fusion_refused": refused}
         optimized, fused = best[1], best[2]
         optimized.save_model_to_file(str(dst), use_external_data_format=external)
-    return {**params, "model_type": kind, **done, "fused_operators": fused}
+    return {**params, "model_type": kind, **done, "fused_operators": fused,
+            **({"fusion_refused": refused} if refused else {})}
 
 
 ATTENTION_OPS = ("Attention", "MultiHeadAttention", "GroupQueryAttention", "PackedAttention", "PackedMultiHeadAttention")
@@ -216,6 +261,7 @@ def _prepared(model: Any, done: dict) -> Any:
         done["packed_projections_split"] = split_packed_qkv.split(graph)
 
     def move(graph: Any) -> None:
+        done["empty_masks_dropped"] = drop_empty_masks(graph)  # first: a scale on the scores shows after it
         done["attention_scales_moved"] = scale_after_qk.move(graph)
         done["softmax_nan_guards_dropped"] = drop_softmax_nan_guards(graph)
         done["attention_made_batch_first"] = batch_first_attention(graph)

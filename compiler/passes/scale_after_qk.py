@@ -4,6 +4,8 @@ timm (`q * self.scale`) and torch's exporter of `scaled_dot_product_attention` (
 the √ folded to a constant by fold_constants) scale the operands; BERT-style code and onnxruntime's attention
 fusion scale the scores (`MatMul -> Div -> [Add mask] -> Softmax`). The two are the same function up to
 rounding (one multiply by a·b instead of two), and only the second is fused into one Attention kernel.
+Scores scaled by a multiply (transformers' eager attention: `MatMul -> Mul(scaling) -> Softmax`, with no mask) are
+divided by the reciprocal instead: onnxruntime matches a mask-less attention only as `MatMul -> Div -> Softmax`.
 """
 
 from __future__ import annotations
@@ -28,10 +30,34 @@ def _scalar_factor(tensor) -> tuple[object, float] | None:
     return None
 
 
+def _scaled_scores_as_division(graph: gs.Graph, softmax: gs.Node) -> int:
+    """Softmax(MatMul(q, kᵀ) * c) -> Softmax(MatMul(q, kᵀ) / (1/c)); 1 where rewritten."""
+    scores = softmax.inputs[0]
+    if len(scores.inputs) != 1 or scores.inputs[0].op != "Mul":
+        return 0
+    mul = scores.inputs[0]
+    for i in (0, 1):
+        value = small_constant(mul.inputs[i], 1)
+        operand = mul.inputs[1 - i]
+        if value is None or value.size != 1 or not np.issubdtype(value.dtype, np.floating) or float(value.reshape(())) == 0:
+            continue
+        if len(operand.inputs) != 1 or operand.inputs[0].op != "MatMul" or len(operand.outputs) != 1:
+            return 0
+        divisor = gs.Constant(fresh_name(graph, f"{mul.name or 'qk'}_reciprocal"),
+                              np.array(1.0 / float(value.reshape(())), dtype=value.dtype))
+        mul.op, mul.inputs = "Div", [operand, divisor]
+        return 1
+    return 0
+
+
 def move(graph: gs.Graph) -> int:
-    """Rewrite every Softmax whose scores come from MatMul of scaled operands; return how many."""
+    """Rewrite every Softmax whose scores come from MatMul of scaled operands, or are scaled by a multiply;
+    return how many."""
     moved = 0
     for softmax in [n for n in graph.nodes if n.op == "Softmax"]:
+        if _scaled_scores_as_division(graph, softmax):
+            moved += 1
+            continue
         scores = softmax.inputs[0]
         reader, scores_in = softmax, 0
         if len(scores.inputs) == 1 and scores.inputs[0].op == "Add":  # a mask added to the scores

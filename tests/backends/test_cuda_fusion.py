@@ -112,6 +112,15 @@ def _bert():
     return LastHidden(_randomise_biases(transformers.BertModel(config)), "input_ids", "attention_mask")
 
 
+def _hf_vit():
+    """transformers' ViT with eager attention: scores scaled by a multiply, and no mask."""
+    import transformers
+
+    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                    image_size=32, patch_size=8, attn_implementation="eager")
+    return LastHidden(_randomise_biases(transformers.ViTModel(config)), "pixel_values")
+
+
 def _clip_vision():
     import transformers
 
@@ -126,7 +135,7 @@ def _feeds(name: str) -> dict[str, np.ndarray]:
         mask = np.ones((2, 8), np.int64)
         mask[1, 6:] = 0  # padding: the mask path is exercised
         return {"input_ids": rng.integers(0, 100, (2, 8)).astype(np.int64), "attention_mask": mask}
-    if name in ("clip_vision", "timm_vit_embedded"):
+    if name in ("clip_vision", "timm_vit_embedded", "hf_vit"):
         return {"pixel_values": rng.standard_normal((2, 3, 32, 32)).astype(np.float32)}
     return {"x": rng.standard_normal((2, 10, 32)).astype(np.float32)}
 
@@ -138,6 +147,7 @@ MODELS = {  # name: (build, fused operator counts, packed projections split)
                           {"Attention": 2, "BiasGelu": 2, "LayerNormalization": 1, "SkipLayerNormalization": 4}, 2),
     "bert": (_bert, {"Attention": 2, "BiasGelu": 2, "EmbedLayerNormalization": 1, "SkipLayerNormalization": 4}, 2),
     "clip_vision": (_clip_vision, {"Attention": 2, "LayerNormalization": 2, "SkipLayerNormalization": 3}, 2),
+    "hf_vit": (_hf_vit, {"Attention": 2, "BiasGelu": 2, "LayerNormalization": 1, "SkipLayerNormalization": 4}, 2),
     # nn.MultiheadAttention: its packed in_proj is split and its sequence-first attention made batch-first
     "multihead": (lambda: _randomise_biases(MultiheadEncoder()),
                   {"Attention": 2, "LayerNormalization": 1, "SkipLayerNormalization": 2}, 2),
@@ -193,6 +203,24 @@ def test_heads_and_hidden_size_come_from_the_graph_where_the_reshape_says_minus_
     assert params == {"model_type": "bert", "num_heads": 3, "hidden_size": 48}
 
 
+def test_a_mask_that_masks_nothing_from_torch_export_is_dropped_and_the_attention_fuses(tmp_path):
+    """transformers through torch.export adds Where(all-true, 0, -inf) to the scores of a model without a mask."""
+    model = _hf_vit()
+    feeds = _feeds("hf_vit")
+    raw = tmp_path / "model.onnx"
+    torch.onnx.export(model, (torch.from_numpy(feeds["pixel_values"]),), str(raw), input_names=["pixel_values"],
+                      output_names=["y"], opset_version=18, dynamo=True,
+                      dynamic_shapes={"inputs": ({0: torch.export.Dim("batch")},)})
+    clean, _ = apply_passes(onnx.load(str(raw)), list(DEFAULT_PASSES))
+    onnx.save(clean, str(tmp_path / "model.clean.onnx"))
+    info = fuse_for_gpu(tmp_path / "model.clean.onnx", tmp_path / "model.fused.onnx")
+    assert info["empty_masks_dropped"] == 2 and info["attention_scales_moved"] == 2
+    assert info["fused_operators"].get("Attention") == 2
+    outputs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+               for p in (raw, tmp_path / "model.fused.onnx")]
+    np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
+
+
 @pytest.mark.parametrize("dynamo", [False, True])
 def test_a_static_multihead_export_is_still_split_after_the_default_passes(tmp_path, dynamo):
     """With static shapes the default passes merge nn.MultiheadAttention's Unsqueeze(0) into the Reshape that brings
@@ -239,6 +267,30 @@ def test_attention_whose_layout_no_batch_first_form_computes_is_left_as_it_is(tm
     onnx.save(clean, str(tmp_path / "model.clean.onnx"))
     info = fuse_for_gpu(tmp_path / "model.clean.onnx", tmp_path / "model.fused.onnx")
     assert info["attention_made_batch_first"] == 0
+    outputs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+               for p in (raw, tmp_path / "model.fused.onnx")]
+    np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
+
+
+def test_a_fusion_that_raises_leaves_the_graph_unfused_and_says_why(tmp_path, monkeypatch):
+    """onnxruntime's optimizer can trip on a graph (an IndexError in its GPT-2 fusion on a raw torch.export GPT-2):
+    the engine is then built from the graph unfused, and the report says which model types refused."""
+    import onnxruntime.transformers.optimizer as optimizer
+
+    model = _randomise_biases(nn.Sequential(TimmBlock(), TimmBlock()))
+    x = np.random.default_rng(0).standard_normal((2, 10, 32)).astype(np.float32)
+    raw = tmp_path / "model.onnx"
+    torch.onnx.export(model, (torch.from_numpy(x),), str(raw), input_names=["x"], output_names=["y"], opset_version=17,
+                      dynamo=False)
+
+    def trips(*args, **kwargs):
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(optimizer, "optimize_model", trips)
+    info = fuse_for_gpu(raw, tmp_path / "model.fused.onnx")
+    assert info["fused_operators"] == {} and info["model_type"] is None
+    assert set(info["fusion_refused"]) == {"bert", "gpt2", "clip"}
+    assert "IndexError" in info["fusion_refused"]["bert"] or "list index" in info["fusion_refused"]["bert"]
     outputs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
                for p in (raw, tmp_path / "model.fused.onnx")]
     np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
