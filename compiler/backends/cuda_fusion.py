@@ -160,6 +160,96 @@ def drop_softmax_nan_guards(graph: Any) -> int:
     return dropped
 
 
+def _shape_items(tensor: Any) -> list | None:
+    """A shape tensor (a Reshape's target) as a list of ints and ("dim", x, axis) items, where it is built from
+    constants, Shape, Slice and Concat; None where it is built otherwise."""
+    from compiler.passes._gs import small_constant
+
+    value = small_constant(tensor, 16)
+    if value is not None:
+        return [int(v) for v in value.reshape(-1)] if value.dtype.kind == "i" else None
+    node = tensor.inputs[0] if len(tensor.inputs) == 1 else None
+    if node is None:
+        return None
+    if node.op == "Shape":
+        source = node.inputs[0]
+        if source.shape is None:
+            return None
+        dims = [("dim", source, axis) for axis in range(len(source.shape))]
+        return dims[slice(node.attrs.get("start", 0), node.attrs.get("end"))]
+    if node.op == "Concat" and node.attrs.get("axis") == 0:
+        parts = [_shape_items(t) for t in node.inputs]
+        return None if any(p is None for p in parts) else [item for part in parts for item in part]
+    if node.op == "Slice" and 3 <= len(node.inputs) <= 5:
+        data = _shape_items(node.inputs[0])
+        bounds = [small_constant(t, 1) for t in node.inputs[1:]]
+        if data is None or any(b is None or b.size != 1 for b in bounds) or \
+                (len(bounds) >= 3 and int(bounds[2].reshape(())) != 0) or (len(bounds) == 4 and int(bounds[3].reshape(())) != 1):
+            return None
+        start, end = (max(min(int(b.reshape(())), len(data)), -len(data)) for b in bounds[:2])
+        return data[start:end]
+    return None
+
+
+def key_transposes_as_one(graph: Any) -> int:
+    """torch.export writes SDPA's kᵀ (k: [B, H, S, D]) as Reshape([-1, S, D]) -> Transpose(0, 2, 1) ->
+    Reshape([B, H, D, S]): a transpose of the last two axes, which the fusion's key path (`Transpose -> Reshape ->
+    Add -> MatMul`) does not see through. Where both Reshapes' targets provably merge and split back exactly those
+    dims (built from `Shape(k)` and constants), the three become one Transpose (0, 1, 3, 2); exact."""
+    import onnx_graphsurgeon as gs
+
+    from compiler.passes._gs import fresh_name
+
+    rewritten = 0
+    for last in [n for n in graph.nodes if n.op == "Reshape" and len(n.inputs) == 2]:
+        swap = last.inputs[0].inputs[0] if len(last.inputs[0].inputs) == 1 else None
+        if swap is None or swap.op != "Transpose" or list(swap.attrs.get("perm", [])) != [0, 2, 1]:
+            continue
+        first = swap.inputs[0].inputs[0] if len(swap.inputs[0].inputs) == 1 else None
+        if first is None or first.op != "Reshape" or len(first.outputs[0].outputs) != 1 or len(swap.outputs[0].outputs) != 1:
+            continue
+        key = first.inputs[0]
+        if key.shape is None or len(key.shape) != 4:
+            continue
+
+        def same(item: Any, axis: int) -> bool:
+            return item == ("dim", key, axis) or (isinstance(item, int) and item == key.shape[axis])
+
+        merged, split = _shape_items(first.inputs[1]), _shape_items(last.inputs[1])
+        if merged is None or split is None or len(merged) != 3 or len(split) != 4:
+            continue
+        if not (merged[0] == -1 and same(merged[1], 2) and same(merged[2], 3)):
+            continue
+        if not ((same(split[0], 0) or split[0] == -1) and same(split[1], 1) and same(split[2], 3) and same(split[3], 2)):
+            continue
+        out = last.outputs[0]
+        last.outputs.clear()
+        graph.nodes.append(gs.Node("Transpose", fresh_name(graph, f"{last.name or 'key'}_transposed"),
+                                   attrs={"perm": [0, 1, 3, 2]}, inputs=[key], outputs=[out]))
+        rewritten += 1
+    if rewritten:
+        graph.cleanup().toposort()
+    return rewritten
+
+
+def drop_identity_reshapes(graph: Any) -> int:
+    """A Reshape to [-1, d1, .., dn] of a tensor whose dims 1..n are d1..dn: the identity (torch.export writes one
+    after SDPA's last MatMul; the fusion's output path does not pass through it). Exact."""
+    from compiler.passes._gs import bypass, small_constant
+
+    dropped = 0
+    for reshape in [n for n in graph.nodes if n.op == "Reshape" and len(n.inputs) == 2]:
+        data, target = reshape.inputs[0], small_constant(reshape.inputs[1], 8)
+        shape = data.shape
+        if target is None or shape is None or len(shape) != target.size or target.size < 2 or int(target[0]) != -1:
+            continue
+        if all(isinstance(d, int) and d > 0 and d == int(t) for d, t in zip(shape[1:], target.reshape(-1)[1:])):
+            dropped += bypass(graph, reshape, data)
+    if dropped:
+        graph.cleanup().toposort()
+    return dropped
+
+
 def drop_empty_masks(graph: Any) -> int:
     """transformers' models exported through torch.export (`dynamo=True`) add a mask to the scores where the model
     has none: Add(scores, Where(Expand(an all-true constant, shape), 0, -inf)). It adds zeros, so the scores pass
@@ -261,6 +351,8 @@ def _prepared(model: Any, done: dict) -> Any:
         done["packed_projections_split"] = split_packed_qkv.split(graph)
 
     def move(graph: Any) -> None:
+        done["key_transposes_joined"] = key_transposes_as_one(graph)
+        done["identity_reshapes_dropped"] = drop_identity_reshapes(graph)
         done["empty_masks_dropped"] = drop_empty_masks(graph)  # first: a scale on the scores shows after it
         done["attention_scales_moved"] = scale_after_qk.move(graph)
         done["softmax_nan_guards_dropped"] = drop_softmax_nan_guards(graph)

@@ -203,9 +203,16 @@ def test_heads_and_hidden_size_come_from_the_graph_where_the_reshape_says_minus_
     assert params == {"model_type": "bert", "num_heads": 3, "hidden_size": 48}
 
 
-def test_a_mask_that_masks_nothing_from_torch_export_is_dropped_and_the_attention_fuses(tmp_path):
-    """transformers through torch.export adds Where(all-true, 0, -inf) to the scores of a model without a mask."""
-    model = _hf_vit()
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_a_vit_through_torch_export_fuses(tmp_path, attention):
+    """transformers' ViT through torch.export (`dynamo=True`, torch's default exporter): a mask that masks nothing,
+    Where(all-true, 0, -inf), is added to the scores; with SDPA, kᵀ goes through Reshape -> Transpose -> Reshape and
+    an identity Reshape follows the last MatMul. Each is rewritten (exactly) and both attentions fuse."""
+    import transformers
+
+    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                    image_size=32, patch_size=8, attn_implementation=attention)
+    model = LastHidden(_randomise_biases(transformers.ViTModel(config)), "pixel_values")
     feeds = _feeds("hf_vit")
     raw = tmp_path / "model.onnx"
     torch.onnx.export(model, (torch.from_numpy(feeds["pixel_values"]),), str(raw), input_names=["pixel_values"],
@@ -215,6 +222,7 @@ def test_a_mask_that_masks_nothing_from_torch_export_is_dropped_and_the_attentio
     onnx.save(clean, str(tmp_path / "model.clean.onnx"))
     info = fuse_for_gpu(tmp_path / "model.clean.onnx", tmp_path / "model.fused.onnx")
     assert info["empty_masks_dropped"] == 2 and info["attention_scales_moved"] == 2
+    assert info["key_transposes_joined"] == (2 if attention == "sdpa" else 0)
     assert info["fused_operators"].get("Attention") == 2
     outputs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
                for p in (raw, tmp_path / "model.fused.onnx")]
@@ -294,3 +302,27 @@ def test_a_fusion_that_raises_leaves_the_graph_unfused_and_says_why(tmp_path, mo
     outputs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
                for p in (raw, tmp_path / "model.fused.onnx")]
     np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("split_to, joined", [([-1, 4, 6, 5], 1), ([-1, 4, 5, 6], 0), ([-1, 2, 6, 10], 0)])
+def test_key_transposes_become_one_only_where_they_swap_the_last_two_axes(split_to, joined):
+    """Reshape([-1, S, D]) -> Transpose(0, 2, 1) -> Reshape(target) of k [B, H, S, D] is kᵀ only for [.., H, D, S]."""
+    import onnx_graphsurgeon as gs
+    from onnx import TensorProto, helper, numpy_helper
+
+    from compiler.backends.cuda_fusion import key_transposes_as_one
+
+    consts = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("merge", [-1, 5, 6]), ("split", split_to))]
+    nodes = [helper.make_node("Reshape", ["k", "merge"], ["m"]), helper.make_node("Transpose", ["m"], ["t"], perm=[0, 2, 1]),
+             helper.make_node("Reshape", ["t", "split"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("k", TensorProto.FLOAT, ["batch", 4, 5, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], consts)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    g = gs.import_onnx(model)
+    assert key_transposes_as_one(g) == joined
+    rewritten = gs.export_onnx(g)
+    x = np.random.default_rng(0).standard_normal((2, 4, 5, 6)).astype(np.float32)
+    got = ort.InferenceSession(rewritten.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"k": x})[0]
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"k": x})[0]
+    np.testing.assert_array_equal(got, want)
+    assert [n.op for n in g.nodes] == (["Transpose"] if joined else ["Reshape", "Transpose", "Reshape"])
