@@ -48,13 +48,10 @@ class Run:
 
 def pytest_collection_modifyitems(items: list) -> None:
     """A test that compiles through the real CLI (`compile_cli`) is end to end: marked `e2e`, so that
-    `pytest -m 'not e2e'` runs the other tests alone (about 2.5 minutes on two cores). The `slow` tests (about a
-    minute each) run first: the workers share out the short ones after them, instead of one worker finishing a
-    long test alone at the end."""
+    `pytest -m 'not e2e'` runs the other tests alone (about 2.5 minutes on two cores)."""
     for item in items:
         if "compile_cli" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the order within each group stays
 
 
 @pytest.fixture(autouse=True, scope="session")
