@@ -282,6 +282,9 @@ def render_markdown(report: dict[str, Any], plot: str | None) -> str:
                       f"{f.get('packed_projections_split', 0)} packed q/k/v projections split and "
                       f"{f.get('attention_scales_moved', 0)} attention scales moved first): " +
                       (", ".join(f"{op} x{n}" for op, n in f["fused_operators"].items()) or "nothing fused") + ".", ""]
+            if f.get("fusion_refused"):
+                lines += ["The optimizer raised for model type " + "; ".join(
+                    f"{kind} ({why})" for kind, why in f["fusion_refused"].items()) + ".", ""]
         if q.get("kept_fp32_overflow"):
             lines += [f"Kept fp32 for range (tensors beyond fp16 on calibration data): "
                       f"{', '.join(q['kept_fp32_overflow'])}.", ""]

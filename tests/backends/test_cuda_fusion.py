@@ -326,3 +326,19 @@ def test_key_transposes_become_one_only_where_they_swap_the_last_two_axes(split_
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"k": x})[0]
     np.testing.assert_array_equal(got, want)
     assert [n.op for n in g.nodes] == (["Transpose"] if joined else ["Reshape", "Transpose", "Reshape"])
+
+
+def test_report_md_names_the_model_types_the_optimizer_refused(compile_cli):
+    from compiler.report import render_markdown
+    from tests.conftest import TINY
+
+    run = compile_cli("recipe=mlp_torch", *TINY)
+    assert run.code == 0, run.output
+    report = run.report
+    report["quantize"] = {"precision": "fp16", "judged_by": "agreement", "agreement_score": -0.5, "snippet": "",
+                          "fused_for_gpu": {
+        "model_type": None, "num_heads": 0, "hidden_size": 0, "fused_operators": {},
+        "fusion_refused": {"bert": "IndexError: list index out of range", "gpt2": "KeyError: 'x'"}}}
+    text = render_markdown(report, None)
+    assert "nothing fused." in text
+    assert "The optimizer raised for model type bert (IndexError: list index out of range); gpt2 (KeyError: 'x')." in text
