@@ -134,8 +134,7 @@ def read_runtime(engine: Path) -> dict | None:
 _PORTABLE = ("disable", "basic", "extended")
 # Fusions a saved CUDA engine leaves to the session that opens it: they bind a convolution to NCHW. The CUDA
 # provider's FusedConv (Conv + activation, + residual Add) has no NHWC kernel, so an engine saved with it runs those
-# convolutions in NCHW under `prefer_nhwc`. The opening session fuses them
-# itself where its layout is NCHW.
+# convolutions in NCHW under `prefer_nhwc`. The opening session fuses them itself where its layout is NCHW.
 LAYOUT_BOUND_FUSIONS = ("ConvActivationFusion",)
 
 

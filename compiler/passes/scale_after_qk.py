@@ -32,22 +32,17 @@ def _scalar_factor(tensor) -> tuple[object, float] | None:
 
 def _scaled_scores_as_division(graph: gs.Graph, softmax: gs.Node) -> int:
     """Softmax(MatMul(q, kᵀ) * c) -> Softmax(MatMul(q, kᵀ) / (1/c)); 1 where rewritten."""
-    scores = softmax.inputs[0]
-    if len(scores.inputs) != 1 or scores.inputs[0].op != "Mul":
+    factor = _scalar_factor(softmax.inputs[0])
+    if factor is None or factor[1] == 0.0:
         return 0
-    mul = scores.inputs[0]
-    for i in (0, 1):
-        value = small_constant(mul.inputs[i], 1)
-        operand = mul.inputs[1 - i]
-        if value is None or value.size != 1 or not np.issubdtype(value.dtype, np.floating) or float(value.reshape(())) == 0:
-            continue
-        if len(operand.inputs) != 1 or operand.inputs[0].op != "MatMul" or len(operand.outputs) != 1:
-            return 0
-        divisor = gs.Constant(fresh_name(graph, f"{mul.name or 'qk'}_reciprocal"),
-                              np.array(1.0 / float(value.reshape(())), dtype=value.dtype))
-        mul.op, mul.inputs = "Div", [operand, divisor]
-        return 1
-    return 0
+    scores, scale = factor
+    if len(scores.inputs) != 1 or scores.inputs[0].op != "MatMul" or len(scores.outputs) != 1:
+        return 0
+    mul = softmax.inputs[0].inputs[0]
+    dtype = scores.dtype if scores.dtype is not None else np.float32
+    divisor = gs.Constant(fresh_name(graph, f"{mul.name or 'qk'}_reciprocal"), np.array(1.0 / scale, dtype=dtype))
+    mul.op, mul.inputs = "Div", [scores, divisor]
+    return 1
 
 
 def move(graph: gs.Graph) -> int:
