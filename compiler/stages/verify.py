@@ -21,7 +21,7 @@ class LatencyConfig:
     # ...stopping early once this much time is spent (at least 10 calls): 4 figures of cnn_torch cost under 1.5 s
     max_seconds: float = 0.25
     # timing windows in which other processes used > 5 % of the CPU are timed again, up to this many tries
-    # (the quietest kept); 1 on a machine that is never quiet (a CI runner with parallel tests)
+    # (the quietest kept); after a figure that found no quiet window, one each (verify/latency.py: QuietWindows)
     quiet_tries: int = 5
     # the framework reference's figures from an earlier run of the same reference, settings and machine (within
     # 24 h, marked with when they were measured) instead of timing it again; the engine is always timed now

@@ -9,6 +9,7 @@ import contextlib
 import os
 import platform
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -45,8 +46,22 @@ def _timed_calls(runner: Any, feed: dict, iterations: int, max_seconds: float, m
     return times, others
 
 
-def measure(runner: Any, feeds: Mapping[int, dict], iterations: int, warmup: int, max_seconds: float = float("inf"),
-            min_iterations: int = 10, warmup_seconds: float = 0.0, quiet_tries: int = 5) -> dict[str, dict]:
+@dataclass
+class QuietWindows:
+    """How many timing windows a figure may take to find a quiet one (other processes under QUIET_SHARE of the CPU),
+    shared by every figure of one measurement. A figure that found none in all its tries shows a busy machine, not a
+    passing disturbance (a CI runner, jobs outside the lock): the later figures take one window each, since waiting
+    `tries` times as long for each of them would find no quieter one."""
+
+    tries: int
+    busy: bool = False
+
+    def allowed(self) -> int:
+        return 1 if self.busy else max(1, self.tries)
+
+
+def measure(runner: Any, feeds: Mapping[int, dict], iterations: int, warmup: int, quiet: QuietWindows,
+            max_seconds: float = float("inf"), min_iterations: int = 10, warmup_seconds: float = 0.0) -> dict[str, dict]:
     """Wall-clock milliseconds per inference call, per batch size: `iterations` calls, or fewer once
     `max_seconds` is spent."""
     result = {}
@@ -58,16 +73,18 @@ def measure(runner: Any, feeds: Mapping[int, dict], iterations: int, warmup: int
                 break
         # other processes (a sweep job starting up outside any lock, a user's program) may still run: time again
         # until a window in which they used under QUIET_SHARE of the machine, and keep the quietest try
-        tries = []
-        for _ in range(max(1, quiet_tries)):
+        tries, allowed = [], quiet.allowed()
+        for _ in range(allowed):
             tries.append(_timed_calls(runner, feed, iterations, max_seconds, min_iterations))
             if tries[-1][1] <= QUIET_SHARE:
                 break
-            time.sleep(0.2)
+            if len(tries) < allowed:
+                time.sleep(0.2)
         times, others = min(tries, key=lambda t: t[1])
+        quiet.busy = quiet.busy or others > QUIET_SHARE
         result[f"b{batch}"] = {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99)),
                                "mean": float(np.mean(times)), "iterations": len(times), "tries": len(tries),
-                               "others_cpu_share": round(others, 3)}
+                               "tries_allowed": allowed, "others_cpu_share": round(others, 3)}
     return result
 
 
@@ -97,18 +114,20 @@ def thread_counts() -> list[int]:
     return counts + [cpus]
 
 
-def compare(runners: Mapping[Any, Any], feeds: Mapping[Any, Mapping[int, dict]], v: Any) -> dict[Any, dict[str, dict]]:
+def compare(runners: Mapping[Any, Any], feeds: Mapping[Any, Mapping[int, dict]], v: Any,
+            quiet: QuietWindows | None = None) -> dict[Any, dict[str, dict]]:
     """Latency of several contenders (each on its own feeds by batch size), in ROUNDS interleaved rounds, so
     that a drift of the machine (a noisy neighbour, a frequency change) hits every one alike; per batch, the
     median round."""
+    quiet = quiet or QuietWindows(v.quiet_tries)
     rounds: dict[Any, list[dict]] = {name: [] for name in runners}
     with contextlib.ExitStack() as stack:
         active = {name: stack.enter_context(runner) for name, runner in runners.items()}
         for _ in range(ROUNDS):
             for name, runner in active.items():
                 time.sleep(SETTLE_SECONDS)  # the last contender's worker threads spin a while after its last call
-                rounds[name].append(measure(runner, feeds[name], v.iterations, v.warmup, v.max_seconds,
-                                            warmup_seconds=v.warmup_seconds, quiet_tries=v.quiet_tries))
+                rounds[name].append(measure(runner, feeds[name], v.iterations, v.warmup, quiet, v.max_seconds,
+                                            warmup_seconds=v.warmup_seconds))
     out = {}
     for name, tries in rounds.items():
         out[name] = {}
@@ -118,11 +137,11 @@ def compare(runners: Mapping[Any, Any], feeds: Mapping[Any, Mapping[int, dict]],
     return out
 
 
-def _fastest_threads(plan: Any, engine: Path, feed: dict, v: Any) -> tuple[int, list[dict]]:
+def _fastest_threads(plan: Any, engine: Path, feed: dict, v: Any, quiet: QuietWindows) -> tuple[int, list[dict]]:
     """Time the engine at each thread count on the largest batch; the fastest count, and the whole table."""
     counts = thread_counts()
     timed = compare({t: timing_engine_runner(plan, engine, intra_op_threads=t) for t in counts},
-                    {t: {0: feed} for t in counts}, v)
+                    {t: {0: feed} for t in counts}, v, quiet)
     table = [{"intra_op_threads": t, "p50_ms": timed[t]["b0"]["p50"], "rounds": timed[t]["b0"]["rounds"]}
              for t in counts]
     return min(table, key=lambda row: row["p50_ms"])["intra_op_threads"], table
@@ -205,19 +224,19 @@ def measure_now(cfg: Any, plan: Any, io: Any, artifacts: Mapping[str, Path]) -> 
         x_test, _ = samples(cfg, io)
         reference = None if earlier else timing_reference_runner(cfg, io, plan, artifacts)
         feeds = latency_feeds(io, x_test, batches, cfg.seed)
-    result, conditions = {}, {}
+    result, conditions, quiet = {}, {}, QuietWindows(v.quiet_tries)
     with timing():
         started = datetime.now(timezone.utc)
         threads = None
         if _auto_threads(plan):
-            threads, table = _fastest_threads(plan, artifacts["build"], feeds[max(feeds)], v)
+            threads, table = _fastest_threads(plan, artifacts["build"], feeds[max(feeds)], v, quiet)
             conditions["intra_op_threads"] = {"chosen": threads, "batch": max(feeds), "table": table}
         # the engine first: a framework's thread pool (torch's OpenMP) keeps spinning for a while after it ran
         timed = [("engine", timing_engine_runner(plan, artifacts["build"], intra_op_threads=threads))]
         for key, runner in timed + ([("framework", reference)] if reference else []):
             with runner:
-                result[key] = _with_throughput(measure(runner, feeds, v.iterations, v.warmup, v.max_seconds,
-                                                       warmup_seconds=v.warmup_seconds, quiet_tries=v.quiet_tries),
+                result[key] = _with_throughput(measure(runner, feeds, v.iterations, v.warmup, quiet, v.max_seconds,
+                                                       warmup_seconds=v.warmup_seconds),
                                                runner, feeds)
     if earlier:  # the same reference, batches, settings and machine: its figures from that run (reference_latency.py)
         result["framework"] = earlier["figures"]
@@ -249,8 +268,8 @@ def time_engines(cfg: Any, io: Any, engines: Mapping[str, tuple[Any, Path]]) -> 
         x_test, _ = samples(cfg, io)
         feeds = latency_feeds(io, x_test, latency_batches(io, plans[0], v.batch_sizes) if plans else [1], cfg.seed)
     with timing():
-        runners = {}
+        runners, quiet = {}, QuietWindows(v.quiet_tries)
         for name, (plan, path) in engines.items():
-            threads = _fastest_threads(plan, path, feeds[max(feeds)], v)[0] if _auto_threads(plan) else None
+            threads = _fastest_threads(plan, path, feeds[max(feeds)], v, quiet)[0] if _auto_threads(plan) else None
             runners[name] = timing_engine_runner(plan, path, intra_op_threads=threads)
-        return compare(runners, {name: feeds for name in runners}, v)
+        return compare(runners, {name: feeds for name in runners}, v, quiet)

@@ -84,7 +84,7 @@ def test_a_parallel_sweep_times_every_engine_alone(compile_cli, tmp_path):
             report = json.loads((job / "report.json").read_text())
             for per_batch in report["metrics"]["latency_ms"].values():
                 for figures in per_batch.values():
-                    assert figures["others_cpu_share"] <= 0.05 or figures["tries"] == 2, figures
+                    assert figures["others_cpu_share"] <= 0.05 or figures["tries"] == figures["tries_allowed"], figures
             windows.append(report["latency_conditions"]["measured_at"])
     assert len(windows) == 4
 
