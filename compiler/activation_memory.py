@@ -22,7 +22,10 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from compiler import dims as dim_rules
+from compiler.errors import Problem
 from compiler.memory import GIB, machine_bytes
+from compiler.passes._gs import static_shapes
 
 if TYPE_CHECKING:
     from compiler.onnx_io import Opened
@@ -49,7 +52,6 @@ def largest_operation(model: Any, shapes: Mapping[str, Sequence[int]]) -> Larges
     tensors whose shape inference leaves unknown count as nothing. None for a graph inference cannot read."""
     import onnx
 
-    from compiler.passes._gs import static_shapes
 
     # symbolic: onnx's own inference loses the token count of an attention built by Reshape(b, -1, ...)
     known = static_shapes(model, shapes, symbolic=True)
@@ -127,8 +129,6 @@ def fit_recipe(cfg: Any, opened: Opened) -> tuple[list[str], Any]:
 
     import onnx
 
-    from compiler import dims as dim_rules
-    from compiler.errors import Problem
     from compiler.recipe.edits import set_dims
 
     model = onnx.load(str(Path(cfg.model.path).expanduser()), load_external_data=False)

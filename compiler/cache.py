@@ -20,6 +20,7 @@ from typing import Any, Mapping, Optional
 
 from compiler import __version__
 from compiler.file_hashes import sha256_file
+from compiler.onnx_files import artifact_files as onnx_artifact_files
 
 RESULT_FILE = "result.json"
 log = logging.getLogger("compiler")
@@ -67,7 +68,6 @@ def artifact_files(path: Path) -> list[Path]:
     extra = [sidecar] if sidecar.is_file() and sidecar != path else []
     if path.suffix != ".onnx":
         return [path] + extra
-    from compiler.onnx_files import artifact_files as onnx_artifact_files
 
     return onnx_artifact_files(path) + extra
 

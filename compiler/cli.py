@@ -17,11 +17,23 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from compiler import recipe_source, schema
+from compiler import discovery, recipe_source, schema, tracking
+from compiler.activation_memory import fit_recipe
+from compiler.cache import cache_root
+from compiler.composition import compose, composition_problems, with_dict_keys
+from compiler.errors import (DEBUG_VAR, EXIT_INVALID_RECIPE, EXIT_OK, EXIT_STAGE_FAILED, EXIT_VERIFY_FAILED,
+    InputDomainError, Problem, RecipeError, debug_enabled, describe)
+from compiler.input_domain import probe
+from compiler.lint import lint, resolved_problems, structure_problems
+from compiler.machine_lock import working
+from compiler.onnx_io import resolve_onnx_io
+from compiler.paths import writable
+from compiler.pipeline import compile_recipe
 from compiler.recipe.resolved import Resolved, freeze
-from compiler.errors import (DEBUG_VAR, EXIT_INVALID_RECIPE, EXIT_OK, EXIT_STAGE_FAILED, EXIT_VERIFY_FAILED, RecipeError,
-                             debug_enabled, describe)
+from compiler.report import build_report, write_report
 from compiler.resources import conf_dir
+from compiler.sweep import JOB_FILE, prelint
+from compiler.training_plot import TrainingPlot
 
 log = logging.getLogger("compiler")
 
@@ -62,8 +74,6 @@ def _opened_and_problems(cfg: DictConfig) -> tuple[Any, list]:
     """(what an ONNX file's IO left to defaults, or None; every problem of the composed recipe)."""
     from omegaconf.errors import OmegaConfBaseException
 
-    from compiler.errors import Problem
-    from compiler.lint import structure_problems
 
     problems = structure_problems(cfg)
     if problems:
@@ -80,18 +90,13 @@ def _opened_and_problems(cfg: DictConfig) -> tuple[Any, list]:
 def lint_problems(cfg: DictConfig) -> list:
     """What `mode=lint` reports of a composed recipe: its problems, then those of the IOSpec it resolves to (the
     recipe is read-only afterwards)."""
-    from compiler.lint import resolved_problems
 
     return recipe_problems(cfg) or resolved_problems(freeze(cfg))
 
 
 def _problems(cfg: DictConfig) -> tuple[Any, list]:
-    from compiler.lint import lint
-
     opened = None
     if cfg.framework.value == "onnx":
-        from compiler.onnx_io import resolve_onnx_io
-
         problems, opened = resolve_onnx_io(cfg)
         _notes(opened.notes)
         if problems:
@@ -113,13 +118,10 @@ def check_recipe(cfg: DictConfig, recipe: str) -> Checked:
     (exit 2), before any run dir, log or cache entry is written."""
     import dataclasses
 
-    from compiler.lint import resolved_problems
 
     opened, problems = _opened_and_problems(cfg)
     domain = list(opened.notes) if opened is not None else []
     if not problems and cfg.mode.value != "lint" and cfg.framework.value == "onnx":
-        from compiler.activation_memory import fit_recipe
-
         notes, problem = fit_recipe(cfg, opened)  # first: the probe runs the file at the max shapes
         problems = [problem] if problem else []
         _notes(notes)
@@ -132,7 +134,6 @@ def check_recipe(cfg: DictConfig, recipe: str) -> Checked:
         print(f"compiler: recipe '{recipe}' is valid")
         return Checked(EXIT_OK)
     if cfg.framework.value == "onnx":  # the generated inputs, tried on the file before anything is built
-        from compiler.input_domain import probe
 
         probed = probe(resolved, opened)
         _notes(probed.notes)
@@ -162,18 +163,11 @@ def run_job(cfg: DictConfig, recipe: str, run_dir: Path, checked: Checked | None
     resolved = checked.resolved
     cfg = resolved.cfg
 
-    from compiler.cache import cache_root
-    from compiler.machine_lock import working
-    from compiler.pipeline import compile_recipe
-    from compiler.report import build_report, write_report
-    from compiler.training_plot import TrainingPlot
 
     plot = TrainingPlot(run_dir, cache_root(cfg.cache) if cfg.cache.enabled else None)
     result = compile_recipe(resolved, run_dir, log, plot, recipe)
     verify = result.by_name.get("verify")
     if result.error:
-        from compiler.errors import InputDomainError
-
         status = "failed"
         code = EXIT_INVALID_RECIPE if isinstance(result.error, InputDomainError) else EXIT_STAGE_FAILED
     elif not verify.info.get("passed"):
@@ -192,7 +186,6 @@ def _track(cfg: DictConfig, report: dict, run_dir: Path) -> None:
     """MLflow and TensorBoard, when the recipe turns them on; a tracking failure never fails the compile."""
     if not (cfg.tracking.mlflow or cfg.tracking.tensorboard):
         return
-    from compiler import tracking
 
     try:
         if cfg.tracking.tensorboard:
@@ -256,7 +249,6 @@ def _hydra_task(cfg: DictConfig) -> int:
     if code == EXIT_INVALID_RECIPE and not multirun:
         _remove_run_dir(run_dir)
     if multirun:  # the sweep summary reads this, whatever happened to the job
-        from compiler.sweep import JOB_FILE
 
         (run_dir / JOB_FILE).write_text(json.dumps({"code": code, "error": error,
                                                     "overrides": list(hydra_cfg.overrides.task)}))
@@ -288,8 +280,6 @@ def _remove_run_dir(run_dir: Path) -> None:
 
 
 def _invalid_command_line(exc: BaseException, overrides: list[str]) -> int:
-    from compiler.composition import composition_problems
-
     problems = composition_problems(exc, overrides, more=recipe_problems)
     print(f"compiler: {RecipeError(problems).render()}", file=sys.stderr)
     return EXIT_INVALID_RECIPE
@@ -299,7 +289,6 @@ def _sweep_problems(job: list[str]) -> str:
     """The lint verdict on one job of a sweep, as text ('' when it may run)."""
     from hydra.errors import HydraException
 
-    from compiler.composition import compose, composition_problems
 
     try:
         cfg = compose(job)
@@ -311,7 +300,6 @@ def _sweep_problems(job: list[str]) -> str:
 
 def _prelint_sweep(argv: list[str]) -> int:
     """Lint every combination of a sweep before any job starts; report all failing ones."""
-    from compiler.sweep import prelint
 
     overrides = [a for a in argv if not a.startswith("-")]
     try:
@@ -328,7 +316,6 @@ def _prelint_sweep(argv: list[str]) -> int:
 
 def _unwritable_output(argv: list[str]) -> str:
     """A message when the run (or sweep) directory could not be created, checked before Hydra tries."""
-    from compiler.paths import writable
 
     multirun = "-m" in argv or "--multirun" in argv
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
@@ -346,7 +333,6 @@ def _lint_only(overrides: list[str]) -> int:
     """`mode=lint` without a sweep: one composition through Hydra's compose API, no run dir, no logging."""
     from hydra.errors import HydraException
 
-    from compiler.composition import compose
 
     try:
         cfg = compose(overrides)
@@ -361,7 +347,6 @@ _HYDRA_FLAGS_NEEDING_APP = ("-m", "--multirun", "--help", "-h", "--hydra-help", 
 
 def _discovery(argv: list[str]) -> str | None:
     """The compiler's own help, version and list pages (no recipe needed), or None."""
-    from compiler import discovery
 
     if any(a in ("--help", "-h") for a in argv):
         return discovery.help_text()
@@ -388,7 +373,6 @@ MAX_NAME = 120  # a key or a config name Hydra looks up as a file: file systems 
 
 def _overlong_names(argv: list[str]) -> list:
     """Keys, and the names of config groups (recipe=, hydra/launcher=), too long to be a file name or a key."""
-    from compiler.errors import Problem
 
     problems = []
     for arg in argv:
@@ -427,7 +411,6 @@ def main() -> None:
     if too_long:
         print(f"compiler: {RecipeError(too_long).render()}", file=sys.stderr)
         sys.exit(EXIT_INVALID_RECIPE)
-    from compiler.composition import with_dict_keys
 
     argv = sys.argv[1:] = with_dict_keys(argv)
     if "mode=lint" in argv and not any(a.split("=")[0] in _HYDRA_FLAGS_NEEDING_APP for a in argv):

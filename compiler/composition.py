@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 from omegaconf import DictConfig
 
 from compiler.errors import Problem
+from compiler.lint import schema_problems
 from compiler.resources import conf_dir
 
 GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic/"
@@ -76,7 +77,6 @@ def schema_problems_of(overrides: list[str]) -> list[Problem]:
     from omegaconf import OmegaConf
 
     from compiler import schema
-    from compiler.lint import schema_problems
 
     forced = [_forced(a) for a in overrides if not a.lstrip("+~").startswith("hydra")]
     GlobalHydra.instance().clear()

@@ -6,6 +6,11 @@ from __future__ import annotations
 import importlib.metadata as md
 from pathlib import Path
 
+from compiler import __version__
+from compiler.backends.providers import SHORT_NAMES
+from compiler.passes import REGISTRY
+from compiler.plan import BACKEND_PRECISIONS, ONNXRUNTIME_GPU_PRECISIONS
+
 KEY_TOOLS = ("hydra-core", "omegaconf", "onnx", "onnxruntime", "onnxruntime-gpu", "onnx-graphsurgeon", "polygraphy",
              "torch", "tensorflow-cpu", "tensorflow", "tf2onnx", "transformers", "nvidia-modelopt", "tensorrt",
              "tensorrt-rtx-cu13-bindings")
@@ -28,7 +33,6 @@ PRECISIONS = {"fp32": "strict fp32: TF32 off in the reference and the engine", "
 
 def version_text() -> str:
     """The compiler's version and its key tools' (those installed)."""
-    from compiler import __version__
 
     lines = [f"compiler {__version__}"]
     for dist in KEY_TOOLS:
@@ -100,9 +104,6 @@ flags, `--cfg job recipe=NAME` the composed recipe, `--verbose` (or COMPILER_DEB
 
 
 def list_text() -> str:
-    from compiler.backends.providers import SHORT_NAMES
-    from compiler.passes import REGISTRY
-    from compiler.plan import BACKEND_PRECISIONS, ONNXRUNTIME_GPU_PRECISIONS
     from compiler.stages.surgery import DEFAULT_PASSES
 
     out = ["Recipes:"] + [f"  {n:<18} {s}" for n, s in recipe_summaries()]

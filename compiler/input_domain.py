@@ -26,10 +26,14 @@ from typing import Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
+from compiler.cache import cache_root, sha256_artifact
 from compiler.errors import Problem
+from compiler.iospec import IOSpec
 from compiler.onnx_io import PASS_THROUGH, Opened
+from compiler.plan import custom_op_libraries
 from compiler.recipe.edits import Change, with_change
 from compiler.recipe.resolved import Resolved, freeze
+from compiler.verify.feeds import generated_feeds
 
 SEQUENCE_SIZES = (32, 64, 128, 256, 512, 1024, 4096)
 SPATIAL_SIZES = (224, 256, 320, 384, 448, 512, 640, 32, 64)
@@ -68,7 +72,6 @@ def probe(resolved: Resolved, opened: Opened) -> Probe:
 
 def _search(resolved: Resolved, opened: Opened) -> tuple[Any, list[str], Any]:
     """(the first refusal or None, what was tried, (label, change) that ran or None)."""
-    from compiler.iospec import IOSpec
 
     cfg = resolved.cfg
     session = _session(cfg)
@@ -213,7 +216,6 @@ def _session(cfg: DictConfig) -> Any:
     options = without_prepacking()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 4  # a refusal is expected here: no error lines on the console
-    from compiler.plan import custom_op_libraries
 
     try:
         for library in custom_op_libraries(cfg):
@@ -228,7 +230,6 @@ def _refusal(session: Any, io: Any, seed: int) -> tuple[str, str] | None:
     """(feed label, onnxruntime's words) for the first generated feed the file refuses; None when all run."""
     import numpy as np
 
-    from compiler.verify.feeds import generated_feeds
 
     if any(t.dtype == "bfloat16" for t in io.inputs):
         return None  # numpy has no bfloat16 to feed: verification's own runners convert
@@ -268,7 +269,6 @@ def _cache_path(cfg: DictConfig) -> Path | None:
 
     import onnxruntime as ort
 
-    from compiler.cache import cache_root, sha256_artifact
 
     spec = OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True)
     spec.pop("path", None)

@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
+from compiler import dims as dim_rules
+from compiler.dims import evaluate, is_expression, order, range_problems, resolve
 from compiler.errors import Problem
+from compiler.memory import GIB, INPUT_SHARE, batch_bytes, machine_bytes
 
 if TYPE_CHECKING:
     import numpy as np
@@ -107,7 +110,6 @@ class IOSpec:
             values = tuple(input_values(spec)) if input_values(spec) is not None else None
             inputs.append(Tensor(spec.name, dtype, shape, value_range, last, values))
         outputs = tuple(Output(o.name, o.atol, o.rtol, o.rel_l2, o.cosine, o.argmax) for o in model.outputs)
-        from compiler.dims import is_expression
 
         dims = _plain(model.dims)
         profiles, explicit = _profiles(dims, _plain(model.profiles))
@@ -176,7 +178,6 @@ class IOSpec:
     def shapes_at(self, sizes: Mapping[str, int], profile: int = 0) -> dict[str, tuple[int, ...]]:
         """Every input's shape with the given dims at these sizes, the others at the profile's opt, and each
         related dim (`total: past + seq`) evaluated from them."""
-        from compiler.dims import evaluate, order
 
         values = {name: r[1] for name, r in self.profiles[profile].items()}
         values.update(sizes)
@@ -290,7 +291,6 @@ def _plain(node: Any) -> Any:
 
 def _profiles(dims: Mapping[str, Any], profiles: Sequence[Mapping[str, Any]]):
     """Per profile, every dim's (min, opt, max), expressions evaluated after the profile's own ranges (dims.py)."""
-    from compiler.dims import resolve
 
     if not profiles:
         return (resolve(dims),), ({},)
@@ -315,7 +315,6 @@ def io_problems(cfg: Any, from_file: bool = False) -> list[Problem]:
     """Every cross-reference of the IO spec: dim names, ranges, profiles, dtypes, output names."""
     c = _Checker()
     model = cfg.model
-    from compiler import dims as dim_rules
 
     dims = _plain(model.dims) or {}
     firsts = {_dim(i.shape[0]) for i in model.inputs if i.shape}
@@ -369,8 +368,6 @@ def io_problems(cfg: Any, from_file: bool = False) -> list[Problem]:
 
 def _check_memory(c: _Checker, model: Any, dims: Mapping[str, Any]) -> None:
     """The largest generated batch (every input at its dims' max) must fit in the machine's memory."""
-    from compiler import dims as dim_rules
-    from compiler.memory import GIB, INPUT_SHARE, batch_bytes, machine_bytes
 
     maxima = {name: r[2] for name, r in dim_rules.resolve(dims).items()}
     need = batch_bytes([(i.dtype.value if i.dtype is not None else "float32", [_dim(d) for d in i.shape])
@@ -441,8 +438,6 @@ def _check_values(c: _Checker, path: str, values: list, dtype: str) -> None:
 
 
 def _check_range(c: _Checker, path: str, r: Any) -> None:
-    from compiler.dims import range_problems
-
     c.problems += range_problems(path, r, allow_zero=True)
 
 

@@ -16,9 +16,18 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from compiler.cache import cache_root
 from compiler.errors import Problem
 from compiler.frameworks import adapter
+from compiler.iospec import io_problems
+from compiler.model.layers import parse_layers
 from compiler.packages import install_line, missing_package_of
+from compiler.passes import parse_pass_list
+from compiler.paths import writable
+from compiler.plan import has_cuda_gpu, plan_problems
+from compiler.security import target_problems
+from compiler.serve.settings import serve_io_problems, serve_problems
+from compiler.tracking import missing_packages
 
 MIN_OPSET, MAX_OPSET = 11, 21
 # words users type for an allowed value that difflib would not find (`gpu` is closest to `cpu`)
@@ -222,9 +231,6 @@ def _label_output(cfg: DictConfig) -> list[Problem]:
 
 
 def _cache(cfg: DictConfig) -> list[Problem]:
-    from compiler.cache import cache_root
-    from compiler.paths import writable
-
     if not cfg.cache.enabled:
         return []
     root = cache_root(cfg.cache)
@@ -237,10 +243,6 @@ def _cache(cfg: DictConfig) -> list[Problem]:
 
 
 def _model(cfg: DictConfig) -> list[Problem]:
-    from compiler.iospec import io_problems
-    from compiler.model.layers import parse_layers
-    from compiler.security import target_problems
-
     spec = cfg.model
     if cfg.framework.value == "onnx":
         return io_problems(cfg, from_file=True)  # filled from model.path (onnx_io)
@@ -466,7 +468,6 @@ def _positive(cfg: DictConfig, keys: list[str]) -> list[Problem]:
 
 def _train_device(cfg: DictConfig) -> list[Problem]:
     """The device exists, and the training precision runs on it with this framework (what train would refuse)."""
-    from compiler.plan import has_cuda_gpu
 
     t, problems = cfg.train, []
     if cfg.framework.value == "onnx":
@@ -545,26 +546,19 @@ def _export(cfg: DictConfig) -> list[Problem]:
 
 
 def _surgery(cfg: DictConfig) -> list[Problem]:
-    from compiler.passes import parse_pass_list
-
     return parse_pass_list(OmegaConf.to_container(cfg.surgery.passes, resolve=True))[1]
 
 
 def _engine(cfg: DictConfig) -> list[Problem]:
-    from compiler.plan import plan_problems
-
     return plan_problems(cfg)
 
 
 def _serve(cfg: DictConfig) -> list[Problem]:
-    from compiler.serve.settings import serve_problems
-
     return serve_problems(cfg)
 
 
 def resolved_problems(resolved: Any) -> list[Problem]:
     """The checks that read the run's one IOSpec, made once the recipe is resolved (recipe/resolved.py)."""
-    from compiler.serve.settings import serve_io_problems
 
     return serve_io_problems(resolved.cfg.serve, resolved.io)
 
@@ -572,7 +566,6 @@ def resolved_problems(resolved: Any) -> list[Problem]:
 def _tracking(cfg: DictConfig) -> list[Problem]:
     import os
 
-    from compiler.tracking import missing_packages
 
     problems = [Problem(key, f"{package} is not installed", True, f"false, or true with {package} installed", fix=install_line(package) + ", or set it to false")
                 for key, package in missing_packages(cfg)]
@@ -586,8 +579,6 @@ def _tracking(cfg: DictConfig) -> list[Problem]:
 
 
 def _verify(cfg: DictConfig) -> list[Problem]:
-    from compiler.security import target_problems
-
     v, problems = cfg.verify, []
     if v.metric is not None:
         raw = OmegaConf.to_container(v.metric) if OmegaConf.is_config(v.metric) else v.metric

@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from compiler.weights import save, weight_bytes
+
 PROTOBUF_LIMIT = 2 << 30          # protobuf cannot serialise a message of 2 GiB or more
 
 
@@ -54,7 +56,6 @@ def artifact_files(path: Path) -> list[Path]:
 def save_model(model: Any, path: Path, external: bool | None = None) -> None:
     """Save `model` to `path`; with external data (`<name>.data` beside it) when asked or when it must. Each
     tensor is written once, streamed from where it lies (compiler/weights.py)."""
-    from compiler.weights import save
 
     if external is None:
         external = byte_size(model) >= PROTOBUF_LIMIT - (64 << 20)
@@ -67,6 +68,5 @@ def has_external_data(path: Path) -> bool:
 
 def byte_size(model: Any) -> int:
     """Serialized size, counted per tensor (in memory or on disk) so it works past protobuf's 2 GiB limit."""
-    from compiler.weights import weight_bytes
 
     return weight_bytes(model) + sum(n.ByteSize() for n in model.graph.node)

@@ -13,8 +13,13 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from compiler.dims import dim_keys, static_size
+from compiler.dims import dim_keys, is_expression, names_in, static_size
 from compiler.errors import Problem
+from compiler.model import DType, InputSpec, OutputSpec
+from compiler.onnx_files import escaping_locations, external_locations
+from compiler.plan import custom_op_libraries
+from compiler.recipe.edits import fill_io
+from compiler.verify.kv_cache import DEFAULT_NEW, DEFAULT_PAST, cache_pairs
 
 DEFAULT_BATCH = [1, 4, 8]        # a dynamic first dim the recipe gives no range for
 DEFAULT_SPATIAL = [128, 128, 128]  # a dynamic height/width of an image input (rank 4, axes 2-3)
@@ -62,8 +67,6 @@ def resolve_onnx_io(cfg: DictConfig) -> tuple[list[Problem], Opened]:
 
 
 def _external_data_problems(path: Path, model: Any) -> list[Problem]:
-    from compiler.onnx_files import escaping_locations, external_locations
-
     bad = escaping_locations(path, external_locations(model))
     return [Problem("model.path", "external data must be a file inside the model's folder", loc,
                     "a relative location inside the model's folder",
@@ -73,7 +76,6 @@ def _external_data_problems(path: Path, model: Any) -> list[Problem]:
 def _domain_problems(model: Any, cfg: DictConfig) -> list[Problem]:
     local = {f.domain for f in model.functions}
     custom = sorted({(n.op_type, n.domain) for n in model.graph.node if n.domain not in KNOWN_DOMAINS + tuple(local)})
-    from compiler.plan import custom_op_libraries
 
     if not custom or custom_op_libraries(cfg):
         return []
@@ -178,8 +180,6 @@ def _fill(cfg: DictConfig, model: Any) -> tuple[list[Problem], Opened]:
         if kind is not None and kind != "tensor_type":
             notes.append(f"output '{value.name}' is a {kind.removesuffix('_type')}, not a "
                          "tensor: the engine keeps it, the ledger does not compare it")
-    from compiler.model import DType, InputSpec, OutputSpec
-    from compiler.recipe.edits import fill_io
 
     fill_io(cfg, [InputSpec(e["name"], e["shape"], DType(e["dtype"]), e["range"], e.get("values")) for e in inputs],
             [OutputSpec(n, given_out[n].atol, given_out[n].rtol, given_out[n].rel_l2, given_out[n].cosine,
@@ -193,7 +193,6 @@ def _unused_dims(inputs: list[dict], dims: dict, defaulted: set[str]) -> list[st
     merely unused, like the recipe's `batch` on a file of fixed shapes, says nothing.)"""
     import difflib
 
-    from compiler.dims import is_expression, names_in
 
     read = {d for e in inputs for d in e["shape"] if isinstance(d, str)}
     read |= {b for e in inputs for b in (e["range"] or []) if isinstance(b, str)}
@@ -214,7 +213,6 @@ def _plain_list(value: Any) -> str:
 def _decoder_dims(inputs: list[dict], outputs: list[str], dims: dict, defaulted: set[str]) -> dict[str, str]:
     """A KV-cache decoder's dims where the file leaves them open (verify/kv_cache.py): the cache's length from
     empty up, one to a few new tokens, and a mask over both, `total = past + new`. Returns {dim: note}."""
-    from compiler.verify.kv_cache import DEFAULT_NEW, DEFAULT_PAST, cache_pairs
 
     cache = {past for past, _ in cache_pairs([e["name"] for e in inputs], outputs)}
     if not cache:

@@ -19,13 +19,16 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from compiler.cache import (StageCache, artifact_files, cache_root, sha256_artifact, sha256_path, stage_key,
-                            tool_versions)
+    tool_versions)
 from compiler.errors import StageError, debug_enabled, describe
-from compiler.file_hashes import same_content
-from compiler.frameworks import TOOLS as FRAMEWORK_TOOLS
+from compiler.file_hashes import known_sha256, same_content
+from compiler.frameworks import TOOLS as FRAMEWORK_TOOLS, adapter
 from compiler.machine_lock import working
 from compiler.recipe.resolved import Resolved
+from compiler.serve.settings import model_name
 from compiler.stages import Stage, StageContext
+from compiler.stages.quantize import reduce_range
+from compiler.weights import save_with_locations
 
 
 STAGES: tuple[Stage, ...] = (
@@ -93,7 +96,6 @@ def stage_key_parts(stage: Stage, cfg: DictConfig, plan: Any, recipe: str = "mod
     if stage.plan_key:
         sliced["plan"] = getattr(plan, stage.plan_key)()
     if stage.name == "serve":  # the model's name in the repository defaults to the recipe's
-        from compiler.serve.settings import model_name
 
         sliced["model_name"] = model_name(cfg.serve.model_name, recipe)
     return sliced
@@ -107,12 +109,9 @@ def _config_slice(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
     if "model" in keys and cfg.model.path:
         sliced["model_sha256"] = sha256_artifact(Path(cfg.model.path).expanduser())  # with its external data
     if "train" in keys:  # data-parallel results differ from one process's (float order, per-shard BatchNorm)
-        from compiler.frameworks import adapter
 
         sliced["train_processes"] = adapter(cfg.framework.value).world_size(cfg.train)
     if "quantize" in keys:
-        from compiler.stages.quantize import reduce_range
-
         sliced["reduce_range"] = reduce_range(cfg.quantize)  # `null` resolves by this CPU
     return sliced
 
@@ -131,7 +130,6 @@ def _place(src: Path, run_dir: Path) -> None:
         dst = run_dir / file.name
         tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
         if file is model and shared:  # the model names the run dir's file instead: other bytes than the cache's
-            from compiler.weights import save_with_locations
 
             save_with_locations(file, tmp, shared)
             os.replace(tmp, dst)
@@ -155,7 +153,6 @@ def _place_folder(src: Path, run_dir: Path) -> None:
 def _placed_before(weights: list[Path], run_dir: Path) -> dict[str, str]:
     """{weights file name: the run dir's file with the same bytes}, from hashes this run already knows (nothing
     is read to find out)."""
-    from compiler.file_hashes import known_sha256
 
     found = {}
     for file in weights:

@@ -24,8 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from compiler.backends.tensorrt_plan import rtx_module
+from compiler.backends.providers import (FULL_NAMES, gpu_onnxruntime, onnxruntime_distribution, provider_problems,
+    resolve as resolve_providers, uses_gpu)
+from compiler.backends.tensorrt_ops import import_problems
+from compiler.backends.tensorrt_plan import rtx_module, tensorrt_problems, timing_cache_name
+from compiler.cache import cache_root
 from compiler.errors import Problem
+from compiler.numerics import for_precision
 
 if TYPE_CHECKING:
     from compiler.numerics import MathMode
@@ -171,14 +176,12 @@ class EnginePlan:
     def gpu(self) -> bool:
         """The engine runs on a CUDA GPU (TensorRT, or onnxruntime's CUDA/TensorRT provider): the framework
         reference runs there too, and latency is timed with inputs on the device."""
-        from compiler.backends.providers import uses_gpu
 
         return self.nvidia or uses_gpu(self.providers)
 
     @property
     def math_mode(self) -> "MathMode":
         """The engine's math mode for fp32 layers: strict fp32, unless precision is tf32."""
-        from compiler.numerics import for_precision
 
         return for_precision(self.precision)
 
@@ -306,7 +309,6 @@ def choose_backend(requested: str) -> tuple[str, str]:
 
 def _onnxruntime_where(providers: list[str], asked: Optional[list]) -> str:
     """Where an onnxruntime engine runs, and why there."""
-    from compiler.backends.providers import FULL_NAMES, gpu_onnxruntime, onnxruntime_distribution, uses_gpu
 
     names = ", ".join(FULL_NAMES.get(p, p) for p in providers)
     if asked is not None:
@@ -352,7 +354,6 @@ def _resolve_precision(p: EnginePlan, tool_choice: str) -> EnginePlan:
 def _search_space(backend: str, providers: list[str]) -> tuple[str, ...]:
     """What `precision: best` builds: fp32 and int8 everywhere; on a GPU also fp16, and tf32 and bf16 from compute
     capability 8.0 (bf16 on onnxruntime only through ModelOpt); fp8 with TensorRT from 8.9."""
-    from compiler.backends.providers import uses_gpu
 
     if backend == "onnxruntime" and not uses_gpu(providers):  # CPU fp16 runs through casts: it never pays
         return ("fp32", "int8")
@@ -371,10 +372,8 @@ def resolve(cfg: Any) -> EnginePlan:
     """The plan for a typed recipe. Pure given the recipe and what is installed; lint checks it first."""
     from omegaconf import OmegaConf
 
-    from compiler.cache import cache_root
 
     engine = OmegaConf.to_container(cfg.engine, resolve=True, enum_to_str=True)
-    from compiler.backends.providers import resolve as resolve_providers
 
     backend, reason = choose_backend(engine["backend"])
     ort = dict(engine["onnxruntime"])
@@ -387,8 +386,6 @@ def resolve(cfg: Any) -> EnginePlan:
     strongly_typed = True if major >= 11 or trt["strongly_typed"] is None else bool(trt["strongly_typed"])
     timing = trt["timing_cache"]
     if timing == "auto":
-        from compiler.backends.tensorrt_plan import timing_cache_name
-
         module = "tensorrt_rtx" if backend == "tensorrt_rtx" else "tensorrt"
         timing = str(cache_root(cfg.cache) / "tensorrt" / timing_cache_name(
             installed_version(module) or str(major), compute_capability()))
@@ -420,8 +417,6 @@ def _disabled_optimizers(chosen: Optional[tuple], conversion: str) -> list[str]:
 
 def plan_problems(cfg: Any) -> list[Problem]:
     """Every engine problem of a typed recipe, per backend and TensorRT version, with the fix."""
-    from compiler.backends.providers import provider_problems
-    from compiler.backends.tensorrt_plan import tensorrt_problems
 
     engine, problems = cfg.engine, []
     requested = engine.backend.value
@@ -474,7 +469,6 @@ def plan_problems(cfg: Any) -> list[Problem]:
     if plan.nvidia and cfg.framework.value == "onnx" and cfg.model.path:  # what the parser refuses, before any work
         import onnx
 
-        from compiler.backends.tensorrt_ops import import_problems
 
         problems += import_problems(onnx.load(str(Path(cfg.model.path).expanduser()), load_external_data=False),
                                     plan.tensorrt_version, plan.backend)

@@ -10,6 +10,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from compiler import __version__
+from compiler.backends.tensorrt_plan import reproducers
+from compiler.cache import runtime_file
 from compiler.pipeline import CompileResult
 
 
@@ -62,7 +64,6 @@ def _engine(cfg: DictConfig, result: CompileResult, build: dict) -> dict[str, An
     engine = {k: build.get(k) for k in ("backend", "reason", "layers", "io_tensors", "disabled_optimizers", "tensorrt",
                                         "runtime")}
     if build.get("runtime"):  # the engine's runtime settings: the file beside it holds the same
-        from compiler.cache import runtime_file
 
         engine["runtime_file"] = runtime_file(Path(result.by_name["build"].artifact)).name
     plan = result.plan
@@ -70,8 +71,6 @@ def _engine(cfg: DictConfig, result: CompileResult, build: dict) -> dict[str, An
         return engine
     engine["plan"] = plan.summary()
     if build.get("model"):
-        from compiler.backends.tensorrt_plan import reproducers
-
         engine["reproducers"] = reproducers(plan, result.io.engine_profiles(), build["model"],
                                             cfg.verify.atol, cfg.verify.rtol)
         engine["reproducers_for"] = f"TensorRT {plan.tensorrt_version}" + (" (TensorRT-RTX)" if

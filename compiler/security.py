@@ -14,7 +14,7 @@ import os
 import types
 from typing import Any, Iterator, Mapping, Sequence
 
-from compiler.errors import Problem
+from compiler.errors import Problem, describe
 from compiler.packages import install_line
 
 DEFAULT_ALLOWED = ("compiler.", "torch.nn.", "torchvision.models.", "transformers.", "keras.", "tf_keras.",
@@ -88,7 +88,6 @@ def target_problems(container: Any, key: str) -> list[Problem]:
             problems.append(Problem(path, f"target refused: {exc}", target, exc.allowed or "classes and functions "
                                     f"defined under {', '.join(allowed_prefixes())}", fix=exc.fix))
         except Exception as exc:  # the target's module failed to import
-            from compiler.errors import describe
 
             problems.append(Problem(path, f"importing the target failed: {describe(exc)}", target,
                                     "an importable class or function", fix="fix or install the target's module"))

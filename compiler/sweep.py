@@ -15,6 +15,10 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from compiler.errors import describe
+from compiler.sweep_timing import time_together
+from compiler.tracking import end_sweep, start_sweep
+
 JOB_FILE = "job.json"
 
 
@@ -97,8 +101,6 @@ def _time_together(sweep_dir: Path, rows: list[dict]) -> str:
     import platform
     from datetime import datetime, timezone
 
-    from compiler.errors import describe
-    from compiler.sweep_timing import time_together
 
     jobs = [r["job"] for r in rows if r.get("latency_b1_ms") is not None]
     try:
@@ -169,8 +171,6 @@ class SweepSummary(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.get("tracking", {}).get("mlflow"):
-            from compiler.tracking import start_sweep
-
             start_sweep(config, Path(config.hydra.sweep.dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -179,6 +179,4 @@ class SweepSummary(Callback):
             rows = write_summary(sweep_dir)
             print(f"compiler: sweep summary ({len(rows)} jobs): {sweep_dir / 'summary.md'}")
         if config.get("tracking", {}).get("mlflow"):
-            from compiler.tracking import end_sweep
-
             end_sweep(sweep_dir)

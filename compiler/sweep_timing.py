@@ -12,13 +12,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from compiler.iospec import IOSpec
+from compiler.machine_lock import timing
+from compiler.plan import resolve
+
 
 def _runner_and_feeds(job_dir: Path) -> tuple[Any, dict, Any]:
     """The job's engine as its plan runs it, its latency feeds (random, at opt shapes), and its latency settings."""
     from omegaconf import OmegaConf
 
-    from compiler.iospec import IOSpec
-    from compiler.plan import resolve
     from compiler.schema import RecipeConfig
     from compiler.verify.latency import latency_feeds
     from compiler.verify.runners import engine_runner
@@ -40,7 +42,6 @@ def time_together(sweep_dir: Path, jobs: list[str]) -> dict[str, dict[str, float
     from types import SimpleNamespace
 
     from compiler.verify.latency import ROUNDS, compare
-    from compiler.machine_lock import timing
 
     runners, feeds, settings = {}, {}, None
     for job in jobs:

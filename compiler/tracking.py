@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from compiler.onnx_files import artifact_files
+
 PARENT_ENV = "COMPILER_MLFLOW_PARENT_RUN"   # set for a sweep's jobs: the parent run's id
 PARENT_FILE = "mlflow_parent_run"           # the same, in the sweep dir, for launchers that do not pass env
 
@@ -136,8 +138,6 @@ def log_job(cfg: Any, report: dict, run_dir: Path) -> str:
         client.log_artifact(run_id, str(run_dir / name))
     engine = report["stages"].get("build", {}).get("artifact")
     if engine:
-        from compiler.onnx_files import artifact_files
-
         for file in artifact_files(run_dir / engine):
             client.log_artifact(run_id, str(file), "engine")
     client.set_terminated(run_id, "FINISHED" if report["status"] == "passed" else "FAILED")

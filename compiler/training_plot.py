@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from compiler.machine_lock import working
+
 PLOT = "plots/training.png"
 
 
@@ -97,8 +99,6 @@ def draw(history: list[dict], png: Path) -> None:
 
 
 def main(argv: list[str]) -> None:
-    from compiler.machine_lock import working
-
     source, png = Path(argv[0]), Path(argv[1])
     with working():
         draw(json.loads(source.read_text()), png)

@@ -12,14 +12,16 @@ onnxruntime maps instead of reading).
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from onnx_graphsurgeon.ir.tensor import LazyValues
-
 from compiler.file_hashes import same_content
+from compiler.heavy import gs, np, onnx
 
 
 EXTERNAL_THRESHOLD = 1 << 10   # with external data, tensors of 1 KiB and up go to the .data file
@@ -31,24 +33,21 @@ LARGE_FOLD_BYTES = 64 << 20    # constant folding leaves nodes that read a const
 
 def tensors(model: Any) -> Iterator[Any]:
     """Every tensor of a model: initializers, Constant and attribute tensors, in every subgraph."""
-    from onnx.external_data_helper import _get_all_tensors
 
-    return _get_all_tensors(model)
+    return onnx.external_data_helper._get_all_tensors(model)
 
 
 def is_external(tensor: Any) -> bool:
     """On disk: marked external and naming where. (graphsurgeon marks a constant it rebuilt from values external
     when it was so on import, with its bytes inline: that one is in memory.)"""
-    from onnx import TensorProto
 
-    return tensor.data_location == TensorProto.EXTERNAL and any(e.key == "location" for e in tensor.external_data)
+    return tensor.data_location == onnx.TensorProto.EXTERNAL and any(e.key == "location" for e in tensor.external_data)
 
 
 def _in_memory(tensor: Any) -> None:
-    from onnx import TensorProto
 
-    if tensor.data_location == TensorProto.EXTERNAL and not is_external(tensor):
-        tensor.data_location = TensorProto.DEFAULT
+    if tensor.data_location == onnx.TensorProto.EXTERNAL and not is_external(tensor):
+        tensor.data_location = onnx.TensorProto.DEFAULT
 
 
 def _info(tensor: Any) -> dict[str, str]:
@@ -60,10 +59,8 @@ def external_bytes(tensor: Any) -> int:
     info = _info(tensor)
     if "length" in info:
         return int(info["length"])
-    import numpy as np
-    from onnx.helper import tensor_dtype_to_np_dtype
 
-    return int(np.prod(tensor.dims, dtype=np.int64)) * tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    return int(np.prod(tensor.dims, dtype=np.int64)) * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
 
 
 def weight_bytes(model: Any) -> int:
@@ -74,7 +71,6 @@ def weight_bytes(model: Any) -> int:
 def load(path: Path) -> Any:
     """The model with its external tensors left on disk, their locations made absolute (resolved against the
     model's folder, as onnx and onnxruntime resolve them)."""
-    import onnx
 
     model = onnx.load(str(path), load_external_data=False)
     folder = Path(path).resolve().parent
@@ -96,18 +92,16 @@ def _set_location(tensor: Any, location: str, offset: int | None = None, length:
 
 def read(tensor: Any) -> "Any":
     """A tensor's values as a numpy array, reading only its own bytes when it is on disk."""
-    import numpy as np
-    from onnx import TensorProto, numpy_helper
 
     if not is_external(tensor):
-        return numpy_helper.to_array(tensor)
+        return onnx.numpy_helper.to_array(tensor)
     data = _bytes_on_disk(tensor)
-    loaded = TensorProto()
+    loaded = onnx.TensorProto()
     loaded.CopyFrom(tensor)
     del loaded.external_data[:]
-    loaded.data_location = TensorProto.DEFAULT
+    loaded.data_location = onnx.TensorProto.DEFAULT
     loaded.raw_data = data
-    return np.asarray(numpy_helper.to_array(loaded))
+    return np.asarray(onnx.numpy_helper.to_array(loaded))
 
 
 def _bytes_on_disk(tensor: Any) -> bytes:
@@ -117,12 +111,22 @@ def _bytes_on_disk(tensor: Any) -> bytes:
         return f.read(external_bytes(tensor))
 
 
-class DiskValues(LazyValues):
-    """onnx-graphsurgeon's lazy values for a tensor on disk: its shape and dtype without reading it, its
-    values read on demand (graphsurgeon's own reads external data into the proto, keeping it in memory)."""
+@functools.cache
+def _disk_values() -> type:
+    """DiskValues: onnx-graphsurgeon's lazy values for a tensor on disk, its shape and dtype without reading it, its
+    values read on demand (graphsurgeon's own reads external data into the proto, keeping it in memory). Defined on
+    first use, since it subclasses a graphsurgeon class (compiler/heavy.py)."""
 
-    def load(self):
-        return read(self.tensor)
+    class DiskValues(gs.ir.tensor.LazyValues):
+        def load(self):
+            return read(self.tensor)
+
+    return DiskValues
+
+
+def values_on_disk(constant: Any) -> bool:
+    """Whether a graphsurgeon constant's values are still on disk (read on demand, never held in memory)."""
+    return isinstance(constant._values, _disk_values())
 
 
 def nbytes(constant: Any) -> int:
@@ -133,7 +137,6 @@ def nbytes(constant: Any) -> int:
 def raw_bytes(array: Any) -> memoryview:
     """An array's bytes as they lie, for hashing and comparing: ml_dtypes' fp8, int4 and float4 arrays refuse the
     buffer protocol ("cannot include dtype '4' in a buffer"), so every fixed-size dtype is seen as bytes."""
-    import numpy as np
 
     array = np.ascontiguousarray(array)
     if array.dtype == object:  # strings: their text
@@ -144,10 +147,9 @@ def raw_bytes(array: Any) -> memoryview:
 def digest(constant: Any, prefix: int | None = None) -> str:
     """sha256 of a graphsurgeon constant's bytes (its first `prefix` bytes only, when given: a cheap test that
     tells most different weights apart): read in chunks from disk for a DiskValues one."""
-    import hashlib
 
     h = hashlib.sha256()
-    if isinstance(constant._values, DiskValues):
+    if values_on_disk(constant):
         info = _info(constant._values.tensor)
         with open(info["location"], "rb") as f:
             f.seek(int(info.get("offset", 0)))
@@ -166,12 +168,12 @@ def digest(constant: Any, prefix: int | None = None) -> str:
 def on_disk_in(graph: Any, found: list | None = None) -> list:
     """Give every on-disk constant of a graphsurgeon graph (and its subgraphs) DiskValues; returns them as
     (constant, its DiskValues) for `still_on_disk`."""
-    import onnx_graphsurgeon as gs
 
     found = [] if found is None else found
     for tensor in graph.tensors().values():
-        if isinstance(tensor, gs.Constant) and type(tensor._values) is LazyValues and is_external(tensor._values.tensor):
-            tensor._values = DiskValues(tensor._values.tensor)
+        if isinstance(tensor, gs.Constant) and type(tensor._values) is gs.ir.tensor.LazyValues \
+                and is_external(tensor._values.tensor):
+            tensor._values = _disk_values()(tensor._values.tensor)
             found.append((tensor, tensor._values))
     for node in graph.nodes:
         for value in node.attrs.values():
@@ -187,7 +189,6 @@ RESTORE_BYTES = 1 << 20   # a weight read by a pass and left as it was is compar
 def still_on_disk(on_disk: list) -> None:
     """Weights that a pass read (graphsurgeon keeps what it read in memory) and left as they were point at their
     file again, so that saving copies nothing new for them and the file can stay whole (weights.save)."""
-    import numpy as np
 
     for constant, disk in on_disk:
         values = constant._values
@@ -239,10 +240,9 @@ def _append(f: Any, data: bytes) -> int:
 
 
 def _to_external(tensor: Any, location: str, offset: int, length: int) -> None:
-    from onnx import TensorProto
 
     tensor.ClearField("raw_data")
-    tensor.data_location = TensorProto.EXTERNAL
+    tensor.data_location = onnx.TensorProto.EXTERNAL
     del tensor.external_data[:]
     _set_location(tensor, location, offset, length)
 
@@ -276,21 +276,18 @@ def _copy_range(source: str, offset: int, length: int, target: Any) -> None:
 
 def inline(model: Any) -> None:
     """Read every on-disk tensor back into the model (for a model saved as one file)."""
-    from onnx import TensorProto
 
     for tensor in tensors(model):
         if is_external(tensor):
             data = _bytes_on_disk(tensor)
             del tensor.external_data[:]
-            tensor.data_location = TensorProto.DEFAULT
+            tensor.data_location = onnx.TensorProto.DEFAULT
             tensor.raw_data = data
 
 
 def save(model: Any, path: Path, external: bool) -> None:
     """Write `model` to `path`: as one file, or with every tensor of EXTERNAL_THRESHOLD and up streamed once into
     `<name>.data` beside it. The model's on-disk tensors then point at that file (absolute, in memory)."""
-    import onnx
-    from onnx import numpy_helper
 
     path = Path(path)
     data = path.with_name(path.name + ".data")
@@ -303,7 +300,6 @@ def save(model: Any, path: Path, external: bool) -> None:
     moved = []
     whole = _mostly_one_file(model)
     if whole:  # the weights are (nearly all) one file's as they lie: one kernel copy, their offsets kept
-        import shutil
 
         shutil.copyfile(whole, tmp)
     with open(tmp, "ab" if whole else "wb") as f:
@@ -317,7 +313,7 @@ def save(model: Any, path: Path, external: bool) -> None:
                 moved.append((tensor, offset, external_bytes(tensor)))
             else:
                 if not tensor.HasField("raw_data") and _typed_bytes(tensor) >= EXTERNAL_THRESHOLD:
-                    tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor), tensor.name))
+                    tensor.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(tensor), tensor.name))
                 if len(tensor.raw_data) >= EXTERNAL_THRESHOLD:
                     length = len(tensor.raw_data)
                     moved.append((tensor, _append(f, tensor.raw_data), length))
@@ -335,7 +331,6 @@ def save(model: Any, path: Path, external: bool) -> None:
 def save_with_locations(src: Path, dst: Path, renamed: dict[str, str]) -> None:
     """Copy the model file `src` to `dst` with its external tensors' locations renamed (`{old: new}`, names
     beside the model); the weights files themselves are not touched."""
-    import onnx
 
     model = onnx.load(str(src), load_external_data=False)
     for tensor in tensors(model):
@@ -371,7 +366,6 @@ def session_bytes(model: Any) -> tuple[bytes, str | None]:
     """The model serialised for `onnxruntime.InferenceSession(bytes)` without reading its weights: on-disk
     tensors named relative to their one folder, which onnxruntime is told through SESSION_FOLDER_KEY. Returns
     (bytes, folder or None); weights from several folders are read in instead."""
-    import onnx
 
     folders = {str(Path(_info(t)["location"]).parent) for t in tensors(model) if is_external(t)}
     copy = onnx.ModelProto()
@@ -392,7 +386,6 @@ def to_float16(values: Any, min_positive: float = 5.96e-08, max_finite: float = 
     """onnxruntime's `convert_np_to_float16`, element for element (sign and finiteness kept; a magnitude below
     `min_positive` becomes it, a finite one above `max_finite` becomes that), in one pass over chunks: its own
     makes a dozen full-size index arrays per weight (about 15 s and 2 GiB for one 8192x8192 fp32 weight)."""
-    import numpy as np
 
     flat = np.ascontiguousarray(values).reshape(-1)
     out = np.empty(flat.shape, np.float16)
@@ -410,16 +403,15 @@ def fp16_streamed(into: Spill | None = None) -> Iterator[None]:
     """onnxruntime's float16 converter over a model whose weights are on disk: each fp32 weight it converts is
     read alone, cast and spilled `into` the spill file (it would otherwise mark the tensor fp16 and leave its fp32 bytes), and its
     value info comes from the dims (it would read the tensor for its shape)."""
-    from onnx import TensorProto, helper
     from onnxruntime.transformers import float16
 
     convert, value_info = float16.convert_tensor_float_to_float16, float16.make_value_info_from_tensor
 
     def convert_on_disk(tensor, min_positive_val=5.96e-08, max_finite_val=65504.0):
-        if not (is_external(tensor) and tensor.data_type == TensorProto.FLOAT):
+        if not (is_external(tensor) and tensor.data_type == onnx.TensorProto.FLOAT):
             return convert(tensor, min_positive_val, max_finite_val)
         half = to_float16(read(tensor), min_positive_val, max_finite_val).tobytes()
-        tensor.data_type = TensorProto.FLOAT16
+        tensor.data_type = onnx.TensorProto.FLOAT16
         if into is not None:
             into.put(tensor, half)
             into.file.flush()
@@ -430,7 +422,7 @@ def fp16_streamed(into: Spill | None = None) -> Iterator[None]:
         return tensor
 
     def value_info_from_dims(tensor):
-        return helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
+        return onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
 
     float16.convert_tensor_float_to_float16, float16.make_value_info_from_tensor = convert_on_disk, value_info_from_dims
     try:

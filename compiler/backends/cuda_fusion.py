@@ -17,6 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from compiler import weights
+from compiler.errors import describe
+from compiler.onnx_files import has_external_data, save_model
+from compiler.passes import eliminate_noops, merge_transposes_reshapes, scale_after_qk, split_packed_qkv
+from compiler.passes._gs import bypass, fresh_name, on_graph, small_constant
+
 
 def transformer_params(model: Any) -> dict[str, Any]:
     """The optimizer's model type, head count and hidden size, read from the graph: heads and hidden from the
@@ -87,7 +93,6 @@ def add_zero_biases(graph: Any) -> int:
     and the fused kernels take the bias as an input anyway."""
     import onnx_graphsurgeon as gs
 
-    from compiler.passes._gs import fresh_name, small_constant
 
     added = 0
     for matmul in [n for n in graph.nodes if n.op == "MatMul" and len(n.inputs) == 2]:
@@ -118,7 +123,6 @@ def branch_first_residuals(graph: Any) -> int:
     position embedding) gets the branch (a projection's bias Add) as input 0. The attention fusion looks for the
     branch as the first Add parent of the residual it starts from, and stops at the skip's Add without trying
     the other input, so the first block stayed unfused. Add is commutative: the values are the same."""
-    from compiler.passes._gs import small_constant
 
     def projection(tensor: Any) -> bool:  # MatMul by a constant, then + bias
         add = tensor.inputs[0] if len(tensor.inputs) == 1 else None
@@ -143,7 +147,6 @@ def drop_softmax_nan_guards(graph: Any) -> int:
     Softmax only on a query row whose every score is masked to -inf, which the guard turns from NaN into zeros.
     The fused Attention masks with a large finite negative instead, so no such row arises; the guard only hides
     the pattern. The agreement gate judges the fused engine against the strict-fp32 model on the same inputs."""
-    from compiler.passes._gs import bypass, small_constant
 
     dropped = 0
     for where in [n for n in graph.nodes if n.op == "Where" and len(n.inputs) == 3]:
@@ -163,7 +166,6 @@ def drop_softmax_nan_guards(graph: Any) -> int:
 def _shape_items(tensor: Any) -> list | None:
     """A shape tensor (a Reshape's target) as a list of ints and ("dim", x, axis) items, where it is built from
     constants, Shape, Slice and Concat; None where it is built otherwise."""
-    from compiler.passes._gs import small_constant
 
     value = small_constant(tensor, 16)
     if value is not None:
@@ -198,7 +200,6 @@ def key_transposes_as_one(graph: Any) -> int:
     dims (built from `Shape(k)` and constants), the three become one Transpose (0, 1, 3, 2); exact."""
     import onnx_graphsurgeon as gs
 
-    from compiler.passes._gs import fresh_name
 
     rewritten = 0
     for last in [n for n in graph.nodes if n.op == "Reshape" and len(n.inputs) == 2]:
@@ -235,7 +236,6 @@ def key_transposes_as_one(graph: Any) -> int:
 def drop_identity_reshapes(graph: Any) -> int:
     """A Reshape to [-1, d1, .., dn] of a tensor whose dims 1..n are d1..dn: the identity (torch.export writes one
     after SDPA's last MatMul; the fusion's output path does not pass through it). Exact."""
-    from compiler.passes._gs import bypass, small_constant
 
     dropped = 0
     for reshape in [n for n in graph.nodes if n.op == "Reshape" and len(n.inputs) == 2]:
@@ -254,7 +254,6 @@ def drop_empty_masks(graph: Any) -> int:
     """transformers' models exported through torch.export (`dynamo=True`) add a mask to the scores where the model
     has none: Add(scores, Where(Expand(an all-true constant, shape), 0, -inf)). It adds zeros, so the scores pass
     unchanged; it only hides the mask-less attention pattern (`MatMul -> Div -> Softmax`) from the fusion."""
-    from compiler.passes._gs import bypass, small_constant
 
     dropped = 0
     for softmax in [n for n in graph.nodes if n.op == "Softmax"]:
@@ -287,7 +286,6 @@ def fuse_for_gpu(src: Path, dst: Path) -> dict[str, Any]:
     import onnx
     from onnxruntime.transformers.optimizer import optimize_model
 
-    from compiler.onnx_files import has_external_data
 
     external = has_external_data(src)
     model = onnx.load(str(src), load_external_data=not external)
@@ -296,7 +294,6 @@ def fuse_for_gpu(src: Path, dst: Path) -> dict[str, Any]:
         try:
             model = _prepared(model, done)
         except Exception as exc:  # a graph the rewrites cannot take: the optimizer sees it as exported
-            from compiler.errors import describe
 
             done = {"preparation_skipped": describe(exc)}
             model = onnx.load(str(src), load_external_data=True)
@@ -311,7 +308,6 @@ def fuse_for_gpu(src: Path, dst: Path) -> dict[str, Any]:
                 optimized = optimize_model(str(prepared), opt_level=0, use_gpu=True,
                                            **{**params, "model_type": model_type})
             except Exception as exc:  # a fusion that trips on this graph (seen: gpt2's on a raw torch.export GPT-2)
-                from compiler.errors import describe
 
                 refused[model_type] = describe(exc)
                 continue
@@ -320,8 +316,6 @@ def fuse_for_gpu(src: Path, dst: Path) -> dict[str, Any]:
             if best is None or score > best[0]:
                 best, kind = (score, optimized, counts), model_type
         if best is None:  # no model type's fusions could run: the engine is built from the prepared graph
-            from compiler import weights
-            from compiler.onnx_files import save_model
 
             save_model(weights.load(prepared), dst, external=True if external else None)
             return {**params, "model_type": None, **done, "fused_operators": {}, "fusion_refused": refused}
@@ -344,8 +338,6 @@ def _prepared(model: Any, done: dict) -> Any:
     """The graph in the forms the fusions match: packed q/k/v split, scales moved after q·kᵀ, safe-softmax guards
     dropped, sequence-first attention made batch-first, then cleaned, then zero biases restored and residual branches put first; `done` counts each rewrite."""
     from compiler.backends.attention_layout import batch_first_attention
-    from compiler.passes import eliminate_noops, merge_transposes_reshapes, scale_after_qk, split_packed_qkv
-    from compiler.passes._gs import on_graph
 
     def split(graph: Any) -> None:
         done["packed_projections_split"] = split_packed_qkv.split(graph)

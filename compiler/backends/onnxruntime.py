@@ -13,6 +13,7 @@ from typing import Any
 
 import onnxruntime as ort
 
+from compiler.backends.providers import with_options
 from compiler.cache import runtime_file
 from compiler.numerics import STRICT_FP32, MathMode
 from compiler.onnx_files import has_external_data
@@ -58,7 +59,6 @@ def providers(options_cfg: dict, mode: MathMode = STRICT_FP32, model: Path | Non
     """The plan's providers that this onnxruntime build has, the CUDA provider with the math mode's options
     (onnxruntime's CUDA default is TF32 on; strict fp32 turns it off), the layout and graph capture asked for,
     and the plan's extra CUDA options."""
-    from compiler.backends.providers import with_options
 
     available = set(ort.get_available_providers())
     chosen = [p for p in options_cfg["providers"] or ["CPUExecutionProvider"] if p in available]

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from compiler.backends.tensorrt_plan import BuildArgs, TrtEnum, build_args
+from compiler.backends.tensorrt_plan import BuildArgs, TrtEnum, build_args, rtx_module
 
 log = logging.getLogger("compiler")
 
@@ -32,8 +32,6 @@ def select_builder(backend: str) -> Any:
                            f"{'TensorRT-RTX' if config.USE_TENSORRT_RTX else 'TensorRT'} in this process")
     config.USE_TENSORRT_RTX = rtx
     if rtx and "tensorrt_rtx" not in sys.modules:
-        from compiler.backends.tensorrt_plan import rtx_module
-
         if rtx_module() == "tensorrt_rtx_bindings":  # PyPI's libs + bindings wheels: Polygraphy imports tensorrt_rtx
             import importlib
 

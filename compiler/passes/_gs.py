@@ -5,12 +5,9 @@ from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
 
-import numpy as np
-import onnx
-import onnx_graphsurgeon as gs
-
+from compiler.heavy import gs, np, onnx
 from compiler.passes._shape_stand_ins import stand_in
-from compiler.weights import DiskValues, on_disk_in, spill, still_on_disk
+from compiler.weights import on_disk_in, spill, still_on_disk, values_on_disk
 
 
 def on_graph(model: onnx.ModelProto, edit: Callable[[gs.Graph], None], infer: bool = False,
@@ -208,7 +205,7 @@ def constant(tensor) -> np.ndarray | None:
     """The value of a tensor when it is a constant (initializer or Constant node output). A weight on disk is
     read for the caller and not kept in the graph: looking at a weight must not pull every weight into memory."""
     if isinstance(tensor, gs.Constant):
-        return tensor._values.load() if isinstance(tensor._values, DiskValues) else tensor.values
+        return tensor._values.load() if values_on_disk(tensor) else tensor.values
     if len(tensor.inputs) == 1 and tensor.inputs[0].op == "Constant":
         value = tensor.inputs[0].attrs.get("value")
         return value.values if isinstance(value, gs.Constant) else None

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import onnx
+from compiler.heavy import onnx
+
 
 _MICROSOFT = "com.microsoft"
 

@@ -1,13 +1,16 @@
-"""A pass argument's declaration: its type, its valid values and its help, checked by lint without onnx.
+"""What a pass module declares about itself: its name, a one-line summary and its arguments (type, valid
+values, default, help), all checked by lint without onnx.
 
-Each pass declares its arguments here as data (in the registry), so `lint` checks a recipe's values and
-`python -m compiler list` prints the same ranges; nothing is read back from a pass's source.
+A module of compiler/passes/ that sets `PASS = PassInfo(...)` is a pass, run by its `apply(model, **args)`. The
+registry (`compiler.passes.REGISTRY`), lint and `python -m compiler list` read those declarations; nothing is
+read back from a pass's source, and no list elsewhere names the passes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Sequence
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
 
 from compiler.errors import Problem
 
@@ -82,3 +85,27 @@ class Arg:
                                                                          else "three")
         return {"bool": 3, "str": 3 if "" in self.words else "", "names": [], "renames": {"a": 1},
                 "mapping": [1]}[self.kind]
+
+
+@dataclass(frozen=True)
+class PassInfo:
+    """A pass's declaration, in its own module (`compiler.passes.<name>`, whose `apply` runs it)."""
+
+    name: str
+    summary: str
+    args: Mapping[str, Arg] = field(default_factory=dict)   # declared arguments: kind, default, range
+
+    def defaults(self) -> dict[str, Any]:
+        return {name: arg.default for name, arg in self.args.items()}
+
+    def load(self) -> Callable[..., Any]:
+        return importlib.import_module(f"compiler.passes.{self.name}").apply
+
+
+@dataclass(frozen=True)
+class Noted:
+    """A pass's result with what the report should say about it (a pass returns this instead of the bare model
+    when it has something to say: fold_constants naming the nodes it left unfolded)."""
+
+    model: Any
+    notes: tuple[str, ...] = ()

@@ -10,9 +10,18 @@ of If/Loop/Scan nodes are tied to their bodies' outputs and are all kept, at eve
 
 from __future__ import annotations
 
-import onnx
-
+from compiler.heavy import gs, onnx
 from compiler.passes._gs import on_graph
+from compiler.passes.args import Arg, PassInfo
+
+
+PASS = PassInfo(
+    name="cleanup",
+    summary="remove dead nodes and unused initializers (unused graph inputs with remove_unused_inputs)",
+    args={
+        "remove_unused_inputs": Arg("bool", False),
+    },
+)
 
 
 CONTROL_FLOW = ("If", "Loop", "Scan")
@@ -31,7 +40,6 @@ def _hold_positional_outputs(graph) -> list:
     """Make the unused outputs the cleanup must keep (every one of an If/Loop/Scan node; of any other node,
     those before its last used output), at any depth, outputs of their graph for the cleanup; returns
     (graph, tensors) to release afterwards."""
-    import onnx_graphsurgeon as gs
 
     held = []
     for node in graph.nodes:

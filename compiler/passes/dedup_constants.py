@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import onnx
-import onnx_graphsurgeon as gs
-
+from compiler.heavy import gs, onnx
 from compiler.passes._gs import on_graph
+from compiler.passes.args import PassInfo
 from compiler.passes.fold_constants import hide_large_constants, restore
 from compiler.weights import digest, nbytes
+
+
+PASS = PassInfo(
+    name="dedup_constants",
+    summary="share identical initializers and constants",
+)
 
 
 PREFIX = 1 << 16

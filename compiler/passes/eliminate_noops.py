@@ -4,11 +4,17 @@ Expand to the same shape, single-input Concat; and all-zero initial states of LS
 
 from __future__ import annotations
 
-import numpy as np
-import onnx
-import onnx_graphsurgeon as gs
-
+from compiler.heavy import gs, np, onnx
 from compiler.passes._gs import bypass, constant, known_shape, on_graph
+from compiler.passes.args import PassInfo
+
+
+PASS = PassInfo(
+    name="eliminate_noops",
+    summary="remove Identity, inference Dropout, same-type Cast, same-shape "
+            "Reshape/Flatten/Expand/Squeeze/Unsqueeze, identity Transpose, zero Pad, Mul/Div by 1, Add/Sub of 0, "
+            "one-input Concat",
+)
 
 
 def _same_shape(a, b) -> bool:

@@ -6,12 +6,21 @@ one runs a copy of that weight through onnxruntime, which is what keeps a big mo
 
 from __future__ import annotations
 
-import onnx
-import onnx_graphsurgeon as gs
-
+from compiler.heavy import gs, onnx
 from compiler.passes._gs import on_graph
-from compiler.passes import Noted
-from compiler.weights import LARGE_FOLD_BYTES, DiskValues, nbytes
+from compiler.passes.args import Arg, Noted, PassInfo
+from compiler.weights import LARGE_FOLD_BYTES, nbytes, values_on_disk
+
+
+PASS = PassInfo(
+    name="fold_constants",
+    summary="evaluate constant subgraphs (and static shape computations) into initializers",
+    args={
+        "fold_shapes": Arg("bool", True, help="fold Shape ops of static dims too"),
+        "size_threshold": Arg("int", None, optional=True, minimum=0,
+                              help="leave folded constants above this many bytes as computations"),
+    },
+)
 
 
 def apply(model: onnx.ModelProto, fold_shapes: bool = True, size_threshold: int | None = None) -> Noted:
@@ -41,7 +50,7 @@ def hide_large_constants(graph: gs.Graph, limit: int = LARGE_FOLD_BYTES) -> list
                 hidden.append((node, i, tensor))
     for node in foldable_nodes(graph):  # read now: onnxruntime takes no weights on disk by path here
         for tensor in node.inputs:
-            if isinstance(tensor, gs.Constant) and isinstance(tensor._values, DiskValues):
+            if isinstance(tensor, gs.Constant) and values_on_disk(tensor):
                 tensor.values = tensor._values.load()
     return hidden
 

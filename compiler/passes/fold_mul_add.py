@@ -3,11 +3,15 @@ MatMul + constant Add (2-D) into one Gemm."""
 
 from __future__ import annotations
 
-import numpy as np
-import onnx
-import onnx_graphsurgeon as gs
-
+from compiler.heavy import gs, np, onnx
 from compiler.passes._gs import bypass, constant, fresh_name, on_graph, only_consumer
+from compiler.passes.args import PassInfo
+
+
+PASS = PassInfo(
+    name="fold_mul_add",
+    summary="fold constant Mul/Add after Conv/Gemm into weights and bias; MatMul + Add into Gemm",
+)
 
 
 def _per_channel(c: np.ndarray, channels: int, rank: int, conv: bool) -> np.ndarray | None:

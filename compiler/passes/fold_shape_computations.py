@@ -8,14 +8,20 @@ target that still holds the dynamic batch gets 0 ("copy this dim") or -1 in its 
 
 from __future__ import annotations
 
-import numpy as np
-import onnx
-import onnx_graphsurgeon as gs
-
+from compiler.heavy import gs, np, onnx
 from compiler.passes._gs import constant, fresh_name, on_graph, small_constant
+from compiler.passes.args import PassInfo
 
-_ELEMENTWISE = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": None, "Sqrt": np.sqrt,
-                "Reciprocal": np.reciprocal, "Neg": np.negative, "Max": np.maximum, "Min": np.minimum}
+
+PASS = PassInfo(
+    name="fold_shape_computations",
+    summary="evaluate Shape->Gather/Slice->Concat->... subgraphs with symbolic dims: constants where fully known, "
+            "0/-1 in Reshape targets",
+)
+
+
+_ELEMENTWISE = {"Add": "add", "Sub": "subtract", "Mul": "multiply", "Div": None, "Sqrt": "sqrt",
+                "Reciprocal": "reciprocal", "Neg": "negative", "Max": "maximum", "Min": "minimum"}  # numpy's names
 _MAX_ELEMENTS = 64
 
 
@@ -93,7 +99,7 @@ def _evaluate(node: gs.Node, vals: list) -> np.ndarray | None:
             ints = all(t.dtype is not None and np.issubdtype(np.dtype(t.dtype), np.integer) for t in node.inputs)
             result = numeric[0] // numeric[1] if ints else numeric[0] / numeric[1]
         else:
-            result = _ELEMENTWISE[op](*numeric)
+            result = getattr(np, _ELEMENTWISE[op])(*numeric)
         return np.asarray(result, dtype=object)
     return None
 

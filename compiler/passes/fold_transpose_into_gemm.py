@@ -4,11 +4,15 @@ on a channels-first graph)."""
 
 from __future__ import annotations
 
-import numpy as np
-import onnx
-import onnx_graphsurgeon as gs
-
+from compiler.heavy import gs, np, onnx
 from compiler.passes._gs import constant, fresh_name, on_graph, only_consumer
+from compiler.passes.args import PassInfo
+
+
+PASS = PassInfo(
+    name="fold_transpose_into_gemm",
+    summary="fold Transpose -> flatten Reshape -> Gemm/MatMul into permuted weights",
+)
 
 
 def _fold(graph: gs.Graph) -> None:

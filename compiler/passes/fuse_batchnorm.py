@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
-import onnx
-import onnx_graphsurgeon as gs
-
+from compiler.heavy import gs, np, onnx
 from compiler.passes._gs import bypass, constant, fresh_name, on_graph, only_consumer
+from compiler.passes.args import PassInfo
+
+
+PASS = PassInfo(
+    name="fuse_batchnorm",
+    summary="fold inference BatchNormalization into the Conv/ConvTranspose/Gemm/MatMul before it",
+)
 
 
 def _bn_affine(bn: gs.Node) -> tuple[np.ndarray, np.ndarray] | None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import numpy as np
-import onnx
-import onnx_graphsurgeon as gs
-
+from compiler.heavy import gs, np, onnx
 from compiler.passes._gs import bypass, constant, on_graph, only_consumer
+from compiler.passes.args import PassInfo
+
+
+PASS = PassInfo(
+    name="fuse_pad_into_conv",
+    summary="fold a zero constant Pad on spatial axes into the next Conv's pads",
+)
+
 
 _TARGETS = ("Conv", "AveragePool", "MaxPool")
 

@@ -7,17 +7,22 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import numpy as np
-import onnx
-import onnx_graphsurgeon as gs
-
+from compiler.heavy import gs, np, onnx
 from compiler.passes._gs import fresh_name, on_graph
-from compiler.weights import DiskValues
+from compiler.passes.args import PassInfo
+from compiler.weights import values_on_disk
+
+
+PASS = PassInfo(
+    name="fuse_parallel_matmuls",
+    summary="fuse MatMuls that read one input with constant weights of one depth (Q/K/V projections) into one MatMul "
+            "and a Split",
+)
 
 
 def _weight(node: gs.Node) -> np.ndarray | None:
     w = node.inputs[1] if len(node.inputs) == 2 else None
-    if not isinstance(w, gs.Constant) or isinstance(w._values, DiskValues) or len(w.shape) != 2:
+    if not isinstance(w, gs.Constant) or values_on_disk(w) or len(w.shape) != 2:
         return None
     return w.values
 

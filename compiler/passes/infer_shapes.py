@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-import onnx
+from compiler.heavy import onnx
+from compiler.passes.args import PassInfo
+
+
+PASS = PassInfo(
+    name="infer_shapes",
+    summary="annotate every tensor with its inferred shape and type",
+)
 
 
 def apply(model: onnx.ModelProto) -> onnx.ModelProto:

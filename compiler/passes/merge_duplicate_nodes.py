@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import hashlib
 
-import numpy as np
-import onnx
-import onnx_graphsurgeon as gs
-
+from compiler.heavy import gs, np, onnx
 from compiler.passes._gs import on_graph
+from compiler.passes.args import PassInfo
 from compiler.weights import nbytes, raw_bytes
+
+
+PASS = PassInfo(
+    name="merge_duplicate_nodes",
+    summary="merge nodes with the same op, attributes and inputs (common subexpressions)",
+)
+
 
 # constant inputs up to this size count as the same by value; larger ones (weights) by identity, which
 # dedup_constants (before this pass in the default list) has made the same for equal values, without reading them

@@ -7,11 +7,16 @@ and a Slice of a Slice on other axes becomes one Slice over both."""
 
 from __future__ import annotations
 
-import numpy as np
-import onnx
-import onnx_graphsurgeon as gs
-
+from compiler.heavy import gs, np, onnx
 from compiler.passes._gs import bypass, constant, on_graph
+from compiler.passes.args import PassInfo
+
+
+PASS = PassInfo(
+    name="merge_transposes_reshapes",
+    summary="merge consecutive Transposes (dropping identities), a Reshape after any reshape-like op, Concats of "
+            "Concats on one axis, and Slices of Slices on other axes",
+)
 
 
 _RESHAPE_LIKE = ("Reshape", "Squeeze", "Unsqueeze", "Flatten")

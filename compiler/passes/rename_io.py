@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-import onnx
+from compiler.heavy import onnx
+from compiler.passes.args import Arg, PassInfo
+
+
+PASS = PassInfo(
+    name="rename_io",
+    summary="rename graph inputs/outputs",
+    args={"inputs": Arg("renames", None, optional=True), "outputs": Arg("renames", None, optional=True)},
+)
 
 
 def apply(model: onnx.ModelProto, inputs: dict | None = None, outputs: dict | None = None) -> onnx.ModelProto:

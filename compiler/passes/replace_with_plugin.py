@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-import onnx
-import onnx_graphsurgeon as gs
-
+from compiler.heavy import gs, onnx
 from compiler.passes._gs import on_graph
+from compiler.passes.args import Arg, PassInfo
+
+
+PASS = PassInfo(
+    name="replace_with_plugin",
+    summary="replace the subgraph between tensor names with one custom op (TensorRT plugin)",
+    args={
+        "op": Arg("str"),
+        "inputs": Arg("names"),
+        "outputs": Arg("names"),
+        "domain": Arg("str", "", words=("",)),
+        "attrs": Arg("mapping", None, optional=True),
+        "name": Arg("str", None, optional=True),
+    },
+)
 
 
 def apply(model: onnx.ModelProto, op: str, inputs: list, outputs: list, domain: str = "",

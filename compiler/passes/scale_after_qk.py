@@ -10,11 +10,16 @@ divided by the reciprocal instead: onnxruntime matches a mask-less attention onl
 
 from __future__ import annotations
 
-import numpy as np
-import onnx
-import onnx_graphsurgeon as gs
-
+from compiler.heavy import gs, np, onnx
 from compiler.passes._gs import fresh_name, on_graph, small_constant
+from compiler.passes.args import PassInfo
+
+
+PASS = PassInfo(
+    name="scale_after_qk",
+    summary="move attention's scale from q and k to the scores (MatMul -> Div -> Softmax), the form onnxruntime's "
+            "attention fusion matches (GPU engines do this)",
+)
 
 
 def _scalar_factor(tensor) -> tuple[object, float] | None:

@@ -1,13 +1,27 @@
-"""Makes a dimension of the graph's inputs and outputs static or dynamic (`set_batch` is dim 0)."""
+"""Makes a dimension of the graph's inputs and outputs static or dynamic (set_batch.py: dim 0)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-import onnx
+from compiler.heavy import onnx
+from compiler.passes.args import Arg, PassInfo
 
 
-def _set(model: onnx.ModelProto, name: str, size, index: int | None) -> onnx.ModelProto:
+SIZE = Arg("int", "dynamic", minimum=1, words=("dynamic",), help="a static size, or dynamic")
+NAME = Arg("str", "batch", help="the dim's name")
+PASS = PassInfo(
+    name="set_dim",
+    summary="make named dims (or dims at `index`) static or dynamic",
+    args={
+        "name": NAME,
+        "size": SIZE,
+        "index": Arg("int", None, optional=True, minimum=0, help="the axis, instead of the name"),
+    },
+)
+
+
+def set_dims(model: onnx.ModelProto, name: str, size, index: int | None) -> onnx.ModelProto:
     model = onnx.ModelProto.FromString(model.SerializeToString())
     initializers = {i.name for i in model.graph.initializer}
     for value in [*model.graph.input, *model.graph.output]:
@@ -26,8 +40,4 @@ def _set(model: onnx.ModelProto, name: str, size, index: int | None) -> onnx.Mod
 def apply(model: onnx.ModelProto, name: str = "batch", size: int | Literal["dynamic"] = "dynamic",
           index: int | None = None) -> onnx.ModelProto:
     """Dims named `name` (or at position `index`) become `size`: an integer, or `dynamic` (named `name`)."""
-    return _set(model, name, size, index)
-
-
-def apply_batch(model: onnx.ModelProto, size: int | Literal["dynamic"] = "dynamic", name: str = "batch") -> onnx.ModelProto:
-    return _set(model, name, size, 0)
+    return set_dims(model, name, size, index)

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-import onnx
-
+from compiler.heavy import np, onnx
 from compiler.passes._gs import static_shapes
+from compiler.weights import is_external
 
 # op -> the inputs that carry a shape or shape-like integers
 SHAPE_INPUTS: dict[str, tuple[int, ...]] = {"Reshape": (1,), "Expand": (1,), "Tile": (1,), "ConstantOfShape": (0,),
@@ -25,7 +24,6 @@ _MAX_ELEMENTS = 64   # a shape constant is small; anything larger is not one
 
 def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """The small integer constants of the graph by name: initializers and Constant nodes' values."""
-    from compiler.weights import is_external
 
     found = {}
     for tensor in model.graph.initializer:

@@ -4,11 +4,15 @@ inferred output shape allows it."""
 
 from __future__ import annotations
 
-import numpy as np
-import onnx
-import onnx_graphsurgeon as gs
-
+from compiler.heavy import gs, np, onnx
 from compiler.passes._gs import constant, fresh_name, on_graph
+from compiler.passes.args import PassInfo
+
+
+PASS = PassInfo(
+    name="simplify_reshape",
+    summary="replace shape-computation subgraphs feeding Reshape with a constant shape",
+)
 
 
 def _static_shape(node: gs.Node) -> np.ndarray | None:

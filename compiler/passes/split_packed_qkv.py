@@ -16,12 +16,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
-import onnx
-import onnx_graphsurgeon as gs
-
+from compiler.heavy import gs, np, onnx
 from compiler.passes._gs import constant, fresh_name, on_graph, small_constant
-from compiler.weights import DiskValues
+from compiler.passes.args import PassInfo
+from compiler.weights import values_on_disk
+
+
+PASS = PassInfo(
+    name="split_packed_qkv",
+    summary="split a packed q/k/v projection (timm, GPT-2, nn.MultiheadAttention, fuse_parallel_matmuls) into three, "
+            "the form onnxruntime's attention fusion matches (GPU engines do this)",
+)
+
 
 SHAPE_OPS = ("Reshape", "Transpose", "Unsqueeze", "Squeeze")
 THREE = "T"     # the label of the axis that holds q, k, v
@@ -146,7 +152,7 @@ def _packed(graph: gs.Graph) -> list[Packed]:
     for node in graph.nodes:
         if node.op != "MatMul" or len(node.inputs) != 2 or not isinstance(node.inputs[1], gs.Constant):
             continue
-        if isinstance(node.inputs[1]._values, DiskValues):
+        if values_on_disk(node.inputs[1]):
             continue  # a weight on disk is never pulled into memory to be split (weights.py)
         weight = node.inputs[1].values
         rank = len(node.inputs[0].shape) if node.inputs[0].shape is not None else None

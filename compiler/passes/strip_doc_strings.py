@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-import onnx
+from compiler.heavy import onnx
+from compiler.passes.args import PassInfo
+
+
+PASS = PassInfo(
+    name="strip_doc_strings",
+    summary="remove doc strings (exporter stack traces)",
+)
 
 
 def apply(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import onnx
-
+from compiler.heavy import onnx
 from compiler.passes._gs import on_graph
+from compiler.passes.args import PassInfo
+
+
+PASS = PassInfo(
+    name="toposort",
+    summary="sort nodes topologically",
+)
 
 
 def apply(model: onnx.ModelProto) -> onnx.ModelProto:

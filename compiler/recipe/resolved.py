@@ -7,6 +7,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from compiler.iospec import IOSpec
+from compiler.plan import resolve
+
 
 @dataclass(frozen=True)
 class Resolved:
@@ -22,8 +25,6 @@ class Resolved:
 
 def freeze(cfg: DictConfig, domain: list[str] | tuple[str, ...] = ()) -> Resolved:
     """Make the checked recipe read-only and derive the run's IOSpec and EnginePlan from it, once."""
-    from compiler.iospec import IOSpec
-    from compiler.plan import resolve
 
     OmegaConf.set_readonly(cfg, True)
     return Resolved(cfg, IOSpec.from_cfg(cfg), resolve(cfg), tuple(domain))

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from compiler.iospec import slice_batch
+
 SEED = 0
 
 
@@ -18,7 +20,6 @@ def mixing_reason(model: Path, io: Any) -> str | None:
     import onnxruntime as ort
 
     from compiler.backends.onnxruntime import without_prepacking
-    from compiler.iospec import slice_batch
 
     session = ort.InferenceSession(str(model), without_prepacking(), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]

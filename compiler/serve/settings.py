@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from compiler.backends.providers import canonical
 from compiler.errors import Problem
 from compiler.packages import install_line
 
@@ -171,8 +172,6 @@ def _engine_problems(cfg: Any) -> list[Problem]:
 
 
 def _provider(name: Any) -> str:
-    from compiler.backends.providers import canonical
-
     return canonical(str(name)) or str(name)
 
 

@@ -15,6 +15,9 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
+from compiler.iospec import random_array
+from compiler.passes._gs import static_shapes
+from compiler.serve.batching import mixing_reason
 from compiler.serve.settings import ServeSettings
 
 TWIN_CONFIG = "python_onnxruntime"           # configs/<this>.pbtxt, chosen with --model-config-name
@@ -63,8 +66,6 @@ def engine_io(model: onnx.ModelProto, io: Any, source: Path | None = None) -> tu
     for value in graph.output:
         if not value.type.tensor_type.HasField("shape"):
             if inferred is None:
-                from compiler.passes._gs import static_shapes
-
                 built_from = onnx.load(str(source), load_external_data=False) if source else model
                 inferred = static_shapes(built_from, io.shapes(0, "opt"), symbolic=True) or {}
             if value.name not in inferred:
@@ -80,7 +81,6 @@ def batch_problem(model: onnx.ModelProto, source: Path, io: Any, settings: Serve
     """Why Triton may not batch along the inputs' first dim, or None: every output must start with it (declared
     with the inputs' dim name, or inferred so at the smallest and largest batch on `source`, the standard-ops ONNX
     the engine was built from), and the samples of a batch must be independent (serve/batching.py)."""
-    from compiler.serve.batching import mixing_reason
 
     graph = model.graph
     firsts = {v.type.tensor_type.shape.dim[0].dim_param for v in graph.input
@@ -97,8 +97,6 @@ def batch_problem(model: onnx.ModelProto, source: Path, io: Any, settings: Serve
 
 
 def _outputs_lead(model: Path, io: Any, settings: ServeSettings, names: list[str]) -> str | None:
-    from compiler.passes._gs import static_shapes
-
     low, _, high = settings.batch_range
     graph = onnx.load(str(model), load_external_data=False)
     for batch in sorted({max(low, 1), high}):
@@ -222,7 +220,6 @@ def warmup_file(request: str, input_name: str) -> str:
 def warmup_data(settings: ServeSettings, io: Any) -> dict[str, bytes]:
     """The data files of the integer, enum-like and string inputs' warm-up (one sample where batched: Triton
     repeats it batch_size times), drawn inside each input's range."""
-    from compiler.iospec import random_array
 
     rng = np.random.default_rng(WARMUP_SEED)
     files = {}

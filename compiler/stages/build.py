@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from compiler.backends.tensorrt import build
+from compiler.iospec import batch_size, slice_batch
 from compiler.stages import StageContext, StageResult
 
 
@@ -10,8 +12,6 @@ def run(ctx: StageContext) -> StageResult:
     ctx.log.info("engine backend: %s (%s)", plan.backend, plan.reason)
     model = ctx.inputs.get("quantize", ctx.inputs["surgery"])  # the converted model when there is one
     if plan.nvidia:
-        from compiler.backends.tensorrt import build
-
         artifact, info = build(model, ctx.work_dir, plan, ctx.io, _calibration(ctx) if plan.calibrator else None)
     else:
         from compiler.backends.onnxruntime import build
@@ -23,7 +23,6 @@ def run(ctx: StageContext) -> StageResult:
 def _calibration(ctx: StageContext) -> list[dict]:
     """TensorRT 10's calibrator: batches of the recipe's calibration data (data, seed and model are keyed)."""
     from compiler.data.sources import load_dataset
-    from compiler.iospec import batch_size, slice_batch
 
     io, cfg = ctx.io, ctx.cfg
     samples = io.to_engine(load_dataset(cfg.data, io, cfg.seed).calibration(cfg.data.calibration_size))

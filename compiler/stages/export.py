@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from compiler.frameworks import adapter
 from compiler.stages import StageContext, StageResult
 
 
@@ -31,8 +32,6 @@ class ExportConfig:
 
 
 def run(ctx: StageContext) -> StageResult:
-    from compiler.frameworks import adapter
-
     out = ctx.work_dir / "model.onnx"
     framework = adapter(ctx.cfg.framework.value)
     if framework.reference_is_file:

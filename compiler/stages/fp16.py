@@ -11,6 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from compiler import weights
+from compiler.iospec import batch_size, slice_batch
+from compiler.onnx_files import has_external_data, save_model
+from compiler.weights import SESSION_FOLDER_KEY, read, session_bytes
+
 FP16_MAX = 65504.0
 MARGIN = 2.0  # a tensor within 2x of the limit on calibration data may cross it on other inputs
 
@@ -22,8 +27,6 @@ def convert(src: Path, dst: Path, keep_fp32: list[str]) -> None:
 
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    from compiler import weights
-    from compiler.onnx_files import has_external_data, save_model
 
     spill = dst.with_name(f".{dst.name}.spill")
     with weights.spilling_to(spill) as into, weights.fp16_streamed(into):
@@ -73,7 +76,6 @@ def _tensor_peaks(model, samples: dict) -> dict[str, float]:
     from polygraphy import constants
     from polygraphy.backend.onnx import modify_outputs
 
-    from compiler.weights import SESSION_FOLDER_KEY, read, session_bytes
 
     peaks = {i.name: float(np.abs(read(i)).max(initial=0.0)) for i in model.graph.initializer  # one at a time
              if i.data_type == onnx.TensorProto.FLOAT}
@@ -88,7 +90,6 @@ def _tensor_peaks(model, samples: dict) -> dict[str, float]:
         options.add_session_config_entry(SESSION_FOLDER_KEY, folder)
     session = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
-    from compiler.iospec import batch_size, slice_batch
 
     for start in range(0, batch_size(samples), 64):
         for name, value in zip(names, session.run(names, slice_batch(samples, start, start + 64))):

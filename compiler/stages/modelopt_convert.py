@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from compiler.onnx_files import save_model
+
 
 def _exact(names: list[str]) -> list[str] | None:
     """ModelOpt takes node-name regexes; node names such as '/0/Conv.1' are meant literally."""
@@ -40,7 +42,6 @@ def autocast(src: Path, dst: Path, precision: str, exclude: list[str], samples: 
     """fp16 or bf16 weights and activations, model inputs/outputs kept in their types."""
     import onnx
 
-    from compiler.onnx_files import save_model
 
     calibration = work / "autocast_inputs.npz"
     np.savez(calibration, **{k: np.ascontiguousarray(v) for k, v in samples.items()})

@@ -19,6 +19,8 @@ from pathlib import Path
 from math import prod
 from typing import Any, Callable, List, Optional
 
+from compiler import weights
+from compiler.iospec import batch_size, slice_batch
 from compiler.stages import StageContext, StageResult
 
 QUANTIZABLE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -79,7 +81,6 @@ def reduce_range(quantize_cfg) -> bool:
 def _reader(samples: dict, batch: int = 32):
     from onnxruntime.quantization import CalibrationDataReader
 
-    from compiler.iospec import batch_size, slice_batch
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -250,7 +251,6 @@ GENERATED_EVALUATION = 16
 def run(ctx: StageContext) -> StageResult:
     import onnx
 
-    from compiler import weights
 
     cfg, io, plan = ctx.cfg, ctx.io, ctx.plan
     precision, tool = plan.conversion, plan.tool

@@ -17,6 +17,7 @@ import onnx
 
 from compiler.cache import artifact_files, runtime_file
 from compiler.errors import StageError
+from compiler.serve.settings import resolve
 from compiler.stages import StageContext, StageResult
 
 REPOSITORY = "triton"
@@ -25,7 +26,6 @@ REPOSITORY = "triton"
 def run(ctx: StageContext) -> StageResult:
     from compiler.backends.onnxruntime import read_runtime
     from compiler.serve import triton_config as tc
-    from compiler.serve.settings import resolve
 
     settings = resolve(ctx.cfg.serve, ctx.io, ctx.plan, ctx.recipe)
     engine = ctx.inputs["build"]

@@ -9,10 +9,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, List, Mapping, Sequence
 
+from compiler import weights
 from compiler.errors import StageError
-from compiler.passes import Noted
-from compiler.onnx_files import byte_size
+from compiler.onnx_files import byte_size, has_external_data, save_model
+from compiler.passes import Noted, parse_pass_list, shape_check
 from compiler.stages import StageContext, StageResult
+from compiler.stages.export import checked_model_info
+from compiler.weights import inline, is_external, spill, tensors
 
 if TYPE_CHECKING:  # weights imports onnx-graphsurgeon: not on the lint path
     from compiler.weights import Spill
@@ -45,8 +48,6 @@ def apply_passes(model, passes_cfg, log=None, skip: tuple[str, ...] | list[str] 
     hold (passes/shape_check.py). `spill_into`: where each pass's large new tensors go as soon as it has run."""
     from omegaconf import OmegaConf
 
-    from compiler.passes import parse_pass_list
-    from compiler.weights import spill
 
     raw = OmegaConf.to_container(passes_cfg, resolve=True) if OmegaConf.is_config(passes_cfg) else passes_cfg
     calls, problems = parse_pass_list(raw)
@@ -111,8 +112,6 @@ class ShapeGuard:
     own oddities are the file's."""
 
     def __init__(self, model: Any, shapes: Sequence[Mapping[str, Sequence[int]]]):
-        from compiler.passes import shape_check  # numpy and onnx: not at `--help`
-
         self.check, self.shapes = shape_check, list(shapes)
         self.seen = shape_check.fingerprint(model)
         self.known = shape_check.problems(model, self.shapes)
@@ -141,7 +140,6 @@ GUARD_LEVELS = ("disable", "all")
 def _load_error(model: Any, level: str = "disable") -> str | None:
     import onnxruntime as ort
 
-    from compiler.weights import inline, is_external, tensors
 
     if any(is_external(t) for t in tensors(model)):  # onnxruntime loads bytes without their weights' folder
         import onnx
@@ -197,10 +195,6 @@ def _extreme_shapes(io: Any) -> list[dict[str, tuple[int, ...]]]:
 
 
 def run(ctx: StageContext) -> StageResult:
-    from compiler.stages.export import checked_model_info
-
-    from compiler import weights
-    from compiler.onnx_files import has_external_data, save_model
 
     model = weights.load(ctx.inputs["export"])  # weights stay on disk; passes read the ones they need
     spill = ctx.work_dir / ".spill"

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from compiler.frameworks import trainable
 from compiler.stages import StageContext, StageResult
 
 
@@ -64,8 +65,6 @@ NOT_TRAINED = "not trained (data.source=none): the factory's weights as built"
 
 
 def run(ctx: StageContext) -> StageResult:
-    from compiler.frameworks import trainable
-
     framework = trainable(ctx.cfg.framework.value)
     if ctx.cfg.data.source.value == "none":  # lint allows it for factory models only: nothing to train on
         artifact, info = framework.save_as_built(ctx.cfg, ctx.io, ctx.work_dir)

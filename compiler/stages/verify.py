@@ -6,8 +6,14 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, List, Optional
 
+from compiler.backends.tensorrt import runner as trt_runner
+from compiler.errors import InputDomainError, describe
+from compiler.frameworks.onnx.precision import computed_precision
+from compiler.iospec import slice_batch
 from compiler.stages import StageContext, StageResult
 from compiler.verify.config import AgreementConfig
+from compiler.verify.feeds import generated_feeds, samples
+from compiler.verify.kv_cache import step_feeds
 
 
 @dataclass
@@ -81,8 +87,6 @@ def _feeds(cfg, io: "IOSpec", x_test, max_batch: int, profiles: "list[int] | Non
     """The ledger's inputs: real test samples, then the generated ones (verify/feeds.py)."""
     import numpy as np
 
-    from compiler.iospec import slice_batch
-    from compiler.verify.feeds import generated_feeds
 
     feeds = []
     if x_test is not None:
@@ -94,8 +98,6 @@ def _feeds(cfg, io: "IOSpec", x_test, max_batch: int, profiles: "list[int] | Non
 def run(ctx: StageContext) -> StageResult:
     import numpy as np
 
-    from compiler.verify.feeds import samples
-    from compiler.verify.kv_cache import step_feeds
     from compiler.verify.ledger import error_ledger, tolerances
     from compiler.verify.metric import evaluate, metric_of
 
@@ -164,7 +166,6 @@ def run(ctx: StageContext) -> StageResult:
         try:
             info["placement"] = placement(ctx.inputs["build"], plan, feeds[-1][1])
         except Exception as exc:  # the profile is a report, never a gate: a failure to take it fails nothing
-            from compiler.errors import describe
 
             info["placement"] = None
             ctx.log.warning("node placement not measured: %s", describe(exc))
@@ -175,7 +176,6 @@ def run(ctx: StageContext) -> StageResult:
 def _raise_domain_error(ctx: StageContext, feeds: list, exc: Exception) -> None:
     """When onnxruntime refuses a generated feed that the original model refuses too, the inputs are outside
     the model's domain: exit 2 naming the feed, onnxruntime's words and the keys that declare the domain."""
-    from compiler.errors import InputDomainError
     from compiler.verify.runners import onnx_runner
 
     reference = onnx_runner("model.onnx", ctx.inputs["export"], ctx.plan, timed=False)
@@ -214,7 +214,6 @@ def _inherent_precision(ctx: StageContext) -> list | None:
         return None
     import onnx
 
-    from compiler.frameworks.onnx.precision import computed_precision
 
     found = computed_precision(onnx.load(str(ctx.inputs["export"]), load_external_data=False))
     return list(found) if found else None
@@ -240,7 +239,6 @@ def _profile_shape_checks(cfg, io, plan, clean_onnx, engine, atol, rtol) -> list
     """TensorRT: run the engine at the min, opt and max shapes of every further profile against the cleaned model."""
     import numpy as np
 
-    from compiler.backends.tensorrt import runner as trt_runner
     from compiler.verify.ledger import error_ledger
     from compiler.verify.runners import onnx_runner
 

@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from compiler.frameworks import in_math_mode
+
 COPY_REPEATS = 5
 
 
@@ -94,8 +96,6 @@ class TorchDeviceRunner:
         self._context = None
 
     def __enter__(self) -> "TorchDeviceRunner":
-        from compiler.frameworks import in_math_mode
-
         self._context = in_math_mode(self._mode)
         self._context.__enter__()
         return self

@@ -16,6 +16,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from compiler.cache import cache_root
+from compiler.frameworks import trainable
+from compiler.machine_lock import timing, working
+from compiler.numerics import STRICT_FP32
+from compiler.verify import reference_latency
+from compiler.verify.device_runners import OrtDeviceRunner, OrtGraphRunner, TorchDeviceRunner, gpu_conditions
+from compiler.verify.feeds import samples
+
 
 QUIET_SHARE = 0.05   # other processes may use at most this share of the machine's CPU time while we time
 
@@ -158,7 +166,6 @@ def timing_engine_runner(plan: Any, engine: Path, intra_op_threads: int | None =
 
     if plan.gpu and plan.backend == "onnxruntime":
         from compiler.backends.onnxruntime import load_session
-        from compiler.verify.device_runners import OrtDeviceRunner, OrtGraphRunner
 
         runner = OrtGraphRunner if plan.cuda_graph else OrtDeviceRunner
         return runner(lambda: load_session(engine, plan, intra_op_threads=intra_op_threads), "engine")
@@ -168,25 +175,20 @@ def timing_engine_runner(plan: Any, engine: Path, intra_op_threads: int | None =
 def timing_reference_runner(cfg: Any, io: Any, plan: Any, artifacts: Mapping[str, Path]) -> Any:
     """The reference model as latency times it, in strict fp32: the framework model (eager; on the GPU with
     device tensors when the engine runs there), or for ONNX recipes the original file."""
-    from compiler.numerics import STRICT_FP32
     from compiler.verify.runners import CallableRunner, framework_predictor, onnx_runner
 
     if cfg.framework.value == "onnx":
         if plan.gpu:
             from compiler.backends.onnxruntime import load_session
-            from compiler.verify.device_runners import OrtDeviceRunner
 
             return OrtDeviceRunner(lambda: load_session(artifacts["export"], plan, optimization_level="disable",
                                                         mode=STRICT_FP32), "model.onnx")
         return onnx_runner("model.onnx", artifacts["export"], plan)
     if cfg.framework.value == "torch" and plan.gpu:
-        from compiler.frameworks import trainable
         from compiler.frameworks.torch.runtime import model_device
 
         module = trainable("torch").load(cfg, io, artifacts["train"], gpu=True)
         if model_device(module).type == "cuda":
-            from compiler.verify.device_runners import TorchDeviceRunner
-
             return TorchDeviceRunner(module, cfg.framework.value, STRICT_FP32)
     return CallableRunner(cfg.framework.value, framework_predictor(cfg, io, artifacts["train"], plan), io)
 
@@ -210,10 +212,6 @@ def measure_now(cfg: Any, plan: Any, io: Any, artifacts: Mapping[str, Path]) -> 
     """(latency of the reference model and the engine, the conditions it was measured under), timed now,
     alone on this machine. `artifacts` maps stage names to the files the compile placed in its run dir.
     With `intra_op_threads: auto` the engine is first timed at every thread count; the fastest is kept."""
-    from compiler.cache import cache_root
-    from compiler.machine_lock import timing, working
-    from compiler.verify import reference_latency
-    from compiler.verify.feeds import samples
 
     v = cfg.verify.latency
     root = cache_root(cfg.cache) if cfg.cache.enabled else None
@@ -250,8 +248,6 @@ def measure_now(cfg: Any, plan: Any, io: Any, artifacts: Mapping[str, Path]) -> 
                        "batches": [f"b{b}" for b in feeds], "math_mode": {"framework": "strict fp32",
                                                                           "engine": plan.math_mode.name}})
     if plan.gpu:
-        from compiler.verify.device_runners import gpu_conditions
-
         conditions.update(gpu=gpu_conditions(), inputs="on the device (I/O binding); copies timed apart")
     return result, conditions
 
@@ -259,8 +255,6 @@ def measure_now(cfg: Any, plan: Any, io: Any, artifacts: Mapping[str, Path]) -> 
 def time_engines(cfg: Any, io: Any, engines: Mapping[str, tuple[Any, Path]]) -> dict[str, dict]:
     """Latency of several engines (plan, file) on the same inputs, interleaved under one timing lock: the
     candidates of `precision: best`, compared in the same run."""
-    from compiler.machine_lock import timing, working
-    from compiler.verify.feeds import samples
 
     v = cfg.verify.latency
     plans = [plan for plan, _ in engines.values()]

@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from compiler.iospec import IOSpec, batch_size, label_output, slice_batch
+from compiler.model.factory import instantiate_factory
 
 Metric = Callable[[Mapping[str, np.ndarray], np.ndarray], float]
 Infer = Callable[[dict], Mapping[str, Any]]
@@ -26,7 +27,6 @@ def metric_of(cfg: Any, io: IOSpec) -> Metric:
     """`verify.metric` (a `_target_` called with its kwargs, returning fn(outputs, labels) -> float), else top-1."""
     if cfg.verify.metric is None:
         return top1(label_output(cfg, io))
-    from compiler.model.factory import instantiate_factory
 
     return instantiate_factory(cfg.verify.metric, "verify.metric")
 

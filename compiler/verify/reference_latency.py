@@ -18,15 +18,16 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
+from compiler import __version__
+from compiler.cache import sha256_artifact, tool_versions
+from compiler.frameworks import TOOLS
+
 MAX_AGE = timedelta(hours=24)
 
 
 def key(cfg: Any, plan: Any, artifacts: Mapping[str, Path], batches: list[int]) -> str:
     from omegaconf import OmegaConf
 
-    from compiler import __version__
-    from compiler.cache import sha256_artifact, tool_versions
-    from compiler.frameworks import TOOLS
 
     framework = cfg.framework.value
     reference = artifacts["export"] if framework == "onnx" else artifacts["train"]

@@ -13,6 +13,10 @@ from polygraphy.backend.base import BaseRunner
 from polygraphy.common import TensorMetadata
 from polygraphy.util import array as _polygraphy_array
 
+from compiler.backends.tensorrt import runner
+from compiler.frameworks import in_math_mode, trainable
+from compiler.numerics import STRICT_FP32
+
 Predict = Callable[[dict], dict]
 
 
@@ -59,8 +63,6 @@ class CallableRunner(BaseRunner):
 def framework_predictor(cfg: Any, io: Any, artifact: Path, plan: Any = None) -> Predict:
     """The trained framework model as a feed dict -> outputs dict function (inference mode), in strict fp32
     (numerics.py), on the GPU when the engine runs on one (plan.gpu) and the framework sees it."""
-    from compiler.frameworks import in_math_mode, trainable
-    from compiler.numerics import STRICT_FP32
 
     framework = trainable(cfg.framework.value)
     model = framework.load(cfg, io, artifact, gpu=plan is not None and plan.gpu)
@@ -91,7 +93,6 @@ def onnx_runner(name: str, path: Path, plan: Any, optimization_level: str = "dis
     """An onnxruntime runner over an ONNX file with graph optimisation off, to see the file as written;
     `timed=False` for one that only compares (no prepacking: backends/onnxruntime.without_prepacking)."""
     from compiler.backends.onnxruntime import load_session
-    from compiler.numerics import STRICT_FP32
 
     return _tensor_runner(lambda: load_session(path, plan, optimization_level=optimization_level, mode=STRICT_FP32,
                                                prepack=timed), name)
@@ -101,8 +102,6 @@ def engine_runner(plan: Any, path: Path, intra_op_threads: int | None = None) ->
     """The engine as the plan's backend runs it (onnxruntime: with its runtime settings; captured as CUDA graphs
     where the plan says so, as it ships)."""
     if plan.nvidia:
-        from compiler.backends.tensorrt import runner
-
         return runner(path, plan.backend)
     from compiler.backends.onnxruntime import load_session
 

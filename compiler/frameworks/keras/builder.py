@@ -6,7 +6,8 @@ from typing import Any
 
 import keras
 
-from compiler.model.layers import LayerSpec, activation_of, pair
+from compiler.model.factory import instantiate_factory
+from compiler.model.layers import LayerSpec, activation_of, pair, parse_layers
 
 
 def _activation(name: str | None):
@@ -70,10 +71,7 @@ def _apply(spec: LayerSpec, x):
 def build_keras_model(model_cfg: Any, io: Any) -> keras.Model:
     """The recipe's model as Keras (the layer list, or the allow-listed factory); Keras takes channels last."""
     if model_cfg.factory is not None:
-        from compiler.model.factory import instantiate_factory
-
         return instantiate_factory(model_cfg.factory)
-    from compiler.model.layers import parse_layers
 
     image = io.inputs[0]
     specs, problems = parse_layers(model_cfg.layers, list(image.data_shape(image.shape))[1:])

@@ -13,10 +13,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from compiler.data.sources import load_dataset  # noqa: E402
-from compiler.errors import StageError  # noqa: E402
-from compiler.iospec import to_channels_last  # noqa: E402
-from compiler.frameworks.keras.builder import build_keras_model  # noqa: E402
+from compiler.data.sources import load_dataset
+from compiler.errors import StageError
+from compiler.frameworks.keras.builder import build_keras_model
+from compiler.iospec import to_channels_last
+from compiler.iospec import label_output
 
 _OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
                "rmsprop": keras.optimizers.RMSprop}
@@ -61,7 +62,6 @@ def _labelled(model: keras.Model, io, label: str) -> keras.Model:
 
 def train(cfg: Any, io: Any, work_dir: Path, log: Any) -> tuple[str, dict]:
     """Fit the recipe's model and save it in work_dir: (artifact name, training info)."""
-    from compiler.iospec import label_output
 
     tcfg = cfg.train
     if tcfg.precision.value != "fp32":

@@ -7,6 +7,8 @@ import contextlib
 from pathlib import Path
 from typing import Any, Iterator
 
+from compiler.frameworks.onnx.importer import import_file
+
 
 class OnnxAdapter:
     name = "onnx"
@@ -19,8 +21,6 @@ class OnnxAdapter:
     exporter_packages: dict[str, str] = {}
 
     def export(self, cfg: Any, io: Any, source: Path, out: Path, plan: Any) -> list[str]:
-        from compiler.frameworks.onnx.importer import import_file
-
         return import_file(source, out, io, plan)
 
     @contextlib.contextmanager

@@ -15,8 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from compiler.dims import dim_keys
 from compiler.errors import StageError
 from compiler.iospec import IOSpec
+from compiler.onnx_files import has_external_data, save_model
+from compiler.passes._gs import inferred_graph
+from compiler.weights import load
 
 
 def onnxruntime_load_error(path: Path, plan: Any) -> str | None:
@@ -36,8 +40,6 @@ def onnxruntime_load_error(path: Path, plan: Any) -> str | None:
 
 def import_file(src: Path, out: Path, io: IOSpec, plan: Any) -> list[str]:
     """Copy `src` to `out` with the repairs it needs; return what was repaired."""
-    from compiler.onnx_files import has_external_data, save_model
-    from compiler.weights import load
 
     reason = onnxruntime_load_error(src, plan)
     if reason:
@@ -71,7 +73,6 @@ def _negative_dims(model: Any) -> list[str]:
     """A negative dim value (Polygraphy's `reshape.onnx` writes -1 for "any") is a dynamic dim, named as the IO spec
     names it (dims.dim_keys). Left as a number, a pass folding `Shape` would compute with -1 and write a
     shape such as -75 that no runtime loads."""
-    from compiler.dims import dim_keys
 
     keys = dim_keys(list(model.graph.input))
     fixes = []
@@ -89,7 +90,6 @@ def _negative_dims(model: Any) -> list[str]:
 def _typed_outputs(model: Any, src: Path, io: IOSpec) -> list[str]:
     """Give every graph output a type and a shape: the inferred ones, else the element type and rank that
     onnxruntime produces on valid inputs (its dims unnamed). The checker requires both; onnxruntime does not."""
-    from compiler.passes._gs import inferred_graph
 
     bare = [o for o in model.graph.output if not o.type.HasField("tensor_type") and not _other_type(o)
             or (o.type.HasField("tensor_type") and (not o.type.tensor_type.HasField("shape")

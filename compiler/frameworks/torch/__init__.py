@@ -7,6 +7,9 @@ import contextlib
 from pathlib import Path
 from typing import Any, Iterator
 
+from compiler.frameworks.torch import ddp
+from compiler.frameworks.torch.ddp import world_size
+
 
 class TorchAdapter:
     name = "torch"
@@ -19,8 +22,6 @@ class TorchAdapter:
     exporter_packages = {"dynamo": "onnxscript"}
 
     def train(self, cfg: Any, io: Any, work_dir: Path, log: Any) -> tuple[str, dict]:
-        from compiler.frameworks.torch import ddp
-
         if ddp.world_size(cfg.train) > 1:
             info = ddp.launch(cfg, io, work_dir)
             (work_dir / "train_info.json").unlink()
@@ -75,8 +76,6 @@ class TorchAdapter:
             torch.set_float32_matmul_precision(precision)
 
     def world_size(self, train_cfg: Any) -> int:
-        from compiler.frameworks.torch.ddp import world_size
-
         return world_size(train_cfg)
 
 

@@ -7,7 +7,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from compiler.model.layers import LayerSpec, activation_of, pair
+from compiler.model.factory import instantiate_factory
+from compiler.model.layers import LayerSpec, activation_of, pair, parse_layers
 
 _ACTIVATIONS = {
     "relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
@@ -106,12 +107,8 @@ class RecipeModule(nn.Module):
 def build_torch_model(model_cfg: Any, io: Any) -> RecipeModule:
     """The recipe's model as torch.nn (the layer list, or the allow-listed factory), called by the IO spec."""
     if model_cfg.factory is not None:
-        from compiler.model.factory import instantiate_factory
-
         inner = instantiate_factory(model_cfg.factory)
     else:
-        from compiler.model.layers import parse_layers
-
         specs, problems = parse_layers(model_cfg.layers, list(io.inputs[0].shape[1:]))
         assert not problems, problems  # lint has already reported these
         inner = build_sequential(specs)

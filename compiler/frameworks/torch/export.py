@@ -11,9 +11,10 @@ import numpy as np
 import torch
 
 from compiler.errors import StageError
-from compiler.iospec import IOSpec
 from compiler.frameworks.torch.builder import RecipeModule
 from compiler.frameworks.torch.runtime import load_trained
+from compiler.iospec import IOSpec
+from compiler.onnx_files import has_external_data, save_model
 
 
 def sample_inputs(io: IOSpec) -> tuple[torch.Tensor, ...]:
@@ -74,7 +75,6 @@ def name_dims(path: Path, io: IOSpec) -> None:
     """Give the graph's dynamic dims the recipe's names (dynamo names them after sympy symbols: s0, s1...)."""
     import onnx
 
-    from compiler.onnx_files import has_external_data, save_model
 
     model = onnx.load(str(path))
     spec = {t.name: t.shape for t in io.inputs}
