@@ -90,7 +90,6 @@ def _opened_and_problems(cfg: DictConfig) -> tuple[Any, list]:
 def lint_problems(cfg: DictConfig) -> list:
     """What `mode=lint` reports of a composed recipe: its problems, then those of the IOSpec it resolves to (the
     recipe is read-only afterwards)."""
-
     return recipe_problems(cfg) or resolved_problems(freeze(cfg))
 
 
@@ -300,7 +299,6 @@ def _sweep_problems(job: list[str]) -> str:
 
 def _prelint_sweep(argv: list[str]) -> int:
     """Lint every combination of a sweep before any job starts; report all failing ones."""
-
     overrides = [a for a in argv if not a.startswith("-")]
     try:
         failures = prelint(overrides, _sweep_problems)
@@ -316,7 +314,6 @@ def _prelint_sweep(argv: list[str]) -> int:
 
 def _unwritable_output(argv: list[str]) -> str:
     """A message when the run (or sweep) directory could not be created, checked before Hydra tries."""
-
     multirun = "-m" in argv or "--multirun" in argv
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     given = next((a.split("=", 1)[1] for a in argv if a.startswith(f"{key}=")), None)
@@ -347,7 +344,6 @@ _HYDRA_FLAGS_NEEDING_APP = ("-m", "--multirun", "--help", "-h", "--hydra-help", 
 
 def _discovery(argv: list[str]) -> str | None:
     """The compiler's own help, version and list pages (no recipe needed), or None."""
-
     if any(a in ("--help", "-h") for a in argv):
         return discovery.help_text()
     if "--version" in argv or "-V" in argv:
@@ -373,7 +369,6 @@ MAX_NAME = 120  # a key or a config name Hydra looks up as a file: file systems 
 
 def _overlong_names(argv: list[str]) -> list:
     """Keys, and the names of config groups (recipe=, hydra/launcher=), too long to be a file name or a key."""
-
     problems = []
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:

@@ -33,7 +33,6 @@ PRECISIONS = {"fp32": "strict fp32: TF32 off in the reference and the engine", "
 
 def version_text() -> str:
     """The compiler's version and its key tools' (those installed)."""
-
     lines = [f"compiler {__version__}"]
     for dist in KEY_TOOLS:
         try:

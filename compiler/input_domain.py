@@ -72,7 +72,6 @@ def probe(resolved: Resolved, opened: Opened) -> Probe:
 
 def _search(resolved: Resolved, opened: Opened) -> tuple[Any, list[str], Any]:
     """(the first refusal or None, what was tried, (label, change) that ran or None)."""
-
     cfg = resolved.cfg
     session = _session(cfg)
     if session is None:  # onnxruntime cannot load the file: import says why, in its own words

@@ -178,7 +178,6 @@ class IOSpec:
     def shapes_at(self, sizes: Mapping[str, int], profile: int = 0) -> dict[str, tuple[int, ...]]:
         """Every input's shape with the given dims at these sizes, the others at the profile's opt, and each
         related dim (`total: past + seq`) evaluated from them."""
-
         values = {name: r[1] for name, r in self.profiles[profile].items()}
         values.update(sizes)
         for name in order(self.relations):
@@ -291,7 +290,6 @@ def _plain(node: Any) -> Any:
 
 def _profiles(dims: Mapping[str, Any], profiles: Sequence[Mapping[str, Any]]):
     """Per profile, every dim's (min, opt, max), expressions evaluated after the profile's own ranges (dims.py)."""
-
     if not profiles:
         return (resolve(dims),), ({},)
     ranges, explicit = [], []
@@ -368,7 +366,6 @@ def io_problems(cfg: Any, from_file: bool = False) -> list[Problem]:
 
 def _check_memory(c: _Checker, model: Any, dims: Mapping[str, Any]) -> None:
     """The largest generated batch (every input at its dims' max) must fit in the machine's memory."""
-
     maxima = {name: r[2] for name, r in dim_rules.resolve(dims).items()}
     need = batch_bytes([(i.dtype.value if i.dtype is not None else "float32", [_dim(d) for d in i.shape])
                         for i in model.inputs if i.shape], maxima)

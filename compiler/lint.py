@@ -468,7 +468,6 @@ def _positive(cfg: DictConfig, keys: list[str]) -> list[Problem]:
 
 def _train_device(cfg: DictConfig) -> list[Problem]:
     """The device exists, and the training precision runs on it with this framework (what train would refuse)."""
-
     t, problems = cfg.train, []
     if cfg.framework.value == "onnx":
         return []
@@ -559,7 +558,6 @@ def _serve(cfg: DictConfig) -> list[Problem]:
 
 def resolved_problems(resolved: Any) -> list[Problem]:
     """The checks that read the run's one IOSpec, made once the recipe is resolved (recipe/resolved.py)."""
-
     return serve_io_problems(resolved.cfg.serve, resolved.io)
 
 

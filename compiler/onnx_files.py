@@ -56,7 +56,6 @@ def artifact_files(path: Path) -> list[Path]:
 def save_model(model: Any, path: Path, external: bool | None = None) -> None:
     """Save `model` to `path`; with external data (`<name>.data` beside it) when asked or when it must. Each
     tensor is written once, streamed from where it lies (compiler/weights.py)."""
-
     if external is None:
         external = byte_size(model) >= PROTOBUF_LIMIT - (64 << 20)
     save(model, path, external)
@@ -68,5 +67,4 @@ def has_external_data(path: Path) -> bool:
 
 def byte_size(model: Any) -> int:
     """Serialized size, counted per tensor (in memory or on disk) so it works past protobuf's 2 GiB limit."""
-
     return weight_bytes(model) + sum(n.ByteSize() for n in model.graph.node)

@@ -213,7 +213,6 @@ def _plain_list(value: Any) -> str:
 def _decoder_dims(inputs: list[dict], outputs: list[str], dims: dict, defaulted: set[str]) -> dict[str, str]:
     """A KV-cache decoder's dims where the file leaves them open (verify/kv_cache.py): the cache's length from
     empty up, one to a few new tokens, and a mask over both, `total = past + new`. Returns {dim: note}."""
-
     cache = {past for past, _ in cache_pairs([e["name"] for e in inputs], outputs)}
     if not cache:
         return {}

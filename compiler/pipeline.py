@@ -153,7 +153,6 @@ def _place_folder(src: Path, run_dir: Path) -> None:
 def _placed_before(weights: list[Path], run_dir: Path) -> dict[str, str]:
     """{weights file name: the run dir's file with the same bytes}, from hashes this run already knows (nothing
     is read to find out)."""
-
     found = {}
     for file in weights:
         digest = known_sha256(file)

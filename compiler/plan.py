@@ -176,13 +176,11 @@ class EnginePlan:
     def gpu(self) -> bool:
         """The engine runs on a CUDA GPU (TensorRT, or onnxruntime's CUDA/TensorRT provider): the framework
         reference runs there too, and latency is timed with inputs on the device."""
-
         return self.nvidia or uses_gpu(self.providers)
 
     @property
     def math_mode(self) -> "MathMode":
         """The engine's math mode for fp32 layers: strict fp32, unless precision is tf32."""
-
         return for_precision(self.precision)
 
     @property
@@ -309,7 +307,6 @@ def choose_backend(requested: str) -> tuple[str, str]:
 
 def _onnxruntime_where(providers: list[str], asked: Optional[list]) -> str:
     """Where an onnxruntime engine runs, and why there."""
-
     names = ", ".join(FULL_NAMES.get(p, p) for p in providers)
     if asked is not None:
         return f"providers {names} (engine.onnxruntime.providers)"
@@ -354,7 +351,6 @@ def _resolve_precision(p: EnginePlan, tool_choice: str) -> EnginePlan:
 def _search_space(backend: str, providers: list[str]) -> tuple[str, ...]:
     """What `precision: best` builds: fp32 and int8 everywhere; on a GPU also fp16, and tf32 and bf16 from compute
     capability 8.0 (bf16 on onnxruntime only through ModelOpt); fp8 with TensorRT from 8.9."""
-
     if backend == "onnxruntime" and not uses_gpu(providers):  # CPU fp16 runs through casts: it never pays
         return ("fp32", "int8")
     cc = compute_capability()
@@ -417,7 +413,6 @@ def _disabled_optimizers(chosen: Optional[tuple], conversion: str) -> list[str]:
 
 def plan_problems(cfg: Any) -> list[Problem]:
     """Every engine problem of a typed recipe, per backend and TensorRT version, with the fix."""
-
     engine, problems = cfg.engine, []
     requested = engine.backend.value
     if requested in ("tensorrt", "tensorrt_rtx"):

@@ -33,14 +33,12 @@ LARGE_FOLD_BYTES = 64 << 20    # constant folding leaves nodes that read a const
 
 def tensors(model: Any) -> Iterator[Any]:
     """Every tensor of a model: initializers, Constant and attribute tensors, in every subgraph."""
-
     return onnx.external_data_helper._get_all_tensors(model)
 
 
 def is_external(tensor: Any) -> bool:
     """On disk: marked external and naming where. (graphsurgeon marks a constant it rebuilt from values external
     when it was so on import, with its bytes inline: that one is in memory.)"""
-
     return tensor.data_location == onnx.TensorProto.EXTERNAL and any(e.key == "location" for e in tensor.external_data)
 
 
@@ -71,7 +69,6 @@ def weight_bytes(model: Any) -> int:
 def load(path: Path) -> Any:
     """The model with its external tensors left on disk, their locations made absolute (resolved against the
     model's folder, as onnx and onnxruntime resolve them)."""
-
     model = onnx.load(str(path), load_external_data=False)
     folder = Path(path).resolve().parent
     for tensor in tensors(model):
@@ -92,7 +89,6 @@ def _set_location(tensor: Any, location: str, offset: int | None = None, length:
 
 def read(tensor: Any) -> "Any":
     """A tensor's values as a numpy array, reading only its own bytes when it is on disk."""
-
     if not is_external(tensor):
         return onnx.numpy_helper.to_array(tensor)
     data = _bytes_on_disk(tensor)
@@ -116,7 +112,6 @@ def _disk_values() -> type:
     """DiskValues: onnx-graphsurgeon's lazy values for a tensor on disk, its shape and dtype without reading it, its
     values read on demand (graphsurgeon's own reads external data into the proto, keeping it in memory). Defined on
     first use, since it subclasses a graphsurgeon class (compiler/heavy.py)."""
-
     class DiskValues(gs.ir.tensor.LazyValues):
         def load(self):
             return read(self.tensor)
@@ -137,7 +132,6 @@ def nbytes(constant: Any) -> int:
 def raw_bytes(array: Any) -> memoryview:
     """An array's bytes as they lie, for hashing and comparing: ml_dtypes' fp8, int4 and float4 arrays refuse the
     buffer protocol ("cannot include dtype '4' in a buffer"), so every fixed-size dtype is seen as bytes."""
-
     array = np.ascontiguousarray(array)
     if array.dtype == object:  # strings: their text
         return memoryview(repr(array.tolist()).encode())
@@ -147,7 +141,6 @@ def raw_bytes(array: Any) -> memoryview:
 def digest(constant: Any, prefix: int | None = None) -> str:
     """sha256 of a graphsurgeon constant's bytes (its first `prefix` bytes only, when given: a cheap test that
     tells most different weights apart): read in chunks from disk for a DiskValues one."""
-
     h = hashlib.sha256()
     if values_on_disk(constant):
         info = _info(constant._values.tensor)
@@ -168,7 +161,6 @@ def digest(constant: Any, prefix: int | None = None) -> str:
 def on_disk_in(graph: Any, found: list | None = None) -> list:
     """Give every on-disk constant of a graphsurgeon graph (and its subgraphs) DiskValues; returns them as
     (constant, its DiskValues) for `still_on_disk`."""
-
     found = [] if found is None else found
     for tensor in graph.tensors().values():
         if isinstance(tensor, gs.Constant) and type(tensor._values) is gs.ir.tensor.LazyValues \
@@ -189,7 +181,6 @@ RESTORE_BYTES = 1 << 20   # a weight read by a pass and left as it was is compar
 def still_on_disk(on_disk: list) -> None:
     """Weights that a pass read (graphsurgeon keeps what it read in memory) and left as they were point at their
     file again, so that saving copies nothing new for them and the file can stay whole (weights.save)."""
-
     for constant, disk in on_disk:
         values = constant._values
         if values is disk or not isinstance(values, np.ndarray) or values.nbytes > RESTORE_BYTES:
@@ -276,7 +267,6 @@ def _copy_range(source: str, offset: int, length: int, target: Any) -> None:
 
 def inline(model: Any) -> None:
     """Read every on-disk tensor back into the model (for a model saved as one file)."""
-
     for tensor in tensors(model):
         if is_external(tensor):
             data = _bytes_on_disk(tensor)
@@ -288,7 +278,6 @@ def inline(model: Any) -> None:
 def save(model: Any, path: Path, external: bool) -> None:
     """Write `model` to `path`: as one file, or with every tensor of EXTERNAL_THRESHOLD and up streamed once into
     `<name>.data` beside it. The model's on-disk tensors then point at that file (absolute, in memory)."""
-
     path = Path(path)
     data = path.with_name(path.name + ".data")
     if not external:
@@ -331,7 +320,6 @@ def save(model: Any, path: Path, external: bool) -> None:
 def save_with_locations(src: Path, dst: Path, renamed: dict[str, str]) -> None:
     """Copy the model file `src` to `dst` with its external tensors' locations renamed (`{old: new}`, names
     beside the model); the weights files themselves are not touched."""
-
     model = onnx.load(str(src), load_external_data=False)
     for tensor in tensors(model):
         if is_external(tensor) and _info(tensor)["location"] in renamed:
@@ -366,7 +354,6 @@ def session_bytes(model: Any) -> tuple[bytes, str | None]:
     """The model serialised for `onnxruntime.InferenceSession(bytes)` without reading its weights: on-disk
     tensors named relative to their one folder, which onnxruntime is told through SESSION_FOLDER_KEY. Returns
     (bytes, folder or None); weights from several folders are read in instead."""
-
     folders = {str(Path(_info(t)["location"]).parent) for t in tensors(model) if is_external(t)}
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
@@ -386,7 +373,6 @@ def to_float16(values: Any, min_positive: float = 5.96e-08, max_finite: float = 
     """onnxruntime's `convert_np_to_float16`, element for element (sign and finiteness kept; a magnitude below
     `min_positive` becomes it, a finite one above `max_finite` becomes that), in one pass over chunks: its own
     makes a dozen full-size index arrays per weight (about 15 s and 2 GiB for one 8192x8192 fp32 weight)."""
-
     flat = np.ascontiguousarray(values).reshape(-1)
     out = np.empty(flat.shape, np.float16)
     for start in range(0, flat.size, _FP16_CHUNK):

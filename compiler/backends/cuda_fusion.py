@@ -123,7 +123,6 @@ def branch_first_residuals(graph: Any) -> int:
     position embedding) gets the branch (a projection's bias Add) as input 0. The attention fusion looks for the
     branch as the first Add parent of the residual it starts from, and stops at the skip's Add without trying
     the other input, so the first block stayed unfused. Add is commutative: the values are the same."""
-
     def projection(tensor: Any) -> bool:  # MatMul by a constant, then + bias
         add = tensor.inputs[0] if len(tensor.inputs) == 1 else None
         return add is not None and add.op == "Add" and any(
@@ -147,7 +146,6 @@ def drop_softmax_nan_guards(graph: Any) -> int:
     Softmax only on a query row whose every score is masked to -inf, which the guard turns from NaN into zeros.
     The fused Attention masks with a large finite negative instead, so no such row arises; the guard only hides
     the pattern. The agreement gate judges the fused engine against the strict-fp32 model on the same inputs."""
-
     dropped = 0
     for where in [n for n in graph.nodes if n.op == "Where" and len(n.inputs) == 3]:
         condition, zero, value = where.inputs
@@ -166,7 +164,6 @@ def drop_softmax_nan_guards(graph: Any) -> int:
 def _shape_items(tensor: Any) -> list | None:
     """A shape tensor (a Reshape's target) as a list of ints and ("dim", x, axis) items, where it is built from
     constants, Shape, Slice and Concat; None where it is built otherwise."""
-
     value = small_constant(tensor, 16)
     if value is not None:
         return [int(v) for v in value.reshape(-1)] if value.dtype.kind == "i" else None
@@ -236,7 +233,6 @@ def key_transposes_as_one(graph: Any) -> int:
 def drop_identity_reshapes(graph: Any) -> int:
     """A Reshape to [-1, d1, .., dn] of a tensor whose dims 1..n are d1..dn: the identity (torch.export writes one
     after SDPA's last MatMul; the fusion's output path does not pass through it). Exact."""
-
     dropped = 0
     for reshape in [n for n in graph.nodes if n.op == "Reshape" and len(n.inputs) == 2]:
         data, target = reshape.inputs[0], small_constant(reshape.inputs[1], 8)
@@ -254,7 +250,6 @@ def drop_empty_masks(graph: Any) -> int:
     """transformers' models exported through torch.export (`dynamo=True`) add a mask to the scores where the model
     has none: Add(scores, Where(Expand(an all-true constant, shape), 0, -inf)). It adds zeros, so the scores pass
     unchanged; it only hides the mask-less attention pattern (`MatMul -> Div -> Softmax`) from the fusion."""
-
     dropped = 0
     for softmax in [n for n in graph.nodes if n.op == "Softmax"]:
         scores = softmax.inputs[0]

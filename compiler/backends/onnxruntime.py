@@ -59,7 +59,6 @@ def providers(options_cfg: dict, mode: MathMode = STRICT_FP32, model: Path | Non
     """The plan's providers that this onnxruntime build has, the CUDA provider with the math mode's options
     (onnxruntime's CUDA default is TF32 on; strict fp32 turns it off), the layout and graph capture asked for,
     and the plan's extra CUDA options."""
-
     available = set(ort.get_available_providers())
     chosen = [p for p in options_cfg["providers"] or ["CPUExecutionProvider"] if p in available]
     cuda = dict(options_cfg.get("cuda_options") or {})

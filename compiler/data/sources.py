@@ -153,7 +153,6 @@ def _image_folder(folder: Path, input_shape: Sequence[int]) -> tuple[np.ndarray,
 def _synthetic(data_cfg: Any, io: Any, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Learnable random data for every input: each class is a noisy copy of its own random prototype
     (integer inputs: random values within their range, carrying no label)."""
-
     rng = np.random.default_rng(seed)
     n, classes = data_cfg.num_samples, data_cfg.num_classes
     y = rng.integers(0, classes, n).astype(np.int64)

@@ -40,7 +40,6 @@ def _hold_positional_outputs(graph) -> list:
     """Make the unused outputs the cleanup must keep (every one of an If/Loop/Scan node; of any other node,
     those before its last used output), at any depth, outputs of their graph for the cleanup; returns
     (graph, tensors) to release afterwards."""
-
     held = []
     for node in graph.nodes:
         unused = [not t.outputs and all(t is not o for o in graph.outputs) for t in node.outputs]

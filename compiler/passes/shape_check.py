@@ -24,7 +24,6 @@ _MAX_ELEMENTS = 64   # a shape constant is small; anything larger is not one
 
 def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """The small integer constants of the graph by name: initializers and Constant nodes' values."""
-
     found = {}
     for tensor in model.graph.initializer:
         if tensor.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) and not is_external(tensor) \

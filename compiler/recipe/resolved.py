@@ -25,6 +25,5 @@ class Resolved:
 
 def freeze(cfg: DictConfig, domain: list[str] | tuple[str, ...] = ()) -> Resolved:
     """Make the checked recipe read-only and derive the run's IOSpec and EnginePlan from it, once."""
-
     OmegaConf.set_readonly(cfg, True)
     return Resolved(cfg, IOSpec.from_cfg(cfg), resolve(cfg), tuple(domain))

@@ -81,7 +81,6 @@ def batch_problem(model: onnx.ModelProto, source: Path, io: Any, settings: Serve
     """Why Triton may not batch along the inputs' first dim, or None: every output must start with it (declared
     with the inputs' dim name, or inferred so at the smallest and largest batch on `source`, the standard-ops ONNX
     the engine was built from), and the samples of a batch must be independent (serve/batching.py)."""
-
     graph = model.graph
     firsts = {v.type.tensor_type.shape.dim[0].dim_param for v in graph.input
               if v.name in io.input_names and v.type.tensor_type.shape.dim}
@@ -220,7 +219,6 @@ def warmup_file(request: str, input_name: str) -> str:
 def warmup_data(settings: ServeSettings, io: Any) -> dict[str, bytes]:
     """The data files of the integer, enum-like and string inputs' warm-up (one sample where batched: Triton
     repeats it batch_size times), drawn inside each input's range."""
-
     rng = np.random.default_rng(WARMUP_SEED)
     files = {}
     for name, _, shapes in warmup_requests(settings, io):

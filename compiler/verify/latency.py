@@ -212,7 +212,6 @@ def measure_now(cfg: Any, plan: Any, io: Any, artifacts: Mapping[str, Path]) -> 
     """(latency of the reference model and the engine, the conditions it was measured under), timed now,
     alone on this machine. `artifacts` maps stage names to the files the compile placed in its run dir.
     With `intra_op_threads: auto` the engine is first timed at every thread count; the fastest is kept."""
-
     v = cfg.verify.latency
     root = cache_root(cfg.cache) if cfg.cache.enabled else None
     batches = latency_batches(io, plan, v.batch_sizes)
@@ -255,7 +254,6 @@ def measure_now(cfg: Any, plan: Any, io: Any, artifacts: Mapping[str, Path]) -> 
 def time_engines(cfg: Any, io: Any, engines: Mapping[str, tuple[Any, Path]]) -> dict[str, dict]:
     """Latency of several engines (plan, file) on the same inputs, interleaved under one timing lock: the
     candidates of `precision: best`, compared in the same run."""
-
     v = cfg.verify.latency
     plans = [plan for plan, _ in engines.values()]
     with working():

@@ -63,7 +63,6 @@ class CallableRunner(BaseRunner):
 def framework_predictor(cfg: Any, io: Any, artifact: Path, plan: Any = None) -> Predict:
     """The trained framework model as a feed dict -> outputs dict function (inference mode), in strict fp32
     (numerics.py), on the GPU when the engine runs on one (plan.gpu) and the framework sees it."""
-
     framework = trainable(cfg.framework.value)
     model = framework.load(cfg, io, artifact, gpu=plan is not None and plan.gpu)
 

@@ -39,6 +39,7 @@ def test_sweep_over_both_frameworks_builds_engines_with_one_interface(compile_cl
 def test_tensorflow_can_keep_the_keras_layout(compile_cli):
     run = compile_cli("recipe=cnn_tf", *TINY, "export.input_layout=nhwc")
     assert run.code == 0, run.output
+    assert (run.report["training"]["steps"], run.report["training"]["execution"]) == (3, "eager")  # 192 samples, 1 epoch
     inputs, _ = _signature(run.run_dir / run.report["stages"]["build"]["artifact"])
     assert inputs == [("input", ["batch", 28, 28, 1], onnx.TensorProto.FLOAT)]
 

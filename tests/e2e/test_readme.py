@@ -41,6 +41,8 @@ def test_readme_command_runs(compile_cli, args):
         assert "PASSED" in run.stdout or "is valid" in run.stdout
     if args == ["recipe=cnn_torch"]:
         assert _summary_shape(run.stdout) == _summary_shape(_readme_summary())
+    if args == ["recipe=cnn_tf"]:  # 5 epochs of 23 steps: traced into graphs (keras/fit.py, EAGER_MAX_STEPS)
+        assert run.report["training"]["execution"] == "graph (tf.function)"
 
 
 def _readme_summary() -> str:

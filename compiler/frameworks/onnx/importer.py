@@ -40,7 +40,6 @@ def onnxruntime_load_error(path: Path, plan: Any) -> str | None:
 
 def import_file(src: Path, out: Path, io: IOSpec, plan: Any) -> list[str]:
     """Copy `src` to `out` with the repairs it needs; return what was repaired."""
-
     reason = onnxruntime_load_error(src, plan)
     if reason:
         raise StageError("export", f"onnxruntime cannot load {src.name}: {reason}",
@@ -73,7 +72,6 @@ def _negative_dims(model: Any) -> list[str]:
     """A negative dim value (Polygraphy's `reshape.onnx` writes -1 for "any") is a dynamic dim, named as the IO spec
     names it (dims.dim_keys). Left as a number, a pass folding `Shape` would compute with -1 and write a
     shape such as -75 that no runtime loads."""
-
     keys = dim_keys(list(model.graph.input))
     fixes = []
     for value in [*model.graph.input, *model.graph.output]:
@@ -90,7 +88,6 @@ def _negative_dims(model: Any) -> list[str]:
 def _typed_outputs(model: Any, src: Path, io: IOSpec) -> list[str]:
     """Give every graph output a type and a shape: the inferred ones, else the element type and rank that
     onnxruntime produces on valid inputs (its dims unnamed). The checker requires both; onnxruntime does not."""
-
     bare = [o for o in model.graph.output if not o.type.HasField("tensor_type") and not _other_type(o)
             or (o.type.HasField("tensor_type") and (not o.type.tensor_type.HasField("shape")
                                                    or not o.type.tensor_type.elem_type))]

@@ -12,9 +12,8 @@ from tqdm import tqdm
 
 from compiler.data.sources import load_dataset
 from compiler.errors import StageError
-from compiler.iospec import IOSpec
 from compiler.frameworks.torch.builder import RecipeModule, build_torch_model
-from compiler.iospec import label_output
+from compiler.iospec import IOSpec, label_output
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
                "rmsprop": torch.optim.RMSprop}
