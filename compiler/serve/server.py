@@ -9,6 +9,7 @@ so this interpreter's folder goes first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -64,10 +65,14 @@ def _backends(home: Path, into: Path) -> Path:
     return into / "backends"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: each socket stays bound until all are picked, since a port released at once
+    can be handed out again by the next bind (HTTP and gRPC once got the same port, and the server refused it)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
 
 
 @dataclass
@@ -125,7 +130,7 @@ def start(repository: Path, models: list[str] | None = None, config_name: str | 
     except Exception:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    ports = [free_port() for _ in range(3)]
+    ports = free_ports(3)
     args = [str(home / "bin" / "tritonserver"), f"--model-repository={repository}", f"--backend-directory={backends}",
             "--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--metrics-address=127.0.0.1",
             f"--http-port={ports[0]}", f"--grpc-port={ports[1]}", f"--metrics-port={ports[2]}",

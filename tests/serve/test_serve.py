@@ -404,3 +404,26 @@ def test_an_output_without_a_declared_shape_gets_its_rank_from_inference(tmp_pat
     inputs, outputs = tc.engine_io(onnx.load(str(path)), io)
     assert inputs == [tc.TensorFacts("x", "TYPE_FP32", (-1, 3))]
     assert outputs == [tc.TensorFacts("y", "TYPE_FP32", (-1, -1))]
+
+
+def test_the_servers_ports_are_distinct_even_when_the_system_would_hand_one_out_twice(monkeypatch):
+    """A port released right after it was picked can be the next pick too (HTTP and gRPC once got the same one):
+    every port stays bound until all are picked. The stand-in socket hands out the lowest port not bound now."""
+    bound: set[int] = set()
+
+    class Socket:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            bound.discard(self.port)
+
+        def bind(self, address):
+            self.port = min(set(range(40000, 40010)) - bound)
+            bound.add(self.port)
+
+        def getsockname(self):
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(server.socket, "socket", Socket)
+    assert server.free_ports(3) == [40000, 40001, 40002]
