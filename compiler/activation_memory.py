@@ -28,6 +28,7 @@ from compiler.memory import GIB, machine_bytes
 from compiler.passes._gs import static_shapes
 
 if TYPE_CHECKING:
+    from omegaconf import DictConfig
     from compiler.onnx_io import Opened
 
 PEAK_FACTOR = 4        # tensors alive beside the largest operation's, times the two sessions verification holds
@@ -122,7 +123,7 @@ def too_large_message(largest: Largest, budget: int | None = None) -> str:
             f"{machine_bytes() / GIB:.0f} GiB allow {budget / GIB:.1f} GiB")
 
 
-def fit_recipe(cfg: Any, opened: Opened) -> tuple[list[str], Any]:
+def fit_recipe(cfg: DictConfig, opened: Opened) -> tuple[list[str], Any]:
     """For an ONNX recipe: dims that fit this machine, before the probe runs the file at them. Changes only
     dims `opened` lists as defaulted (in cfg.model.dims, as the probe does). Returns (notes, Problem or None)."""
     from pathlib import Path

@@ -225,7 +225,7 @@ def _session(cfg: DictConfig) -> Any:
         return None
 
 
-def _refusal(session: Any, io: Any, seed: int) -> tuple[str, str] | None:
+def _refusal(session: Any, io: IOSpec, seed: int) -> tuple[str, str] | None:
     """(feed label, onnxruntime's words) for the first generated feed the file refuses; None when all run."""
     import numpy as np
 

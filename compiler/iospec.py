@@ -18,6 +18,7 @@ from compiler.errors import Problem
 from compiler.memory import GIB, INPUT_SHARE, batch_bytes, machine_bytes
 
 if TYPE_CHECKING:
+    from omegaconf import DictConfig
     import numpy as np
 
 INT_DTYPES = ("int64", "int32", "int8", "uint8", "bool")
@@ -94,7 +95,7 @@ class IOSpec:
     # --- construction ----------------------------------------------------------------------
 
     @classmethod
-    def from_cfg(cls, cfg: Any) -> "IOSpec":
+    def from_cfg(cls, cfg: DictConfig) -> "IOSpec":
         """The spec of a linted (and, for ONNX recipes, filled-in) recipe."""
         model = cfg.model
         nhwc = cfg.framework.value == "tensorflow" and cfg.export.input_layout.value == "nhwc"
@@ -234,7 +235,7 @@ class IOSpec:
         return {t.name: t.to_engine(samples[t.name]) for t in self.inputs}
 
 
-def label_output(cfg: Any, io: IOSpec) -> str:
+def label_output(cfg: DictConfig, io: IOSpec) -> str:
     """The output that labels score (training's loss, the metric): `model.label_output`, else the first."""
     return cfg.model.label_output or io.output_names[0]
 
@@ -309,7 +310,7 @@ class _Checker:
         self.problems.append(Problem(path, message, value, allowed, fix))
 
 
-def io_problems(cfg: Any, from_file: bool = False) -> list[Problem]:
+def io_problems(cfg: DictConfig, from_file: bool = False) -> list[Problem]:
     """Every cross-reference of the IO spec: dim names, ranges, profiles, dtypes, output names."""
     c = _Checker()
     model = cfg.model

@@ -141,7 +141,7 @@ def structure_problems(cfg: DictConfig) -> list[Problem]:
     return _deleted_sections(cfg, RecipeConfig, "") + _interpolation_problems(cfg, "")
 
 
-def _deleted_sections(cfg: Any, schema: type, path: str) -> list[Problem]:
+def _deleted_sections(cfg: DictConfig, schema: type, path: str) -> list[Problem]:
     problems = []
     for f in fields(schema):
         sub = f"{path}.{f.name}" if path else f.name

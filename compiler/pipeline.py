@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -29,6 +29,10 @@ from compiler.serve.settings import model_name
 from compiler.stages import Stage, StageContext
 from compiler.stages.quantize import reduce_range
 from compiler.weights import save_with_locations
+
+if TYPE_CHECKING:
+    from compiler.iospec import IOSpec
+    from compiler.plan import EnginePlan
 
 
 STAGES: tuple[Stage, ...] = (
@@ -90,7 +94,7 @@ def stage_view(cfg: DictConfig, keys: tuple[str, ...]) -> DictConfig:
     return view
 
 
-def stage_key_parts(stage: Stage, cfg: DictConfig, plan: Any, recipe: str = "model") -> dict[str, Any]:
+def stage_key_parts(stage: Stage, cfg: DictConfig, plan: EnginePlan, recipe: str = "model") -> dict[str, Any]:
     """Everything of the recipe and the plan that enters this stage's cache key."""
     sliced = _config_slice(cfg, stage.sections(plan))
     if stage.plan_key:
@@ -199,7 +203,7 @@ def compile_recipe(resolved: Resolved, run_dir: Path, log: logging.Logger, plot:
     return _timed(CompileResult(records, plan=plan, io=io), cfg, run_dir, log, recipe)
 
 
-def _stages(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, stages: list[Stage],
+def _stages(cfg: DictConfig, io: IOSpec, plan: EnginePlan, cache: StageCache | None, stages: list[Stage],
             records: list[StageRecord], run_dir: Path, log: logging.Logger, plot: Any = None,
             recipe: str = "model") -> StageError | None:
     """Run (or take from the cache) the stages in order, appending to `records`; the error that stopped them."""
@@ -246,7 +250,7 @@ def _stages(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, stage
     return None
 
 
-def _search(cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, common: list[StageRecord],
+def _search(cfg: DictConfig, io: IOSpec, plan: EnginePlan, cache: StageCache | None, common: list[StageRecord],
             run_dir: Path, log: logging.Logger, recipe: str = "model") -> CompileResult:
     """`precision: best`: convert, build and verify every candidate precision, and on the CUDA provider the
     runtime variants (layout, CUDA graphs, fusion: _build_variants) of each that passed within VARIANT_REACH
@@ -319,7 +323,7 @@ def _build_variants(candidate: Any, outcomes: dict, build: Any) -> None:
     fusion fused something."""
     from compiler.backends.onnxruntime import convolutions, effective_layout, graph_capturable
 
-    def passed(plan: Any) -> dict | None:
+    def passed(plan: EnginePlan) -> dict | None:
         _, records, error = outcomes[plan.label]
         verify, engine = _stage_info(records, "verify"), _engine(records)
         return {**verify, "engine": engine} if error is None and verify.get("passed") and engine else None
@@ -353,7 +357,7 @@ def _within_reach(outcomes: dict, latency: dict[str, dict]) -> set[str]:
     return {label for label in passed if label not in speed or speed[label] <= VARIANT_REACH * min(speed.values())}
 
 
-def search_row(label: str, plan: Any, records: list[StageRecord], error: StageError | None,
+def search_row(label: str, plan: EnginePlan, records: list[StageRecord], error: StageError | None,
                latency: dict) -> dict:
     """One candidate of `precision: best`: what it converted with, its runtime settings, its accuracy, its gates,
     its speed."""
@@ -387,7 +391,7 @@ def _timed(result: CompileResult, cfg: DictConfig, run_dir: Path, log: logging.L
     return result
 
 
-def _run_stage(stage: Stage, cfg: DictConfig, io: Any, plan: Any, cache: StageCache | None, key: str,
+def _run_stage(stage: Stage, cfg: DictConfig, io: IOSpec, plan: EnginePlan, cache: StageCache | None, key: str,
                done: dict[str, StageRecord], record: StageRecord, run_dir: Path, log: logging.Logger,
                recipe: str = "model") -> Path:
     """Run one stage in a fresh workspace, seeing only what its key holds; return where its artifact lives."""

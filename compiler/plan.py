@@ -33,6 +33,7 @@ from compiler.errors import Problem
 from compiler.numerics import for_precision
 
 if TYPE_CHECKING:
+    from omegaconf import DictConfig
     from compiler.numerics import MathMode
 
 LATEST_TENSORRT = 11
@@ -364,7 +365,7 @@ def _search_space(backend: str, providers: list[str]) -> tuple[str, ...]:
     return tuple(space)
 
 
-def resolve(cfg: Any) -> EnginePlan:
+def resolve(cfg: DictConfig) -> EnginePlan:
     """The plan for a typed recipe. Pure given the recipe and what is installed; lint checks it first."""
     from omegaconf import OmegaConf
 
@@ -397,7 +398,7 @@ def resolve(cfg: Any) -> EnginePlan:
     return plan
 
 
-def custom_op_libraries(cfg: Any) -> list[str]:
+def custom_op_libraries(cfg: DictConfig) -> list[str]:
     """The onnxruntime custom-op libraries the recipe registers (the import lint reads them before a plan)."""
     return list(cfg.engine.onnxruntime.custom_op_libraries)
 
@@ -411,7 +412,7 @@ def _disabled_optimizers(chosen: Optional[tuple], conversion: str) -> list[str]:
 
 # --- lint -----------------------------------------------------------------------------------
 
-def plan_problems(cfg: Any) -> list[Problem]:
+def plan_problems(cfg: DictConfig) -> list[Problem]:
     """Every engine problem of a typed recipe, per backend and TensorRT version, with the fix."""
     engine, problems = cfg.engine, []
     requested = engine.backend.value

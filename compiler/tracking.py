@@ -13,9 +13,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from compiler.onnx_files import artifact_files
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 PARENT_ENV = "COMPILER_MLFLOW_PARENT_RUN"   # set for a sweep's jobs: the parent run's id
 PARENT_FILE = "mlflow_parent_run"           # the same, in the sweep dir, for launchers that do not pass env
@@ -28,7 +31,7 @@ class TrackingConfig:
     experiment: str = "compiler"
 
 
-def missing_packages(cfg: Any) -> list[tuple[str, str]]:
+def missing_packages(cfg: DictConfig) -> list[tuple[str, str]]:
     """(key, package) for each tracker the recipe turns on whose package is not installed."""
     import importlib.util
 
@@ -60,7 +63,7 @@ def _quiet() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def start_sweep(cfg: Any, sweep_dir: Path) -> None:
+def start_sweep(cfg: DictConfig, sweep_dir: Path) -> None:
     """Open the parent run of a sweep; its jobs find it through the environment or the sweep dir."""
     import mlflow
 
@@ -113,7 +116,7 @@ def final_metrics(report: dict) -> dict[str, float]:
     return {k: float(v) for k, v in out.items()}
 
 
-def log_job(cfg: Any, report: dict, run_dir: Path) -> str:
+def log_job(cfg: DictConfig, report: dict, run_dir: Path) -> str:
     """One compile as an MLflow run (a child of its sweep's run): recipe, curves, figures, report, engine."""
     import mlflow
 

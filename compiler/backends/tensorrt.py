@@ -12,9 +12,12 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compiler.backends.tensorrt_plan import BuildArgs, TrtEnum, build_args, rtx_module
+
+if TYPE_CHECKING:
+    from compiler.iospec import IOSpec
 
 log = logging.getLogger("compiler")
 
@@ -105,7 +108,7 @@ def _with_dla_core(config, core: int):
     return config
 
 
-def build(onnx_path: Path, out_dir: Path, plan: Any, io: Any, calibration: Any = None) -> tuple[str, dict]:
+def build(onnx_path: Path, out_dir: Path, plan: Any, io: IOSpec, calibration: Any = None) -> tuple[str, dict]:
     """Build and save the engine. `calibration`: batches for TensorRT 10's calibrator (plan.calibrator)."""
     from polygraphy.backend.common import SaveBytes
 

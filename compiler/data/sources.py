@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from compiler.iospec import random_array
+
+if TYPE_CHECKING:
+    from compiler.iospec import IOSpec
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class Dataset:
         return {k: v[:size] for k, v in self.x_train.items()}
 
 
-def load_dataset(data_cfg: Any, io: Any, seed: int) -> Dataset:
+def load_dataset(data_cfg: Any, io: IOSpec, seed: int) -> Dataset:
     """Build the recipe's data set for the resolved IO spec (`compiler.iospec.IOSpec`)."""
     source = _name(data_cfg.source)
     if source == "tokens":
@@ -102,7 +105,7 @@ def resize_bilinear(images: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     return np.einsum("oh,nhw,pw->nop", rows, images.astype(np.float32), cols, optimize=True)
 
 
-def _npz(data_cfg: Any, io: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _npz(data_cfg: Any, io: IOSpec) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Arrays named after the model's inputs; a single-input model may use `x_key` instead."""
     path = Path(data_cfg.path).expanduser()
     shapes = io.shapes(0, "opt")
@@ -150,7 +153,7 @@ def _image_folder(folder: Path, input_shape: Sequence[int]) -> tuple[np.ndarray,
     return np.stack(xs), np.asarray(ys, dtype=np.int64)
 
 
-def _synthetic(data_cfg: Any, io: Any, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _synthetic(data_cfg: Any, io: IOSpec, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Learnable random data for every input: each class is a noisy copy of its own random prototype
     (integer inputs: random values within their range, carrying no label)."""
     rng = np.random.default_rng(seed)
@@ -168,7 +171,7 @@ def _synthetic(data_cfg: Any, io: Any, seed: int) -> tuple[dict[str, np.ndarray]
     return x, y
 
 
-def _tokens(data_cfg: Any, io: Any, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _tokens(data_cfg: Any, io: IOSpec, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """A text task whose answer only the unmasked tokens hold.
 
     Token t belongs to group t % classes; the label is the most frequent group among the real

@@ -15,9 +15,13 @@ import contextlib
 import importlib
 import sys
 from pathlib import Path
-from typing import Any, ContextManager, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, ContextManager, Iterator, Protocol
 
 from compiler.numerics import MathMode
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+    from compiler.iospec import IOSpec
 
 NAMES = ("torch", "keras", "onnx")
 # a recipe's `framework` -> the distributions whose versions key what it trains, exports and times
@@ -38,7 +42,7 @@ class Adapter(Protocol):
     input_layouts: tuple[str, ...]        # export.input_layout values its models take
     exporter_packages: dict[str, str]     # export.exporter -> the distribution that exporter needs
 
-    def export(self, cfg: Any, io: Any, source: Path, out: Path, plan: Any) -> list[str]:
+    def export(self, cfg: DictConfig, io: IOSpec, source: Path, out: Path, plan: Any) -> list[str]:
         """Write out (ONNX) from the trained artifact or the file; return the repairs made on the way."""
 
     def math_mode(self, tf32: bool) -> ContextManager[None]:
@@ -51,19 +55,19 @@ class Adapter(Protocol):
 class Trainable(Adapter, Protocol):
     """A framework with a model of its own (torch, keras): trained, saved, loaded and run as the reference."""
 
-    def train(self, cfg: Any, io: Any, work_dir: Path, log: Any) -> tuple[str, dict]:
+    def train(self, cfg: DictConfig, io: IOSpec, work_dir: Path, log: Any) -> tuple[str, dict]:
         """Fit the recipe's model, save it in work_dir: (artifact name, training info)."""
 
-    def save_as_built(self, cfg: Any, io: Any, work_dir: Path) -> tuple[str, dict]:
+    def save_as_built(self, cfg: DictConfig, io: IOSpec, work_dir: Path) -> tuple[str, dict]:
         """Save the factory's model untrained (data.source=none): (artifact name, info)."""
 
-    def export(self, cfg: Any, io: Any, source: Path, out: Path, plan: Any) -> list[str]:
+    def export(self, cfg: DictConfig, io: IOSpec, source: Path, out: Path, plan: Any) -> list[str]:
         """Write out (ONNX) from the trained artifact or the file; return the repairs made on the way."""
 
-    def load(self, cfg: Any, io: Any, artifact: Path, gpu: bool) -> Any:
+    def load(self, cfg: DictConfig, io: IOSpec, artifact: Path, gpu: bool) -> Any:
         """The trained model for inference, on the GPU when the engine runs on one and the framework sees it."""
 
-    def predict(self, model: Any, feed: dict, io: Any) -> dict:
+    def predict(self, model: Any, feed: dict, io: IOSpec) -> dict:
         """Outputs by name for a feed of named arrays in the engine's layout."""
 
     def math_mode(self, tf32: bool) -> ContextManager[None]:

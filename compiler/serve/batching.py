@@ -5,16 +5,19 @@ mixes them). Checked on the model: two samples run together must give each sampl
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from compiler.iospec import slice_batch
 
+if TYPE_CHECKING:
+    from compiler.iospec import IOSpec
+
 SEED = 0
 
 
-def mixing_reason(model: Path, io: Any) -> str | None:
+def mixing_reason(model: Path, io: IOSpec) -> str | None:
     """None where a batch of two equals its samples run one by one (on the standard-ops ONNX the engine was built
     from, on the CPU); else what differed."""
     import onnxruntime as ort

@@ -6,11 +6,16 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compiler.backends.providers import canonical
 from compiler.errors import Problem
 from compiler.packages import install_line
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+    from compiler.iospec import IOSpec
+    from compiler.plan import EnginePlan
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")   # a folder name Triton loads (and a URL path part)
 PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider")  # the backend's EPs
@@ -47,7 +52,7 @@ def model_name(name: str | None, recipe: str) -> str:
     return cleaned[:128]
 
 
-def _batch(io: Any) -> tuple[str | None, tuple[int, int, int]]:
+def _batch(io: IOSpec) -> tuple[str | None, tuple[int, int, int]]:
     dim = io.batch_dim
     if dim is None:
         return None, io.batch_range()
@@ -55,7 +60,7 @@ def _batch(io: Any) -> tuple[str | None, tuple[int, int, int]]:
     return dim, (min(r[0] for r in ranges), ranges[0][1], max(r[2] for r in ranges))
 
 
-def resolve(serve: Any, io: Any, plan: Any, recipe: str) -> ServeSettings:
+def resolve(serve: Any, io: IOSpec, plan: EnginePlan, recipe: str) -> ServeSettings:
     """The settings of a linted recipe (serve_problems found nothing)."""
     dim, (low, opt, high) = _batch(io)
     notes = []
@@ -83,7 +88,7 @@ def resolve(serve: Any, io: Any, plan: Any, recipe: str) -> ServeSettings:
 
 # --- lint -----------------------------------------------------------------------------------
 
-def serve_problems(cfg: Any) -> list[Problem]:
+def serve_problems(cfg: DictConfig) -> list[Problem]:
     """Every `serve` setting that is bad in itself, and with `target: triton` everything of the recipe's engine
     that Triton cannot express (its IO: `serve_io_problems`, once the recipe is resolved)."""
     serve = cfg.serve
@@ -99,7 +104,7 @@ def serve_problems(cfg: Any) -> list[Problem]:
     return problems + _engine_problems(cfg)
 
 
-def serve_io_problems(serve: Any, io: Any) -> list[Problem]:
+def serve_io_problems(serve: Any, io: IOSpec) -> list[Problem]:
     """With `target: triton`, what of the resolved IOSpec a Triton config cannot say (the batch dim, its range)."""
     return _batch_problems(serve, io) if serve.target.value == "triton" else []
 
@@ -133,7 +138,7 @@ def _setting_problems(serve: Any) -> list[Problem]:
     return problems
 
 
-def _engine_problems(cfg: Any) -> list[Problem]:
+def _engine_problems(cfg: DictConfig) -> list[Problem]:
     """What of the resolved engine (plan.py reads the engine section) a Triton config cannot say."""
     from compiler.plan import resolve
 
@@ -175,7 +180,7 @@ def _provider(name: Any) -> str:
     return canonical(str(name)) or str(name)
 
 
-def _batch_problems(serve: Any, io: Any) -> list[Problem]:
+def _batch_problems(serve: Any, io: IOSpec) -> list[Problem]:
     size = serve.max_batch_size
     dim, (low, _, high) = _batch(io)
     problems = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import onnx
@@ -19,6 +19,10 @@ from compiler.iospec import random_array
 from compiler.passes._gs import static_shapes
 from compiler.serve.batching import mixing_reason
 from compiler.serve.settings import ServeSettings
+
+if TYPE_CHECKING:
+    from compiler.iospec import IOSpec
+    from compiler.plan import EnginePlan
 
 TWIN_CONFIG = "python_onnxruntime"           # configs/<this>.pbtxt, chosen with --model-config-name
 TWIN_MODEL = "model.py"                       # the Python backend's default file name
@@ -47,7 +51,8 @@ class TensorFacts:
     dims: tuple[int, ...]              # -1 where dynamic, batch included
 
 
-def engine_io(model: onnx.ModelProto, io: Any, source: Path | None = None) -> tuple[list[TensorFacts], list[TensorFacts]]:
+def engine_io(model: onnx.ModelProto, io: IOSpec,
+              source: Path | None = None) -> tuple[list[TensorFacts], list[TensorFacts]]:
     """The served file's inputs and outputs as Triton sees them (`model`: that file, loaded without its weights):
     types from the file, input dims from the IO spec, output dims from the file (dynamic: -1), batch included; an
     output the file declares no shape for gets its rank from inference on `source` (the ONNX the engine was built
@@ -77,7 +82,7 @@ def engine_io(model: onnx.ModelProto, io: Any, source: Path | None = None) -> tu
     return inputs, outputs
 
 
-def batch_problem(model: onnx.ModelProto, source: Path, io: Any, settings: ServeSettings) -> str | None:
+def batch_problem(model: onnx.ModelProto, source: Path, io: IOSpec, settings: ServeSettings) -> str | None:
     """Why Triton may not batch along the inputs' first dim, or None: every output must start with it (declared
     with the inputs' dim name, or inferred so at the smallest and largest batch on `source`, the standard-ops ONNX
     the engine was built from), and the samples of a batch must be independent (serve/batching.py)."""
@@ -95,7 +100,7 @@ def batch_problem(model: onnx.ModelProto, source: Path, io: Any, settings: Serve
     return mixing_reason(source, io) if low <= 2 <= high else None
 
 
-def _outputs_lead(model: Path, io: Any, settings: ServeSettings, names: list[str]) -> str | None:
+def _outputs_lead(model: Path, io: IOSpec, settings: ServeSettings, names: list[str]) -> str | None:
     low, _, high = settings.batch_range
     graph = onnx.load(str(model), load_external_data=False)
     for batch in sorted({max(low, 1), high}):
@@ -126,7 +131,7 @@ def _without_batch(dims: Sequence[int], settings: ServeSettings) -> list[int]:
 
 # --- the config ----------------------------------------------------------------------------------------------
 
-def model_config(settings: ServeSettings, io: Any, plan: Any, runtime: dict | None,
+def model_config(settings: ServeSettings, io: IOSpec, plan: EnginePlan, runtime: dict | None,
                  inputs: list[TensorFacts], outputs: list[TensorFacts]) -> Any:
     """The real config (a ModelConfig message)."""
     from tritonclient.grpc import model_config_pb2 as pb
@@ -150,7 +155,7 @@ def model_config(settings: ServeSettings, io: Any, plan: Any, runtime: dict | No
     return config
 
 
-def _onnxruntime_settings(config: Any, runtime: dict, io: Any) -> None:
+def _onnxruntime_settings(config: Any, runtime: dict, io: IOSpec) -> None:
     """The engine's session: graph level, threads, and each provider's options as the backend's accelerators."""
     session = runtime["session"]
     level = session["graph_optimization_level"]
@@ -185,7 +190,7 @@ def _parameter(config: Any, key: str, value: str) -> None:
 
 # --- warm-up ------------------------------------------------------------------------------------------------
 
-def warmup_requests(settings: ServeSettings, io: Any) -> list[tuple[str, int, dict[str, tuple[int, ...]]]]:
+def warmup_requests(settings: ServeSettings, io: IOSpec) -> list[tuple[str, int, dict[str, tuple[int, ...]]]]:
     """(name, batch_size, full input shapes) of each warm-up request: the smallest and the largest batch (the
     profile's min and max shapes where the model is not batched), other dims at the profile's opt."""
     if settings.max_batch_size:
@@ -195,7 +200,7 @@ def warmup_requests(settings: ServeSettings, io: Any) -> list[tuple[str, int, di
     return [(f"{position}_shapes", 1, io.shapes(0, position)) for position in ("min", "max")]
 
 
-def _warmup_entry(config: Any, name: str, batch: int, shapes: dict, io: Any, inputs: list[TensorFacts],
+def _warmup_entry(config: Any, name: str, batch: int, shapes: dict, io: IOSpec, inputs: list[TensorFacts],
                   settings: ServeSettings) -> None:
     from tritonclient.grpc import model_config_pb2 as pb
 
@@ -216,7 +221,7 @@ def warmup_file(request: str, input_name: str) -> str:
     return f"{request}__{safe}"
 
 
-def warmup_data(settings: ServeSettings, io: Any) -> dict[str, bytes]:
+def warmup_data(settings: ServeSettings, io: IOSpec) -> dict[str, bytes]:
     """The data files of the integer, enum-like and string inputs' warm-up (one sample where batched: Triton
     repeats it batch_size times), drawn inside each input's range."""
     rng = np.random.default_rng(WARMUP_SEED)

@@ -11,9 +11,12 @@ import importlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from omegaconf import DictConfig
+
+if TYPE_CHECKING:
+    from compiler.plan import EnginePlan
 
 
 @dataclass
@@ -45,7 +48,7 @@ class Stage:
     calibrating_keys: tuple[str, ...] = ()  # further sections it reads when the plan calibrates at build
     cached: bool = True             # False: run every time (latency), outside the work lock
 
-    def sections(self, plan: Any) -> tuple[str, ...]:
+    def sections(self, plan: EnginePlan) -> tuple[str, ...]:
         """The recipe sections this stage reads, which are exactly those its key holds."""
         return self.config_keys + (self.calibrating_keys if plan.calibrator else ())
 

@@ -17,11 +17,16 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from math import prod
-from typing import Any, Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 from compiler import weights
 from compiler.iospec import batch_size, slice_batch
 from compiler.stages import StageContext, StageResult
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+    from compiler.iospec import IOSpec
+    from compiler.plan import EnginePlan
 
 QUANTIZABLE = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Cheap elementwise and data-movement ops: an fp32 island grows through them, so the Q/DQ boundary of a kept
@@ -137,7 +142,7 @@ def fp32_islands(model, seeds: list[str]) -> list[str]:
     return [n.name for n in model.graph.node if n.name in island]
 
 
-def quantize(src: Path, dst: Path, samples, cfg, exclude: list[str], calibration_cache: Path) -> None:
+def quantize(src: Path, dst: Path, samples, cfg: DictConfig, exclude: list[str], calibration_cache: Path) -> None:
     """QDQ-quantize every op onnxruntime can (so activations and pools stay int8 between compute nodes)."""
     from onnxruntime.quantization import CalibrationMethod as Method, QuantFormat, QuantType, quantize_static
 
@@ -162,7 +167,8 @@ def score(path: Path, x: dict, y, metric, batch: int) -> float:
 
 
 def budget_search(attempt: Callable[[list[str]], Optional[float]], ok: Callable[[float], bool],
-                  candidates: list[str], keep: list[str], cfg, log) -> tuple[list[str], Optional[float], list[dict]]:
+                  candidates: list[str], keep: list[str], cfg: DictConfig,
+                  log) -> tuple[list[str], Optional[float], list[dict]]:
     """Keep nodes in fp32, the most sensitive first, until `ok(score)`: the accuracy budget with labels, the
     agreement gate without. A score of None (the model cannot run here) ends the search: verify's gate judges."""
     score = attempt(keep)
@@ -191,7 +197,7 @@ class Judge:
     kind: str                    # "accuracy" | "agreement"
 
 
-def _judge(cfg, io, plan, src: Path, x_eval: dict, y_eval) -> Judge:
+def _judge(cfg: DictConfig, io: IOSpec, plan: EnginePlan, src: Path, x_eval: dict, y_eval) -> Judge:
     from compiler.verify.metric import metric_of
 
     if y_eval is not None:
@@ -223,7 +229,7 @@ def _outputs(path: Path, feed: dict) -> dict:
     return dict(zip(names, session.run(None, feed)))
 
 
-def calibration_inputs(cfg, io) -> tuple[dict, dict, Any, str]:
+def calibration_inputs(cfg: DictConfig, io: IOSpec) -> tuple[dict, dict, Any, str]:
     """(calibration inputs, evaluation inputs, their labels or None, where they came from), in the engine's layout.
     The recipe's data where it has some; else (data.source=none) generated inputs at the opt shapes, which are
     valid but not representative, and the report says so."""

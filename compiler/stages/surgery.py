@@ -18,6 +18,7 @@ from compiler.stages.export import checked_model_info
 from compiler.weights import inline, is_external, spill, tensors
 
 if TYPE_CHECKING:  # weights imports onnx-graphsurgeon: not on the lint path
+    from compiler.iospec import IOSpec
     from compiler.weights import Spill
 
 # The best general-purpose cleaning we have, in the order that lets each pass feed the next.
@@ -183,7 +184,7 @@ def _apply_one(call, model) -> tuple[Any, dict]:
                    "seconds": time.perf_counter() - started, **({"notes": notes} if notes else {})}
 
 
-def _extreme_shapes(io: Any) -> list[dict[str, tuple[int, ...]]]:
+def _extreme_shapes(io: IOSpec) -> list[dict[str, tuple[int, ...]]]:
     """The inputs' shapes at each profile's min and max, each distinct set once."""
     found: list[dict[str, tuple[int, ...]]] = []
     for profile in range(len(io.profiles)) if io is not None else ():

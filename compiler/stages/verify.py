@@ -50,7 +50,9 @@ class VerifyConfig:
 
 
 if TYPE_CHECKING:
+    from omegaconf import DictConfig
     from compiler.iospec import IOSpec
+    from compiler.plan import EnginePlan
 
 
 def _runners(ctx: StageContext):
@@ -72,7 +74,7 @@ def _runners(ctx: StageContext):
     return runners, names, chain + [(0, len(runners) - 1)]
 
 
-def _converted_level(plan) -> str:
+def _converted_level(plan: EnginePlan) -> str:
     """The optimisation level of the converted model's ledger runner. fp16 or bf16 weights on the CPU: "all", the
     one level at which onnxruntime folds the fp32 copies of the weights its CPU kernels need, once, at load (the
     casts are exact). Below it, every call casts every weight again, and all the casts run before the first layer:
@@ -82,7 +84,7 @@ def _converted_level(plan) -> str:
     return "all" if plan.precision in ("fp16", "bf16") and not plan.gpu else "disable"
 
 
-def _feeds(cfg, io: "IOSpec", x_test, max_batch: int, profiles: "list[int] | None" = None,
+def _feeds(cfg: DictConfig, io: "IOSpec", x_test, max_batch: int, profiles: "list[int] | None" = None,
            labelled: bool = True) -> list[tuple[str, dict]]:
     """The ledger's inputs: real test samples, then the generated ones (verify/feeds.py)."""
     import numpy as np
@@ -196,7 +198,7 @@ def _raise_domain_error(ctx: StageContext, feeds: list, exc: Exception) -> None:
                         "(data.source=npz data.path=...)") from exc
 
 
-def math_modes(names: list[str], plan) -> dict[str, str]:
+def math_modes(names: list[str], plan: EnginePlan) -> dict[str, str]:
     """The math mode each ledger row's model ran in: references in strict fp32, a converted model in its
     conversion's precision, the engine in the plan's."""
     modes = {name: "strict fp32" for name in names}
@@ -219,7 +221,7 @@ def _inherent_precision(ctx: StageContext) -> list | None:
     return list(found) if found else None
 
 
-def _agreement(cfg, io, precision: str, reference, engine, feeds) -> list[dict]:
+def _agreement(cfg: DictConfig, io: IOSpec, precision: str, reference, engine, feeds) -> list[dict]:
     """The agreement gate's rows: the strict-fp32 cleaned model and the engine on the ledger's generated inputs
     (and the user's, with data.source=npz)."""
     from compiler.verify.agreement import budgets, compare
@@ -235,7 +237,7 @@ def _infer(runner):
     return lambda feed: runner.infer(feed, check_inputs=False)
 
 
-def _profile_shape_checks(cfg, io, plan, clean_onnx, engine, atol, rtol) -> list[dict]:
+def _profile_shape_checks(cfg: DictConfig, io: IOSpec, plan: EnginePlan, clean_onnx, engine, atol, rtol) -> list[dict]:
     """TensorRT: run the engine at the min, opt and max shapes of every further profile against the cleaned model."""
     import numpy as np
 

@@ -5,18 +5,22 @@ probe accepts is the one verified."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+    from compiler.iospec import IOSpec
 
 MAX_CHOICE_FEEDS = 8
 
 
-def generated_feeds(io: Any, rng: Any, profiles: Sequence[int] | None = None) -> list[tuple[str, dict]]:
+def generated_feeds(io: IOSpec, rng: Any, profiles: Sequence[int] | None = None) -> list[tuple[str, dict]]:
     """(label, feed) at every profile's distinct min/opt/max shapes, then the branch feeds."""
     feeds = [(label, io.random_feed(rng, shapes)) for label, shapes in io.check_shapes(profiles)]
     return feeds + branch_feeds(io, rng)
 
 
-def branch_feeds(io: Any, rng: Any) -> list[tuple[str, dict]]:
+def branch_feeds(io: IOSpec, rng: Any) -> list[tuple[str, dict]]:
     """Inputs that choose between branches take each of their values once, at the opt shapes: a bool input (an
     If's condition, a flag) False and True, an enum-like input each of its `values`. Random feeds alone may
     never take one side of an If."""
@@ -34,7 +38,7 @@ def branch_feeds(io: Any, rng: Any) -> list[tuple[str, dict]]:
     return feeds
 
 
-def samples(cfg: Any, io: Any) -> tuple[Any, Any]:
+def samples(cfg: DictConfig, io: IOSpec) -> tuple[Any, Any]:
     """(labelled test inputs in the engine's layout, their labels), or (None, None) without data."""
     if cfg.data.source.value == "none":
         return None, None

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
     import numpy as np
+    from compiler.iospec import IOSpec
 
 # (input prefix, output prefix): past_key_values.0.key -> present.0.key (transformers, optimum), past_0 -> present_0
 CACHE_NAMES = (("past_key_values", "present"), ("past", "present"))
@@ -37,7 +38,7 @@ def cache_pairs(inputs: Iterable[str], outputs: Iterable[str]) -> list[tuple[str
     return pairs
 
 
-def kv_cache(io: Any) -> KVCache | None:
+def kv_cache(io: IOSpec) -> KVCache | None:
     """The decoder's cache layout, read off the IO names; None when the model has no past/present pairs."""
     pairs = cache_pairs(io.input_names, io.output_names)
     if not pairs:
@@ -49,7 +50,7 @@ def kv_cache(io: Any) -> KVCache | None:
     return KVCache(tuple(pairs), tuple(sorted(past)), tuple(sorted(new)))
 
 
-def step_sizes(io: Any, cache: KVCache) -> tuple[dict[str, int], dict[str, int]]:
+def step_sizes(io: IOSpec, cache: KVCache) -> tuple[dict[str, int], dict[str, int]]:
     """(prefill, decode) dim sizes: prefill from the past's min with as many new tokens as the decode step's past
     can hold; decode with the past the prefill left and the fewest new tokens (one, for a 1..N range)."""
     ranges = io.profiles[0]
@@ -63,7 +64,7 @@ def step_sizes(io: Any, cache: KVCache) -> tuple[dict[str, int], dict[str, int]]
     return prefill, decode
 
 
-def step_feeds(io: Any, reference: Any, rng: "np.random.Generator") -> list[tuple[str, dict]]:
+def step_feeds(io: IOSpec, reference: Any, rng: "np.random.Generator") -> list[tuple[str, dict]]:
     """The prefill feed and the decode feed on the reference's own cache (a Polygraphy runner). Only the
     prefill when the reference cannot run it: the ledger then reports that feed as it reports any."""
     import numpy as np

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
@@ -23,6 +23,11 @@ from compiler.numerics import STRICT_FP32
 from compiler.verify import reference_latency
 from compiler.verify.device_runners import OrtDeviceRunner, OrtGraphRunner, TorchDeviceRunner, gpu_conditions
 from compiler.verify.feeds import samples
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+    from compiler.iospec import IOSpec
+    from compiler.plan import EnginePlan
 
 
 QUIET_SHARE = 0.05   # other processes may use at most this share of the machine's CPU time while we time
@@ -96,7 +101,8 @@ def measure(runner: Any, feeds: Mapping[int, dict], iterations: int, warmup: int
     return result
 
 
-def latency_feeds(io: Any, x_test: Mapping[str, np.ndarray] | None, batches: list[int], seed: int) -> dict[int, dict]:
+def latency_feeds(io: IOSpec, x_test: Mapping[str, np.ndarray] | None, batches: list[int],
+                  seed: int) -> dict[int, dict]:
     """Per batch size, inputs at the opt shapes: real samples (repeated to fill the batch) where they fit."""
     rng = np.random.default_rng(seed)
     feeds = {}
@@ -145,7 +151,7 @@ def compare(runners: Mapping[Any, Any], feeds: Mapping[Any, Mapping[int, dict]],
     return out
 
 
-def _fastest_threads(plan: Any, engine: Path, feed: dict, v: Any, quiet: QuietWindows) -> tuple[int, list[dict]]:
+def _fastest_threads(plan: EnginePlan, engine: Path, feed: dict, v: Any, quiet: QuietWindows) -> tuple[int, list[dict]]:
     """Time the engine at each thread count on the largest batch; the fastest count, and the whole table."""
     counts = thread_counts()
     timed = compare({t: timing_engine_runner(plan, engine, intra_op_threads=t) for t in counts},
@@ -155,11 +161,11 @@ def _fastest_threads(plan: Any, engine: Path, feed: dict, v: Any, quiet: QuietWi
     return min(table, key=lambda row: row["p50_ms"])["intra_op_threads"], table
 
 
-def _auto_threads(plan: Any) -> bool:
+def _auto_threads(plan: EnginePlan) -> bool:
     return plan.backend == "onnxruntime" and plan.intra_op_threads == "auto" and not plan.gpu
 
 
-def timing_engine_runner(plan: Any, engine: Path, intra_op_threads: int | None = None) -> Any:
+def timing_engine_runner(plan: EnginePlan, engine: Path, intra_op_threads: int | None = None) -> Any:
     """The engine as latency times it: on the GPU with inputs and outputs on the device (onnxruntime's I/O
     binding), else Polygraphy's runner from numpy arrays."""
     from compiler.verify.runners import engine_runner
@@ -172,7 +178,7 @@ def timing_engine_runner(plan: Any, engine: Path, intra_op_threads: int | None =
     return engine_runner(plan, engine, intra_op_threads=intra_op_threads)
 
 
-def timing_reference_runner(cfg: Any, io: Any, plan: Any, artifacts: Mapping[str, Path]) -> Any:
+def timing_reference_runner(cfg: DictConfig, io: IOSpec, plan: EnginePlan, artifacts: Mapping[str, Path]) -> Any:
     """The reference model as latency times it, in strict fp32: the framework model (eager; on the GPU with
     device tensors when the engine runs there), or for ONNX recipes the original file."""
     from compiler.verify.runners import CallableRunner, framework_predictor, onnx_runner
@@ -193,7 +199,7 @@ def timing_reference_runner(cfg: Any, io: Any, plan: Any, artifacts: Mapping[str
     return CallableRunner(cfg.framework.value, framework_predictor(cfg, io, artifacts["train"], plan), io)
 
 
-def latency_batches(io: Any, plan: Any, wanted: list[int]) -> list[int]:
+def latency_batches(io: IOSpec, plan: EnginePlan, wanted: list[int]) -> list[int]:
     """The recipe's batch sizes; on a GPU also the batch dim's largest value, where throughput is read."""
     return io.latency_batches(list(wanted) + ([io.batch_range()[2]] if plan.gpu else []))
 
@@ -208,7 +214,7 @@ def _with_throughput(per_batch: dict, runner: Any, feeds: Mapping[int, dict]) ->
     return per_batch
 
 
-def measure_now(cfg: Any, plan: Any, io: Any, artifacts: Mapping[str, Path]) -> tuple[dict, dict]:
+def measure_now(cfg: DictConfig, plan: EnginePlan, io: IOSpec, artifacts: Mapping[str, Path]) -> tuple[dict, dict]:
     """(latency of the reference model and the engine, the conditions it was measured under), timed now,
     alone on this machine. `artifacts` maps stage names to the files the compile placed in its run dir.
     With `intra_op_threads: auto` the engine is first timed at every thread count; the fastest is kept."""
@@ -251,7 +257,7 @@ def measure_now(cfg: Any, plan: Any, io: Any, artifacts: Mapping[str, Path]) -> 
     return result, conditions
 
 
-def time_engines(cfg: Any, io: Any, engines: Mapping[str, tuple[Any, Path]]) -> dict[str, dict]:
+def time_engines(cfg: DictConfig, io: IOSpec, engines: Mapping[str, tuple[Any, Path]]) -> dict[str, dict]:
     """Latency of several engines (plan, file) on the same inputs, interleaved under one timing lock: the
     candidates of `precision: best`, compared in the same run."""
     v = cfg.verify.latency

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from polygraphy.comparator import Comparator, CompareFunc
@@ -11,10 +11,13 @@ from polygraphy.logger import G_LOGGER
 
 import compiler.verify.runners  # noqa: F401  (Polygraphy's torch check, patched there)
 
+if TYPE_CHECKING:
+    from compiler.iospec import IOSpec
+
 G_LOGGER.module_severity = G_LOGGER.CRITICAL  # the ledger reports mismatches itself, gate by gate
 
 
-def tolerances(io, atol: float, rtol: float) -> tuple[dict[str, float], dict[str, float]]:
+def tolerances(io: IOSpec, atol: float, rtol: float) -> tuple[dict[str, float], dict[str, float]]:
     """Per-output atol/rtol for Polygraphy ("" is the default): model.outputs overrides, else verify's."""
     a = {"": atol, **{o.name: o.atol for o in io.outputs if o.atol is not None}}
     r = {"": rtol, **{o.name: o.rtol for o in io.outputs if o.rtol is not None}}

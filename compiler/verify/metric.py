@@ -6,12 +6,15 @@ The quantize stage's accuracy budget and verification read it from here; which o
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
 from compiler.iospec import IOSpec, batch_size, label_output, slice_batch
 from compiler.model.factory import instantiate_factory
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 Metric = Callable[[Mapping[str, np.ndarray], np.ndarray], float]
 Infer = Callable[[dict], Mapping[str, Any]]
@@ -23,7 +26,7 @@ def top1(output: str) -> Metric:
     return metric
 
 
-def metric_of(cfg: Any, io: IOSpec) -> Metric:
+def metric_of(cfg: DictConfig, io: IOSpec) -> Metric:
     """`verify.metric` (a `_target_` called with its kwargs, returning fn(outputs, labels) -> float), else top-1."""
     if cfg.verify.metric is None:
         return top1(label_output(cfg, io))

@@ -16,16 +16,20 @@ import os
 import platform
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from compiler import __version__
 from compiler.cache import sha256_artifact, tool_versions
 from compiler.frameworks import TOOLS
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+    from compiler.plan import EnginePlan
+
 MAX_AGE = timedelta(hours=24)
 
 
-def key(cfg: Any, plan: Any, artifacts: Mapping[str, Path], batches: list[int]) -> str:
+def key(cfg: DictConfig, plan: EnginePlan, artifacts: Mapping[str, Path], batches: list[int]) -> str:
     from omegaconf import OmegaConf
 
 

@@ -6,7 +6,7 @@ import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from polygraphy.backend.base import BaseRunner
@@ -16,6 +16,11 @@ from polygraphy.util import array as _polygraphy_array
 from compiler.backends.tensorrt import runner
 from compiler.frameworks import in_math_mode, trainable
 from compiler.numerics import STRICT_FP32
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+    from compiler.iospec import IOSpec
+    from compiler.plan import EnginePlan
 
 Predict = Callable[[dict], dict]
 
@@ -37,7 +42,7 @@ class CallableRunner(BaseRunner):
     so the framework reference gets this thin adapter around a predict function.
     """
 
-    def __init__(self, name: str, predict: Predict, io: Any):
+    def __init__(self, name: str, predict: Predict, io: IOSpec):
         super().__init__(name=name, prefix="framework-runner")
         self._predict = predict
         self._metadata = TensorMetadata()
@@ -60,7 +65,7 @@ class CallableRunner(BaseRunner):
         pass
 
 
-def framework_predictor(cfg: Any, io: Any, artifact: Path, plan: Any = None) -> Predict:
+def framework_predictor(cfg: DictConfig, io: IOSpec, artifact: Path, plan: EnginePlan = None) -> Predict:
     """The trained framework model as a feed dict -> outputs dict function (inference mode), in strict fp32
     (numerics.py), on the GPU when the engine runs on one (plan.gpu) and the framework sees it."""
     framework = trainable(cfg.framework.value)
@@ -87,7 +92,7 @@ def _tensor_runner(session_loader: Callable, name: str) -> BaseRunner:
     return TensorOutputs(session_loader, name=name)
 
 
-def onnx_runner(name: str, path: Path, plan: Any, optimization_level: str = "disable",
+def onnx_runner(name: str, path: Path, plan: EnginePlan, optimization_level: str = "disable",
                 timed: bool = True) -> BaseRunner:
     """An onnxruntime runner over an ONNX file with graph optimisation off, to see the file as written;
     `timed=False` for one that only compares (no prepacking: backends/onnxruntime.without_prepacking)."""
@@ -97,7 +102,7 @@ def onnx_runner(name: str, path: Path, plan: Any, optimization_level: str = "dis
                                                prepack=timed), name)
 
 
-def engine_runner(plan: Any, path: Path, intra_op_threads: int | None = None) -> BaseRunner:
+def engine_runner(plan: EnginePlan, path: Path, intra_op_threads: int | None = None) -> BaseRunner:
     """The engine as the plan's backend runs it (onnxruntime: with its runtime settings; captured as CUDA graphs
     where the plan says so, as it ships)."""
     if plan.nvidia:

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+    from compiler.iospec import IOSpec
 
 
 class KerasAdapter:
@@ -18,12 +22,12 @@ class KerasAdapter:
     input_layouts = ("nchw", "nhwc")
     exporter_packages: dict[str, str] = {}
 
-    def train(self, cfg: Any, io: Any, work_dir: Path, log: Any) -> tuple[str, dict]:
+    def train(self, cfg: DictConfig, io: IOSpec, work_dir: Path, log: Any) -> tuple[str, dict]:
         from compiler.frameworks.keras.fit import train
 
         return train(cfg, io, work_dir, log)
 
-    def save_as_built(self, cfg: Any, io: Any, work_dir: Path) -> tuple[str, dict]:
+    def save_as_built(self, cfg: DictConfig, io: IOSpec, work_dir: Path) -> tuple[str, dict]:
         import keras
 
         from compiler.frameworks.keras.builder import build_keras_model
@@ -33,18 +37,18 @@ class KerasAdapter:
         model.save(work_dir / "model.keras")
         return "model.keras", {"parameters": int(model.count_params())}
 
-    def export(self, cfg: Any, io: Any, source: Path, out: Path, plan: Any) -> list[str]:
+    def export(self, cfg: DictConfig, io: IOSpec, source: Path, out: Path, plan: Any) -> list[str]:
         from compiler.frameworks.keras.export import export
 
         export(cfg, io, source, out)
         return []
 
-    def load(self, cfg: Any, io: Any, artifact: Path, gpu: bool) -> Any:
+    def load(self, cfg: DictConfig, io: IOSpec, artifact: Path, gpu: bool) -> Any:
         from compiler.frameworks.keras.fit import load_trained
 
         return load_trained(artifact)  # TensorFlow places it on the GPU when it sees one
 
-    def predict(self, model: Any, feed: dict, io: Any) -> dict:
+    def predict(self, model: Any, feed: dict, io: IOSpec) -> dict:
         from compiler.frameworks.keras.fit import predict
 
         return predict(model, feed, io)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 
 from compiler.model.factory import instantiate_factory
 from compiler.model.layers import LayerSpec, activation_of, pair, parse_layers
+
+if TYPE_CHECKING:
+    from compiler.iospec import IOSpec
 
 
 def _activation(name: str | None):
@@ -68,7 +71,7 @@ def _apply(spec: LayerSpec, x):
     return act(x) if act is not None else x
 
 
-def build_keras_model(model_cfg: Any, io: Any) -> keras.Model:
+def build_keras_model(model_cfg: Any, io: IOSpec) -> keras.Model:
     """The recipe's model as Keras (the layer list, or the allow-listed factory); Keras takes channels last."""
     if model_cfg.factory is not None:
         return instantiate_factory(model_cfg.factory)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pathlib import Path
 
 from compiler.errors import StageError
 from compiler.iospec import IOSpec
 from compiler.frameworks.keras.fit import load_trained
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
-def export(cfg, io: IOSpec, weights: Path, out: Path) -> None:
+
+def export(cfg: DictConfig, io: IOSpec, weights: Path, out: Path) -> None:
     import tensorflow as tf
     import tf2onnx
 

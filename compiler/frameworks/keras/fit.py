@@ -6,7 +6,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -17,6 +17,10 @@ from compiler.data.sources import load_dataset
 from compiler.errors import StageError
 from compiler.frameworks.keras.builder import build_keras_model
 from compiler.iospec import label_output, to_channels_last
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+    from compiler.iospec import IOSpec
 
 # a training of at most this many steps runs eagerly: tracing the train and test steps into graphs costs more than
 # it saves there (MobileNetV2: 17 s traced against 4 s eager for 3 steps; an epoch of 23 steps, 25 s eager)
@@ -50,20 +54,20 @@ class _EpochLog(keras.callbacks.Callback):
                        logs.get("val_accuracy", float("nan")))
 
 
-def keras_inputs(x: dict, io) -> list[np.ndarray] | np.ndarray:
+def keras_inputs(x: dict, io: IOSpec) -> list[np.ndarray] | np.ndarray:
     """Named samples (channels first) as Keras takes them: channels last, a list when there are several."""
     arrays = [to_channels_last(x[name]) for name in io.input_names]
     return arrays if len(arrays) > 1 else arrays[0]
 
 
-def _labelled(model: keras.Model, io, label: str) -> keras.Model:
+def _labelled(model: keras.Model, io: IOSpec, label: str) -> keras.Model:
     """The model restricted to the output that labels score (the one trained); weights are shared."""
     if len(model.outputs) == 1:
         return model
     return keras.Model(model.inputs, model.outputs[io.output_names.index(label)])
 
 
-def train(cfg: Any, io: Any, work_dir: Path, log: Any) -> tuple[str, dict]:
+def train(cfg: DictConfig, io: IOSpec, work_dir: Path, log: Any) -> tuple[str, dict]:
     """Fit the recipe's model and save it in work_dir: (artifact name, training info)."""
     tcfg = cfg.train
     if tcfg.precision.value != "fp32":
@@ -143,7 +147,7 @@ def load_trained(path: Path) -> keras.Model:
     return keras.models.load_model(path, safe_mode=True, compile=False)
 
 
-def predict(model: keras.Model, feed: dict[str, np.ndarray], io) -> dict[str, np.ndarray]:
+def predict(model: keras.Model, feed: dict[str, np.ndarray], io: IOSpec) -> dict[str, np.ndarray]:
     """Outputs by name for a feed in the engine's layout (NCHW unless export.input_layout=nhwc)."""
     xs = [feed[t.name] if t.channels_last else to_channels_last(feed[t.name]) for t in io.inputs]
     result = model(xs if len(xs) > 1 else xs[0], training=False)

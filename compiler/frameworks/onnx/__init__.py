@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from compiler.frameworks.onnx.importer import import_file
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+    from compiler.iospec import IOSpec
 
 
 class OnnxAdapter:
@@ -20,7 +24,7 @@ class OnnxAdapter:
     input_layouts = ("nchw", "nhwc")
     exporter_packages: dict[str, str] = {}
 
-    def export(self, cfg: Any, io: Any, source: Path, out: Path, plan: Any) -> list[str]:
+    def export(self, cfg: DictConfig, io: IOSpec, source: Path, out: Path, plan: Any) -> list[str]:
         return import_file(source, out, io, plan)
 
     @contextlib.contextmanager

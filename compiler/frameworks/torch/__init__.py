@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from compiler.frameworks.torch import ddp
 from compiler.frameworks.torch.ddp import world_size
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+    from compiler.iospec import IOSpec
 
 
 class TorchAdapter:
@@ -21,7 +25,7 @@ class TorchAdapter:
     input_layouts = ("nchw",)                   # torch models take channels-first input
     exporter_packages = {"dynamo": "onnxscript"}
 
-    def train(self, cfg: Any, io: Any, work_dir: Path, log: Any) -> tuple[str, dict]:
+    def train(self, cfg: DictConfig, io: IOSpec, work_dir: Path, log: Any) -> tuple[str, dict]:
         if ddp.world_size(cfg.train) > 1:
             info = ddp.launch(cfg, io, work_dir)
             (work_dir / "train_info.json").unlink()
@@ -34,7 +38,7 @@ class TorchAdapter:
         torch.save(model.to("cpu").state_dict(), work_dir / "model.pt")
         return "model.pt", info
 
-    def save_as_built(self, cfg: Any, io: Any, work_dir: Path) -> tuple[str, dict]:
+    def save_as_built(self, cfg: DictConfig, io: IOSpec, work_dir: Path) -> tuple[str, dict]:
         import torch
 
         from compiler.frameworks.torch.builder import build_torch_model
@@ -44,18 +48,18 @@ class TorchAdapter:
         torch.save(model.state_dict(), work_dir / "model.pt")
         return "model.pt", {"parameters": int(sum(p.numel() for p in model.parameters()))}
 
-    def export(self, cfg: Any, io: Any, source: Path, out: Path, plan: Any) -> list[str]:
+    def export(self, cfg: DictConfig, io: IOSpec, source: Path, out: Path, plan: Any) -> list[str]:
         from compiler.frameworks.torch.export import export
 
         export(cfg, io, source, out)
         return []
 
-    def load(self, cfg: Any, io: Any, artifact: Path, gpu: bool) -> Any:
+    def load(self, cfg: DictConfig, io: IOSpec, artifact: Path, gpu: bool) -> Any:
         from compiler.frameworks.torch.runtime import load_trained, reference_device
 
         return load_trained(cfg, io, artifact, device=reference_device(gpu))
 
-    def predict(self, model: Any, feed: dict, io: Any) -> dict:
+    def predict(self, model: Any, feed: dict, io: IOSpec) -> dict:
         from compiler.frameworks.torch.runtime import predict
 
         return predict(model, feed)

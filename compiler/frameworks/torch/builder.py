@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import nn
 
 from compiler.model.factory import instantiate_factory
 from compiler.model.layers import LayerSpec, activation_of, pair, parse_layers
+
+if TYPE_CHECKING:
+    from compiler.iospec import IOSpec
 
 _ACTIVATIONS = {
     "relu": nn.ReLU, "relu6": nn.ReLU6, "gelu": nn.GELU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
@@ -104,7 +107,7 @@ class RecipeModule(nn.Module):
         return tuple(tensors[: len(self.output_names)])
 
 
-def build_torch_model(model_cfg: Any, io: Any) -> RecipeModule:
+def build_torch_model(model_cfg: Any, io: IOSpec) -> RecipeModule:
     """The recipe's model as torch.nn (the layer list, or the allow-listed factory), called by the IO spec."""
     if model_cfg.factory is not None:
         inner = instantiate_factory(model_cfg.factory)

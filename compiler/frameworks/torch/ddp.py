@@ -12,7 +12,11 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+    from compiler.iospec import IOSpec
 
 
 def gpu_count() -> int:
@@ -50,7 +54,7 @@ def _endpoint(train_cfg: Any) -> tuple[str, int]:
     return host, port
 
 
-def launch(cfg: Any, io: Any, work_dir: Path) -> dict:
+def launch(cfg: DictConfig, io: IOSpec, work_dir: Path) -> dict:
     """Train with world_size(cfg.train) processes; return rank 0's info (the model is in work_dir)."""
     import torch.multiprocessing as mp
 
@@ -61,7 +65,7 @@ def launch(cfg: Any, io: Any, work_dir: Path) -> dict:
     return json.loads((work_dir / "train_info.json").read_text())
 
 
-def _worker(local_rank: int, cfg: Any, io: Any, work_dir: str, host: str, port: int, devices: int) -> None:
+def _worker(local_rank: int, cfg: DictConfig, io: IOSpec, work_dir: str, host: str, port: int, devices: int) -> None:
     import logging
 
     import torch

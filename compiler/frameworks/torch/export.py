@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import contextlib
 import io as _io
 import warnings
@@ -15,6 +17,9 @@ from compiler.frameworks.torch.builder import RecipeModule
 from compiler.frameworks.torch.runtime import load_trained
 from compiler.iospec import IOSpec
 from compiler.onnx_files import has_external_data, save_model
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 
 def sample_inputs(io: IOSpec) -> tuple[torch.Tensor, ...]:
@@ -31,7 +36,7 @@ def dynamic_shapes(io: IOSpec) -> tuple[dict[int, object], ...]:
                  for t in io.inputs)
 
 
-def export(cfg, io: IOSpec, weights: Path, out: Path) -> None:
+def export(cfg: DictConfig, io: IOSpec, weights: Path, out: Path) -> None:
     model = load_trained(cfg, io, weights)
     dynamo = cfg.export.exporter.value == "dynamo"
     kwargs: dict = {"input_names": io.input_names, "output_names": io.output_names, "opset_version": cfg.export.opset}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import contextlib
 import math
 import time
@@ -14,6 +16,9 @@ from compiler.data.sources import load_dataset
 from compiler.errors import StageError
 from compiler.frameworks.torch.builder import RecipeModule, build_torch_model
 from compiler.iospec import IOSpec, label_output
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
                "rmsprop": torch.optim.RMSprop}
@@ -80,7 +85,8 @@ def _global_sums(values: list[float], world: int, device: torch.device) -> list[
     return tensor.tolist()
 
 
-def fit(cfg, io: IOSpec, device: torch.device, log, rank: int = 0, world: int = 1) -> tuple[RecipeModule, dict]:
+def fit(cfg: DictConfig, io: IOSpec, device: torch.device, log, rank: int = 0,
+        world: int = 1) -> tuple[RecipeModule, dict]:
     """The training loop. With world > 1 (ddp.py), this process takes every world-th sample of each step's
     batch and DistributedDataParallel averages the gradients: the step sees the same batch as one process."""
     tcfg = cfg.train

@@ -3,14 +3,19 @@ named numpy arrays (or device tensors, for GPU latency)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
 from compiler.frameworks.torch.builder import RecipeModule, build_torch_model
 from compiler.iospec import IOSpec
 
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
-def load_trained(cfg, io: IOSpec, path, device: str | torch.device = "cpu") -> RecipeModule:
+
+def load_trained(cfg: DictConfig, io: IOSpec, path, device: str | torch.device = "cpu") -> RecipeModule:
     """Rebuild the recipe's module and load its trained weights (weights_only: no pickled code)."""
     model = build_torch_model(cfg.model, io)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
