@@ -21,7 +21,6 @@ from compiler.serve.server import ServerError, load, start
 from compiler.serve.triton_config import TWIN_CONFIG, WARMUP_FOLDER
 
 
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m compiler serve", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a run folder compiled with serve.target=triton")

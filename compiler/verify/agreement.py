@@ -18,7 +18,6 @@ import numpy as np
 from compiler.verify.config import AgreementConfig
 
 
-
 METRICS = ("rel_l2", "cosine", "argmax")
 # what each reduced precision keeps of an fp32 model's outputs, on outputs of O(1) magnitude: tf32 and fp16 round
 # to a 10-bit mantissa, bf16 to 7; int8/fp8 quantize activations to 8 bits
