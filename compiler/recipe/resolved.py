@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from compiler.iospec import IOSpec
-from compiler.plan import resolve
+from compiler.plan import EnginePlan, resolve
 
 
 @dataclass(frozen=True)
@@ -18,8 +17,8 @@ class Resolved:
     defaults and the input-domain probe of an ONNX file chose, for the report."""
 
     cfg: DictConfig
-    io: Any      # compiler.iospec.IOSpec
-    plan: Any    # compiler.plan.EnginePlan
+    io: IOSpec
+    plan: EnginePlan
     domain: tuple[str, ...] = ()
 
 
