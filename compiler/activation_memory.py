@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from compiler import dims as dim_rules
 from compiler.errors import Problem
+from compiler.heavy import onnx
 from compiler.memory import GIB, machine_bytes
 from compiler.passes._gs import static_shapes
 
@@ -51,8 +52,6 @@ class Largest:
 def largest_operation(model: Any, shapes: Mapping[str, Sequence[int]]) -> Largest | None:
     """The node whose activation inputs and outputs take most bytes with the graph inputs at `shapes`;
     tensors whose shape inference leaves unknown count as nothing. None for a graph inference cannot read."""
-    import onnx
-
 
     # symbolic: onnx's own inference loses the token count of an attention built by Reshape(b, -1, ...)
     known = static_shapes(model, shapes, symbolic=True)
@@ -128,7 +127,6 @@ def fit_recipe(cfg: DictConfig, opened: Opened) -> tuple[list[str], Any]:
     dims `opened` lists as defaulted (in cfg.model.dims, as the probe does). Returns (notes, Problem or None)."""
     from pathlib import Path
 
-    import onnx
 
     from compiler.recipe.edits import set_dims
 

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from compiler.cache import cache_root, sha256_artifact
 from compiler.errors import Problem
+from compiler.heavy import np, onnx
 from compiler.iospec import IOSpec
 from compiler.onnx_io import PASS_THROUGH, Opened
 from compiler.plan import custom_op_libraries
@@ -160,7 +161,6 @@ def _compared_constants(cfg: DictConfig, ints: list[str]) -> dict[str, list[int]
     """For each open integer input, the integer scalars the graph compares it with, anywhere (If branches too)."""
     if not ints:
         return {}
-    import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(Path(cfg.model.path).expanduser()), load_external_data=False)
@@ -185,8 +185,6 @@ def _compared_constants(cfg: DictConfig, ints: list[str]) -> dict[str, list[int]
 
 
 def _scalar(constants: dict[str, int], name: str, tensor: Any, numpy_helper: Any) -> None:
-    import numpy as np
-
     if tensor.data_location == 1 or int(np.prod(tensor.dims or [1])) != 1:
         return
     value = numpy_helper.to_array(tensor).reshape(())
@@ -227,8 +225,6 @@ def _session(cfg: DictConfig) -> Any:
 
 def _refusal(session: Any, io: IOSpec, seed: int) -> tuple[str, str] | None:
     """(feed label, onnxruntime's words) for the first generated feed the file refuses; None when all run."""
-    import numpy as np
-
 
     if any(t.dtype == "bfloat16" for t in io.inputs):
         return None  # numpy has no bfloat16 to feed: verification's own runners convert

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from compiler.cache import cache_root
 from compiler.errors import Problem
 from compiler.frameworks import adapter
+from compiler.heavy import np
 from compiler.iospec import io_problems
 from compiler.model.layers import parse_layers
 from compiler.packages import install_line, missing_package_of
@@ -404,7 +405,6 @@ def npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], Any]]:
     """Array name -> (shape, dtype) of an .npz archive, read from the headers alone (no array is loaded)."""
     import zipfile
 
-    import numpy as np
 
     out = {}
     with zipfile.ZipFile(path) as archive:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from compiler.heavy import onnx
 from compiler.weights import save, weight_bytes
 
 PROTOBUF_LIMIT = 2 << 30          # protobuf cannot serialise a message of 2 GiB or more
@@ -41,8 +42,6 @@ def escaping_locations(model_path: Path, locations: list[str]) -> list[str]:
 
 def artifact_files(path: Path) -> list[Path]:
     """The model file and the external-data files beside it (only what exists), model first."""
-    import onnx
-
     if path.suffix != ".onnx":
         return [path]
     try:

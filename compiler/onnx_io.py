@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from compiler.dims import dim_keys, is_expression, names_in, static_size
 from compiler.errors import Problem
+from compiler.heavy import onnx
 from compiler.model import DType, InputSpec, OutputSpec
 from compiler.onnx_files import escaping_locations, external_locations
 from compiler.plan import custom_op_libraries
@@ -48,7 +49,6 @@ def resolve_onnx_io(cfg: DictConfig) -> tuple[list[Problem], Opened]:
     path = Path(cfg.model.path).expanduser()
     if not path.is_file():
         return [Problem("model.path", "file not found", str(path), "an existing .onnx file", fix="give an existing .onnx file")], Opened()
-    import onnx
 
     fix = "re-export the model, or check it with `polygraphy inspect model`"
     try:
@@ -87,8 +87,6 @@ def _domain_problems(model: Any, cfg: DictConfig) -> list[Problem]:
 
 
 def _fill(cfg: DictConfig, model: Any) -> tuple[list[Problem], Opened]:
-    import onnx
-
     given_in = {i.name: i for i in cfg.model.inputs}
     given_out = {o.name: o for o in cfg.model.outputs}
     initializers = {i.name for i in model.graph.initializer}
@@ -279,8 +277,6 @@ STRING_CATEGORIES = {"OneHotEncoder": "cats_strings", "LabelEncoder": "keys_stri
 def string_categories(model: Any, name: str) -> list[str]:
     """The strings a string input takes, as the graph's encoders name them: the nodes that read it, directly or
     through shape-only ops (Identity, Reshape, Squeeze, Unsqueeze, Flatten, Concat of strings)."""
-    import onnx
-
     readers: dict[str, list] = {}
     for node in model.graph.node:
         for i in node.input:
@@ -302,8 +298,6 @@ def string_categories(model: Any, name: str) -> list[str]:
 
 
 def _dtype_name(elem_type: int) -> str | None:
-    import onnx
-
     names = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
              onnx.TensorProto.BFLOAT16: "bfloat16", onnx.TensorProto.INT64: "int64", onnx.TensorProto.INT32: "int32",
              onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.BOOL: "bool",

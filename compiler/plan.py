@@ -30,6 +30,7 @@ from compiler.backends.tensorrt_ops import import_problems
 from compiler.backends.tensorrt_plan import rtx_module, tensorrt_problems, timing_cache_name
 from compiler.cache import cache_root
 from compiler.errors import Problem
+from compiler.heavy import onnx
 from compiler.numerics import for_precision
 
 if TYPE_CHECKING:
@@ -463,7 +464,6 @@ def plan_problems(cfg: DictConfig) -> list[Problem]:
                                 "paths of existing custom-op libraries (.so)", fix="give the library's absolute path"))
     problems += _runtime_problems(engine.onnxruntime, plan)
     if plan.nvidia and cfg.framework.value == "onnx" and cfg.model.path:  # what the parser refuses, before any work
-        import onnx
 
 
         problems += import_problems(onnx.load(str(Path(cfg.model.path).expanduser()), load_external_data=False),

@@ -19,6 +19,7 @@ import numpy as np
 
 from compiler import weights
 from compiler.errors import describe
+from compiler.heavy import gs, onnx
 from compiler.onnx_files import has_external_data, save_model
 from compiler.passes import eliminate_noops, merge_transposes_reshapes, scale_after_qk, split_packed_qkv
 from compiler.passes._gs import bypass, fresh_name, on_graph, small_constant
@@ -91,8 +92,6 @@ def add_zero_biases(graph: Any) -> int:
     output projection's Add before SkipLayerNorm; Add -> Gelu for BiasGelu); eliminate_noops takes out a bias
     that is all zeros (a freshly initialised model's), and with it the pattern. Adding zeros changes no value,
     and the fused kernels take the bias as an input anyway."""
-    import onnx_graphsurgeon as gs
-
 
     added = 0
     for matmul in [n for n in graph.nodes if n.op == "MatMul" and len(n.inputs) == 2]:
@@ -195,8 +194,6 @@ def key_transposes_as_one(graph: Any) -> int:
     Reshape([B, H, D, S]): a transpose of the last two axes, which the fusion's key path (`Transpose -> Reshape ->
     Add -> MatMul`) does not see through. Where both Reshapes' targets provably merge and split back exactly those
     dims (built from `Shape(k)` and constants), the three become one Transpose (0, 1, 3, 2); exact."""
-    import onnx_graphsurgeon as gs
-
 
     rewritten = 0
     for last in [n for n in graph.nodes if n.op == "Reshape" and len(n.inputs) == 2]:
@@ -278,7 +275,6 @@ def drop_empty_masks(graph: Any) -> int:
 def fuse_for_gpu(src: Path, dst: Path) -> dict[str, Any]:
     """Rewrite `src` into the forms the fusions match, fuse with the graph's own parameters, save to `dst`.
     Returns what was done: the parameters, the rewrites and the fused operator counts per kind."""
-    import onnx
     from onnxruntime.transformers.optimizer import optimize_model
 
 

@@ -15,6 +15,7 @@ import onnxruntime as ort
 
 from compiler.backends.providers import with_options
 from compiler.cache import runtime_file
+from compiler.heavy import np, onnx
 from compiler.numerics import STRICT_FP32, MathMode
 from compiler.onnx_files import has_external_data
 from compiler.weights import EXTERNAL_THRESHOLD
@@ -72,8 +73,6 @@ CONV_OPS = ("Conv", "ConvTranspose", "QLinearConv")
 
 def convolutions(model: Path) -> int:
     """How many convolution nodes the model has (0 for an ORT-format file, which onnx cannot read)."""
-    import onnx
-
     try:
         graph = onnx.load(str(model), load_external_data=False).graph
     except Exception:  # an ORT-format file
@@ -176,8 +175,6 @@ def drop_saved_copies(engine: Path) -> int:
     are, even where its own placement needs no copy, and some onnxruntime builds cannot open the file without the
     CUDA provider (microsoft/onnxruntime#11348). The loading session inserts the copies its placement needs itself.
     Returns how many were dropped."""
-    import onnx
-
     model = onnx.load(str(engine), load_external_data=False)  # the weights file beside it is left as it is
     graph = model.graph
     copies = [n for n in graph.node if n.op_type in COPY_OPS and n.domain in ("", "ai.onnx")]
@@ -253,8 +250,6 @@ class CudaGraphSession:
         self._graphs: dict[tuple, dict] = {}
 
     def _graph(self, feed: dict) -> dict:
-        import numpy as np
-
         key = tuple((name, value.shape, value.dtype.str) for name, value in sorted(feed.items()))
         if key not in self._graphs:
             inputs = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v), "cuda", self.device_id)
@@ -283,8 +278,6 @@ class CudaGraphSession:
 
     def run(self, feed: dict, fetch: bool = True) -> dict | None:
         """Replay the feed's graph (captured on first use); its outputs as numpy arrays when `fetch`."""
-        import numpy as np
-
         graph = self._graph(feed)
         if graph["last"] is not feed:  # the same feed again (timing) is already in place
             for name, value in feed.items():
@@ -297,7 +290,6 @@ class CudaGraphSession:
         """Milliseconds to copy this feed into its graph's inputs and one call's outputs out (median)."""
         import time
 
-        import numpy as np
 
         graph = self._graph(feed)
         self.run(feed, fetch=False)
@@ -347,7 +339,6 @@ def copies_placed(path: Path, settings: dict) -> list[str]:
     and places for the session (written only when there are copies to explain)."""
     import tempfile
 
-    import onnx
 
     with tempfile.TemporaryDirectory() as folder:
         placed = Path(folder) / "placed.onnx"

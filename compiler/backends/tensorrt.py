@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compiler.backends.tensorrt_plan import BuildArgs, TrtEnum, build_args, rtx_module
+from compiler.heavy import onnx
 
 if TYPE_CHECKING:
     from compiler.iospec import IOSpec
@@ -55,8 +56,6 @@ def _resolve(value: Any, trt: Any) -> Any:
 
 
 def has_qdq(onnx_path: Path) -> bool:
-    import onnx
-
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear")
                for n in onnx.load(str(onnx_path), load_external_data=False).graph.node)
 

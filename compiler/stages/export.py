@@ -11,6 +11,7 @@ from enum import Enum
 from pathlib import Path
 
 from compiler.frameworks import adapter
+from compiler.heavy import onnx
 from compiler.stages import StageContext, StageResult
 
 
@@ -48,8 +49,6 @@ def checked_model_info(path: Path, strict: bool = True) -> dict:
     `strict` (the compiler's own exports) fails on any shape inference error; files from elsewhere
     keep what inference can do, and the info says how far it got.
     """
-    import onnx
-
     checker = "passed"
     try:
         onnx.checker.check_model(str(path), full_check=False)
@@ -80,8 +79,6 @@ def opset_of(model) -> int:
 
 def io_signature(model) -> dict:
     """Names, shapes (symbolic dims as strings) and dtypes of a model's graph inputs and outputs."""
-    import onnx
-
     def describe(values):
         result = []
         for v in values:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from compiler import weights
+from compiler.heavy import onnx
 from compiler.iospec import batch_size, slice_batch
 from compiler.onnx_files import has_external_data, save_model
 from compiler.weights import SESSION_FOLDER_KEY, read, session_bytes
@@ -71,7 +72,6 @@ def _drop_fp16_round_trips(model):
 
 def _tensor_peaks(model, samples: dict) -> dict[str, float]:
     """max |x| of every tensor of the fp32 model over the samples (weights included)."""
-    import onnx
     import onnxruntime as ort
     from polygraphy import constants
     from polygraphy.backend.onnx import modify_outputs

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compiler.heavy import onnx
 from compiler.onnx_files import save_model
 
 
@@ -40,8 +41,6 @@ def _quiet():
 def autocast(src: Path, dst: Path, precision: str, exclude: list[str], samples: dict, data_max: float,
              init_max: float, work: Path) -> None:
     """fp16 or bf16 weights and activations, model inputs/outputs kept in their types."""
-    import onnx
-
 
     calibration = work / "autocast_inputs.npz"
     np.savez(calibration, **{k: np.ascontiguousarray(v) for k, v in samples.items()})

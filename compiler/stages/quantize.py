@@ -20,6 +20,7 @@ from math import prod
 from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 from compiler import weights
+from compiler.heavy import np, onnx
 from compiler.iospec import batch_size, slice_batch
 from compiler.stages import StageContext, StageResult
 
@@ -233,8 +234,6 @@ def calibration_inputs(cfg: DictConfig, io: IOSpec) -> tuple[dict, dict, Any, st
     """(calibration inputs, evaluation inputs, their labels or None, where they came from), in the engine's layout.
     The recipe's data where it has some; else (data.source=none) generated inputs at the opt shapes, which are
     valid but not representative, and the report says so."""
-    import numpy as np
-
     if cfg.data.source.value != "none":
         from compiler.data.sources import load_dataset
 
@@ -255,8 +254,6 @@ GENERATED_EVALUATION = 16
 
 
 def run(ctx: StageContext) -> StageResult:
-    import onnx
-
 
     cfg, io, plan = ctx.cfg, ctx.io, ctx.plan
     precision, tool = plan.conversion, plan.tool

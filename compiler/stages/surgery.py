@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, List, Mapping, Sequence
 
 from compiler import weights
 from compiler.errors import StageError
+from compiler.heavy import onnx
 from compiler.onnx_files import byte_size, has_external_data, save_model
 from compiler.passes import Noted, parse_pass_list, shape_check
 from compiler.stages import StageContext, StageResult
@@ -143,7 +144,6 @@ def _load_error(model: Any, level: str = "disable") -> str | None:
 
 
     if any(is_external(t) for t in tensors(model)):  # onnxruntime loads bytes without their weights' folder
-        import onnx
 
         copy = onnx.ModelProto()
         copy.CopyFrom(model)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, List, Optional
 from compiler.backends.tensorrt import runner as trt_runner
 from compiler.errors import InputDomainError, describe
 from compiler.frameworks.onnx.precision import computed_precision
+from compiler.heavy import np, onnx
 from compiler.iospec import slice_batch
 from compiler.stages import StageContext, StageResult
 from compiler.verify.config import AgreementConfig
@@ -87,8 +88,6 @@ def _converted_level(plan: EnginePlan) -> str:
 def _feeds(cfg: DictConfig, io: "IOSpec", x_test, max_batch: int, profiles: "list[int] | None" = None,
            labelled: bool = True) -> list[tuple[str, dict]]:
     """The ledger's inputs: real test samples, then the generated ones (verify/feeds.py)."""
-    import numpy as np
-
 
     feeds = []
     if x_test is not None:
@@ -98,8 +97,6 @@ def _feeds(cfg: DictConfig, io: "IOSpec", x_test, max_batch: int, profiles: "lis
 
 
 def run(ctx: StageContext) -> StageResult:
-    import numpy as np
-
     from compiler.verify.ledger import error_ledger, tolerances
     from compiler.verify.metric import evaluate, metric_of
 
@@ -214,7 +211,6 @@ def _inherent_precision(ctx: StageContext) -> list | None:
     """[precision, the ops that say so] when an ONNX recipe's file already computes in reduced precision."""
     if ctx.cfg.framework.value != "onnx":
         return None
-    import onnx
 
 
     found = computed_precision(onnx.load(str(ctx.inputs["export"]), load_external_data=False))
@@ -239,8 +235,6 @@ def _infer(runner):
 
 def _profile_shape_checks(cfg: DictConfig, io: IOSpec, plan: EnginePlan, clean_onnx, engine, atol, rtol) -> list[dict]:
     """TensorRT: run the engine at the min, opt and max shapes of every further profile against the cleaned model."""
-    import numpy as np
-
     from compiler.verify.ledger import error_ledger
     from compiler.verify.runners import onnx_runner
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
+from compiler.heavy import np
+
 if TYPE_CHECKING:
     from omegaconf import DictConfig
     from compiler.iospec import IOSpec
@@ -24,8 +26,6 @@ def branch_feeds(io: IOSpec, rng: Any) -> list[tuple[str, dict]]:
     """Inputs that choose between branches take each of their values once, at the opt shapes: a bool input (an
     If's condition, a flag) False and True, an enum-like input each of its `values`. Random feeds alone may
     never take one side of an If."""
-    import numpy as np
-
     feeds = []
     for t in io.inputs:
         choices = [False, True] if t.dtype == "bool" else list(t.values or [])[:MAX_CHOICE_FEEDS]

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable
 
+from compiler.heavy import np
+
 if TYPE_CHECKING:
-    import numpy as np
     from compiler.iospec import IOSpec
 
 # (input prefix, output prefix): past_key_values.0.key -> present.0.key (transformers, optimum), past_0 -> present_0
@@ -67,8 +68,6 @@ def step_sizes(io: IOSpec, cache: KVCache) -> tuple[dict[str, int], dict[str, in
 def step_feeds(io: IOSpec, reference: Any, rng: "np.random.Generator") -> list[tuple[str, dict]]:
     """The prefill feed and the decode feed on the reference's own cache (a Polygraphy runner). Only the
     prefill when the reference cannot run it: the ledger then reports that feed as it reports any."""
-    import numpy as np
-
     cache = kv_cache(io)
     if cache is None:
         return []

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from pathlib import Path
 
 from compiler.errors import StageError
+from compiler.heavy import onnx
 from compiler.iospec import IOSpec
 from compiler.frameworks.keras.fit import load_trained
 
@@ -34,7 +35,6 @@ def export(cfg: DictConfig, io: IOSpec, weights: Path, out: Path) -> None:
     except Exception as exc:
         raise StageError("export", f"tf2onnx failed: {exc}", fix="try another export.opset") from exc
     _name_io(proto, io)
-    import onnx
 
     onnx.save(proto, str(out))
 

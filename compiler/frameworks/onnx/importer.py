@@ -17,6 +17,7 @@ from typing import Any
 
 from compiler.dims import dim_keys
 from compiler.errors import StageError
+from compiler.heavy import np, onnx
 from compiler.iospec import IOSpec
 from compiler.onnx_files import has_external_data, save_model
 from compiler.passes._gs import inferred_graph
@@ -113,7 +114,6 @@ def _typed_outputs(model: Any, src: Path, io: IOSpec) -> list[str]:
             value = ran.get(output.name)
             if value is None:
                 continue
-            import onnx
             from onnx import helper
 
             elem, missing = helper.np_dtype_to_tensor_dtype(value.dtype), _missing(output)
@@ -135,7 +135,6 @@ def _missing(value: Any) -> str:
 
 def _run_once(src: Path, io: IOSpec) -> dict:
     """Outputs by name of one onnxruntime run on valid random inputs at the opt shapes (empty if it fails)."""
-    import numpy as np
     import onnxruntime as ort
 
     try:

@@ -15,6 +15,7 @@ import torch
 from compiler.errors import StageError
 from compiler.frameworks.torch.builder import RecipeModule
 from compiler.frameworks.torch.runtime import load_trained
+from compiler.heavy import onnx
 from compiler.iospec import IOSpec
 from compiler.onnx_files import has_external_data, save_model
 
@@ -78,8 +79,6 @@ def _takes_varargs(module: torch.nn.Module) -> bool:
 
 def name_dims(path: Path, io: IOSpec) -> None:
     """Give the graph's dynamic dims the recipe's names (dynamo names them after sympy symbols: s0, s1...)."""
-    import onnx
-
 
     model = onnx.load(str(path))
     spec = {t.name: t.shape for t in io.inputs}
