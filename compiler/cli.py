@@ -133,7 +133,6 @@ def check_recipe(cfg: DictConfig, recipe: str) -> Checked:
         print(f"compiler: recipe '{recipe}' is valid")
         return Checked(EXIT_OK)
     if cfg.framework.value == "onnx":  # the generated inputs, tried on the file before anything is built
-
         probed = probe(resolved, opened)
         _notes(probed.notes)
         problems = [probed.problem] if probed.problem else resolved_problems(probed.resolved)
@@ -248,7 +247,6 @@ def _hydra_task(cfg: DictConfig) -> int:
     if code == EXIT_INVALID_RECIPE and not multirun:
         _remove_run_dir(run_dir)
     if multirun:  # the sweep summary reads this, whatever happened to the job
-
         (run_dir / JOB_FILE).write_text(json.dumps({"code": code, "error": error,
                                                     "overrides": list(hydra_cfg.overrides.task)}))
         if code != EXIT_OK:

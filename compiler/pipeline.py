@@ -100,7 +100,6 @@ def stage_key_parts(stage: Stage, cfg: DictConfig, plan: EnginePlan, recipe: str
     if stage.plan_key:
         sliced["plan"] = getattr(plan, stage.plan_key)()
     if stage.name == "serve":  # the model's name in the repository defaults to the recipe's
-
         sliced["model_name"] = model_name(cfg.serve.model_name, recipe)
     return sliced
 
@@ -113,7 +112,6 @@ def _config_slice(cfg: DictConfig, keys: tuple[str, ...]) -> dict[str, Any]:
     if "model" in keys and cfg.model.path:
         sliced["model_sha256"] = sha256_artifact(Path(cfg.model.path).expanduser())  # with its external data
     if "train" in keys:  # data-parallel results differ from one process's (float order, per-shard BatchNorm)
-
         sliced["train_processes"] = adapter(cfg.framework.value).world_size(cfg.train)
     if "quantize" in keys:
         sliced["reduce_range"] = reduce_range(cfg.quantize)  # `null` resolves by this CPU
@@ -134,7 +132,6 @@ def _place(src: Path, run_dir: Path) -> None:
         dst = run_dir / file.name
         tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
         if file is model and shared:  # the model names the run dir's file instead: other bytes than the cache's
-
             save_with_locations(file, tmp, shared)
             os.replace(tmp, dst)
             continue

@@ -64,7 +64,6 @@ def _engine(cfg: DictConfig, result: CompileResult, build: dict) -> dict[str, An
     engine = {k: build.get(k) for k in ("backend", "reason", "layers", "io_tensors", "disabled_optimizers", "tensorrt",
                                         "runtime")}
     if build.get("runtime"):  # the engine's runtime settings: the file beside it holds the same
-
         engine["runtime_file"] = runtime_file(Path(result.by_name["build"].artifact)).name
     plan = result.plan
     if plan is None:

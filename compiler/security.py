@@ -88,7 +88,6 @@ def target_problems(container: Any, key: str) -> list[Problem]:
             problems.append(Problem(path, f"target refused: {exc}", target, exc.allowed or "classes and functions "
                                     f"defined under {', '.join(allowed_prefixes())}", fix=exc.fix))
         except Exception as exc:  # the target's module failed to import
-
             problems.append(Problem(path, f"importing the target failed: {describe(exc)}", target,
                                     "an importable class or function", fix="fix or install the target's module"))
     return problems

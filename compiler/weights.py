@@ -43,7 +43,6 @@ def is_external(tensor: Any) -> bool:
 
 
 def _in_memory(tensor: Any) -> None:
-
     if tensor.data_location == onnx.TensorProto.EXTERNAL and not is_external(tensor):
         tensor.data_location = onnx.TensorProto.DEFAULT
 
@@ -231,7 +230,6 @@ def _append(f: Any, data: bytes) -> int:
 
 
 def _to_external(tensor: Any, location: str, offset: int, length: int) -> None:
-
     tensor.ClearField("raw_data")
     tensor.data_location = onnx.TensorProto.EXTERNAL
     del tensor.external_data[:]
@@ -289,7 +287,6 @@ def save(model: Any, path: Path, external: bool) -> None:
     moved = []
     whole = _mostly_one_file(model)
     if whole:  # the weights are (nearly all) one file's as they lie: one kernel copy, their offsets kept
-
         shutil.copyfile(whole, tmp)
     with open(tmp, "ab" if whole else "wb") as f:
         for tensor in tensors(model):

@@ -285,7 +285,6 @@ def fuse_for_gpu(src: Path, dst: Path) -> dict[str, Any]:
         try:
             model = _prepared(model, done)
         except Exception as exc:  # a graph the rewrites cannot take: the optimizer sees it as exported
-
             done = {"preparation_skipped": describe(exc)}
             model = onnx.load(str(src), load_external_data=True)
     params = transformer_params(model)
@@ -299,7 +298,6 @@ def fuse_for_gpu(src: Path, dst: Path) -> dict[str, Any]:
                 optimized = optimize_model(str(prepared), opt_level=0, use_gpu=True,
                                            **{**params, "model_type": model_type})
             except Exception as exc:  # a fusion that trips on this graph (seen: gpt2's on a raw torch.export GPT-2)
-
                 refused[model_type] = describe(exc)
                 continue
             counts = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
@@ -307,7 +305,6 @@ def fuse_for_gpu(src: Path, dst: Path) -> dict[str, Any]:
             if best is None or score > best[0]:
                 best, kind = (score, optimized, counts), model_type
         if best is None:  # no model type's fusions could run: the engine is built from the prepared graph
-
             save_model(weights.load(prepared), dst, external=True if external else None)
             return {**params, "model_type": None, **done, "fused_operators": {}, "fusion_refused": refused}
         optimized, fused = best[1], best[2]

@@ -254,7 +254,6 @@ GENERATED_EVALUATION = 16
 
 
 def run(ctx: StageContext) -> StageResult:
-
     cfg, io, plan = ctx.cfg, ctx.io, ctx.plan
     precision, tool = plan.conversion, plan.tool
     calibration, x_eval, y_eval, source = calibration_inputs(cfg, io)

@@ -16,11 +16,10 @@ from compiler.onnx_files import byte_size, has_external_data, save_model
 from compiler.passes import Noted, parse_pass_list, shape_check
 from compiler.stages import StageContext, StageResult
 from compiler.stages.export import checked_model_info
-from compiler.weights import inline, is_external, spill, tensors
+from compiler.weights import Spill, inline, is_external, spill, tensors
 
-if TYPE_CHECKING:  # weights imports onnx-graphsurgeon: not on the lint path
+if TYPE_CHECKING:
     from compiler.iospec import IOSpec
-    from compiler.weights import Spill
 
 # The best general-purpose cleaning we have, in the order that lets each pass feed the next.
 DEFAULT_PASSES = ["fold_constants", "fold_shape_computations", "fold_constants", "eliminate_noops",
@@ -144,7 +143,6 @@ def _load_error(model: Any, level: str = "disable") -> str | None:
 
 
     if any(is_external(t) for t in tensors(model)):  # onnxruntime loads bytes without their weights' folder
-
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
         inline(copy)
@@ -196,7 +194,6 @@ def _extreme_shapes(io: IOSpec) -> list[dict[str, tuple[int, ...]]]:
 
 
 def run(ctx: StageContext) -> StageResult:
-
     model = weights.load(ctx.inputs["export"])  # weights stay on disk; passes read the ones they need
     spill = ctx.work_dir / ".spill"
     with weights.spilling_to(spill) as into:

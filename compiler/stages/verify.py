@@ -165,7 +165,6 @@ def run(ctx: StageContext) -> StageResult:
         try:
             info["placement"] = placement(ctx.inputs["build"], plan, feeds[-1][1])
         except Exception as exc:  # the profile is a report, never a gate: a failure to take it fails nothing
-
             info["placement"] = None
             ctx.log.warning("node placement not measured: %s", describe(exc))
     (ctx.work_dir / "verify.json").write_text(json.dumps(info, indent=2))

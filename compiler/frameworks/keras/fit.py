@@ -13,10 +13,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from compiler.data.sources import load_dataset
-from compiler.errors import StageError
-from compiler.frameworks.keras.builder import build_keras_model
-from compiler.iospec import label_output, to_channels_last
+from compiler.data.sources import load_dataset  # noqa: E402
+from compiler.errors import StageError  # noqa: E402
+from compiler.frameworks.keras.builder import build_keras_model  # noqa: E402
+from compiler.iospec import label_output, to_channels_last  # noqa: E402
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
