@@ -50,11 +50,13 @@ def main() -> None:
     for batch in CONCURRENCY if batched else (1,):
         feed = {k: np.repeat(v, batch, axis=0) for k, v in one.items()} if batched else one
         rows.append(_in_process(session, feed, batch, args.requests))
+    names = [o.name for o in session.get_outputs()]
+    expected = dict(zip(names, session.run(names, one)))
     for dynamic in (True, False) if batched else (False,):
         with tempfile.TemporaryDirectory() as tmp:
             repository = _repository(args.run_dir / "triton", Path(tmp), name, dynamic)
             for concurrency in CONCURRENCY:
-                rows.append(_served(repository, name, one, concurrency, args.requests, dynamic))
+                rows.append(_served(repository, name, one, expected, concurrency, args.requests, dynamic))
     _table(rows, batched)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +104,10 @@ def _in_process(session, feed: dict, batch: int, requests: int) -> dict:
             "p99_ms": float(np.percentile(times, 99)) * 1e3, "per_s": batch / p50}
 
 
-def _served(repository: Path, name: str, one: dict, concurrency: int, requests: int, dynamic: bool) -> dict:
+def _served(repository: Path, name: str, one: dict, expected: dict, concurrency: int, requests: int,
+            dynamic: bool) -> dict:
+    """Requests per second and latency at `concurrency`; the first answer must equal the engine's in-process one, so
+    that no row times answers that carry no data."""
     import tritonclient.http as http
 
     from compiler.serve.server import load, running
@@ -126,6 +131,8 @@ def _served(repository: Path, name: str, one: dict, concurrency: int, requests: 
             local.client.infer(name, local.inputs)
             return time.perf_counter() - start
 
+        _check_answer(http.InferenceServerClient(server.http), name, one, expected)
+
         with ThreadPoolExecutor(concurrency) as pool:
             list(pool.map(send, range(concurrency * 4)))   # warm every connection
             before = _executions(server, name)
@@ -138,6 +145,22 @@ def _served(repository: Path, name: str, one: dict, concurrency: int, requests: 
     return {"what": f"Triton, dynamic batching {'on' if dynamic else 'off'}", "batch_or_concurrency": concurrency,
             "p50_ms": float(np.percentile(times, 50)) * 1e3, "p99_ms": float(np.percentile(times, 99)) * 1e3,
             "per_s": requests / wall, "mean_batch": executions / max(calls, 1)}
+
+
+def _check_answer(client, name: str, one: dict, expected: dict) -> None:
+    import tritonclient.http as http
+
+    inputs = []
+    for key, value in one.items():
+        tensor = http.InferInput(key, list(value.shape), _datatype(value))
+        tensor.set_data_from_numpy(value)
+        inputs.append(tensor)
+    result = client.infer(name, inputs)
+    for key, want in expected.items():
+        got = result.as_numpy(key)
+        if got is None or got.shape != want.shape or not np.allclose(got, want, rtol=1e-3, atol=1e-4):
+            sys.exit(f"{name}: the server's {key} is not the engine's (got "
+                     f"{None if got is None else got.shape}, want {want.shape}): no timing of such answers")
 
 
 def _executions(server, name: str) -> dict[int, int]:
