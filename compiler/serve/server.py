@@ -50,6 +50,29 @@ def _libraries(home: Path) -> Path:
     return home.parent.parent / "nvidia_pytriton.libs"
 
 
+def stub_numpy_problem() -> str | None:
+    """Why the bundled Python backend stub would answer with empty tensors here, or None. The stub runs each
+    model.py in this interpreter (its folder leads PATH) and is built against the numpy that nvidia-pytriton declares
+    (`numpy<2` for 0.7). Under numpy 2 it still answers 200 with the right names and shapes but 0 bytes of data
+    (seen on the lent H100 with numpy 2.5.2, for every model on HTTP and gRPC; with numpy 1.26.4 the same server
+    answered the engine's outputs exactly). So the server is not started rather than serving empty answers."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    try:
+        declared = [Requirement(r) for r in metadata.requires("nvidia-pytriton") or []]
+        have = metadata.version("numpy")
+    except metadata.PackageNotFoundError:
+        return None
+    wanted = next((r.specifier for r in declared if r.name == "numpy" and r.marker is None), None)
+    if wanted is None or wanted.contains(have, prereleases=True):
+        return None
+    return (f"nvidia-pytriton's Python backend stub is built for numpy{wanted} and this environment has numpy "
+            f"{have}: its answers would carry no data. Fix: pip install 'numpy{wanted}' (what the serve extra "
+            "resolves to)")
+
+
 def _backends(home: Path, into: Path) -> Path:
     """A backend folder with the Python backend and the stub for this interpreter (links, not copies)."""
     python = into / "backends" / "python"
@@ -122,8 +145,11 @@ def start(repository: Path, models: list[str] | None = None, config_name: str | 
     """Start `tritonserver` on 127.0.0.1 (free HTTP, gRPC and metrics ports) over `repository`, loading `models`
     (all when None; [] loads none, for `load` to try them one by one) with `--model-config-name=config_name` where
     given. Returns once /v2/health/ready answers 200; raises ServerError (server stopped) if it exits or the
-    timeout passes."""
+    timeout passes, and before starting anything where the stub cannot answer (stub_numpy_problem)."""
     home = server_home()
+    problem = stub_numpy_problem()
+    if problem:
+        raise ServerError(problem)
     workdir = Path(tempfile.mkdtemp(prefix="compiler-triton-"))
     try:
         backends = _backends(home, workdir)

@@ -427,3 +427,22 @@ def test_the_servers_ports_are_distinct_even_when_the_system_would_hand_one_out_
 
     monkeypatch.setattr(server.socket, "socket", Socket)
     assert server.free_ports(3) == [40000, 40001, 40002]
+
+
+def test_the_server_is_not_started_under_a_numpy_its_python_backend_stub_was_not_built_for(monkeypatch, tmp_path):
+    """nvidia-pytriton 0.7's stub answers with names and shapes but no data under numpy 2 (seen on the lent H100):
+    `start` refuses with the reason and the fix, before any process or work folder exists."""
+    from importlib import metadata
+
+    assert server.stub_numpy_problem() is None  # the serve extra resolves a numpy the stub takes
+    real_version = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "2.5.2" if name == "numpy" else real_version(name))
+    started = []
+    monkeypatch.setattr(server.subprocess, "Popen", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(server.tempfile, "mkdtemp", lambda **k: started.append(k) or str(tmp_path))
+    with pytest.raises(server.ServerError) as refused:
+        server.start(tmp_path)
+    assert str(refused.value) == (
+        "nvidia-pytriton's Python backend stub is built for numpy<2.0.0,>=1.21 and this environment has numpy 2.5.2: "
+        "its answers would carry no data. Fix: pip install 'numpy<2.0.0,>=1.21' (what the serve extra resolves to)")
+    assert not started
