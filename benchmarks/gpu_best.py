@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -62,7 +63,9 @@ def compile_best(target: dict, out: Path, batch: int) -> dict:
     cmd = [sys.executable, "-m", "compiler", *target["args"], "engine.precision=best",
            f"verify.latency.batch_sizes=[{batch}]", "quantize.fallback=none", f"hydra.run.dir={run_dir}"]
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True)
+    # this checkout's compiler also where it is not installed (the compile runs from `out`, not the repo)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    proc = subprocess.run(cmd, cwd=out, capture_output=True, text=True, env=env)
     row = {"code": proc.returncode, "seconds": time.perf_counter() - started, "run_dir": run_dir}
     (out / f"{target['name']}.log").write_text(proc.stdout + proc.stderr)  # each stage's start, timestamped
     if proc.returncode != 0:
