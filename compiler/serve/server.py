@@ -65,7 +65,8 @@ def stub_numpy_problem() -> str | None:
         have = metadata.version("numpy")
     except metadata.PackageNotFoundError:
         return None
-    wanted = next((r.specifier for r in declared if r.name == "numpy" and r.marker is None), None)
+    wanted = next((r.specifier for r in declared  # its own numpy requirement here, not an extra's
+                   if r.name == "numpy" and (r.marker is None or r.marker.evaluate({"extra": ""}))), None)
     if wanted is None or wanted.contains(have, prereleases=True):
         return None
     return (f"nvidia-pytriton's Python backend stub is built for numpy{wanted} and this environment has numpy "
