@@ -122,11 +122,7 @@ def _served(repository: Path, name: str, one: dict, expected: dict, concurrency:
         def send(_: int) -> float:
             if not hasattr(local, "client"):
                 local.client = http.InferenceServerClient(server.http, concurrency=1)
-                local.inputs = []
-                for key, value in one.items():
-                    tensor = http.InferInput(key, list(value.shape), _datatype(value))
-                    tensor.set_data_from_numpy(value)
-                    local.inputs.append(tensor)
+                local.inputs = _inputs(one)
             start = time.perf_counter()
             local.client.infer(name, local.inputs)
             return time.perf_counter() - start
@@ -147,15 +143,20 @@ def _served(repository: Path, name: str, one: dict, expected: dict, concurrency:
             "per_s": requests / wall, "mean_batch": executions / max(calls, 1)}
 
 
-def _check_answer(client, name: str, one: dict, expected: dict) -> None:
+def _inputs(feed: dict) -> list:
+    """The request's tensors for tritonclient's HTTP client."""
     import tritonclient.http as http
 
     inputs = []
-    for key, value in one.items():
+    for key, value in feed.items():
         tensor = http.InferInput(key, list(value.shape), _datatype(value))
         tensor.set_data_from_numpy(value)
         inputs.append(tensor)
-    result = client.infer(name, inputs)
+    return inputs
+
+
+def _check_answer(client, name: str, one: dict, expected: dict) -> None:
+    result = client.infer(name, _inputs(one))
     for key, want in expected.items():
         got = result.as_numpy(key)
         if got is None or got.shape != want.shape or not np.allclose(got, want, rtol=1e-3, atol=1e-4):
