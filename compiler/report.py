@@ -283,6 +283,10 @@ def render_markdown(report: dict[str, Any], plot: str | None) -> str:
             if f.get("fusion_refused"):
                 lines += ["The optimizer raised for model type " + "; ".join(
                     f"{kind} ({why})" for kind, why in f["fusion_refused"].items()) + ".", ""]
+            if f.get("fusion_rejected"):
+                lines += ["Fusions rejected, as they changed what the graph computes (checked on "
+                          f"{f.get('fusion_checked_on', 'calibration inputs')}): " + "; ".join(
+                              f"{kind}: {why}" for kind, why in f["fusion_rejected"].items()) + ".", ""]
         if q.get("kept_fp32_overflow"):
             lines += [f"Kept fp32 for range (tensors beyond fp16 on calibration data): "
                       f"{', '.join(q['kept_fp32_overflow'])}.", ""]

@@ -6,6 +6,8 @@ and `nn.MultiheadAttention` pack q/k/v into one projection, timm and torch's SDP
 before the product, and `nn.MultiheadAttention` computes sequence-first. Rewrites bring such graphs to the
 matched form first (split_packed_qkv, scale_after_qk, attention_layout; each exact up to one rounding), then the
 optimizer runs with the model type, head count and hidden size read from the graph. The fused ops are onnxruntime's own (com.microsoft): for onnxruntime GPU engines only.
+A fusion can match what it should not (the bert fusion of a causal text tower drops its mask), so each fused graph
+is run beside the exported one on a few calibration inputs and kept only where it computes the same (OutputCheck).
 """
 
 from __future__ import annotations
@@ -272,9 +274,11 @@ def drop_empty_masks(graph: Any) -> int:
     return dropped
 
 
-def fuse_for_gpu(src: Path, dst: Path) -> dict[str, Any]:
+def fuse_for_gpu(src: Path, dst: Path, feed: dict | None = None) -> dict[str, Any]:
     """Rewrite `src` into the forms the fusions match, fuse with the graph's own parameters, save to `dst`.
-    Returns what was done: the parameters, the rewrites and the fused operator counts per kind."""
+    With a `feed` (a few calibration inputs), a fused graph is kept only where it computes what `src` computes
+    (OutputCheck); the next model type's is tried, then the graph unfused. Returns what was done: the
+    parameters, the rewrites, the fused operator counts per kind and the fusions rejected."""
     from onnxruntime.transformers.optimizer import optimize_model
 
 
@@ -288,12 +292,13 @@ def fuse_for_gpu(src: Path, dst: Path) -> dict[str, Any]:
             done = {"preparation_skipped": describe(exc)}
             model = onnx.load(str(src), load_external_data=True)
     params = transformer_params(model)
+    check = OutputCheck(src, feed) if feed else None
     with tempfile.TemporaryDirectory(dir=dst.parent) as scratch:
         prepared = src if external else Path(scratch) / "prepared.onnx"
         if not external:
             onnx.save(model, str(prepared))
-        best, kind, refused = None, None, {}
-        for model_type in _model_types(params["model_type"]):  # the type whose fusions match the most attention
+        tried, refused, rejected = [], {}, {}
+        for model_type in _model_types(params["model_type"]):
             try:
                 optimized = optimize_model(str(prepared), opt_level=0, use_gpu=True,
                                            **{**params, "model_type": model_type})
@@ -302,15 +307,80 @@ def fuse_for_gpu(src: Path, dst: Path) -> dict[str, Any]:
                 continue
             counts = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
             score = (sum(n for op, n in counts.items() if op in ATTENTION_OPS), sum(counts.values()))
-            if best is None or score > best[0]:
-                best, kind = (score, optimized, counts), model_type
-        if best is None:  # no model type's fusions could run: the engine is built from the prepared graph
-            save_model(weights.load(prepared), dst, external=True if external else None)
-            return {**params, "model_type": None, **done, "fused_operators": {}, "fusion_refused": refused}
-        optimized, fused = best[1], best[2]
-        optimized.save_model_to_file(str(dst), use_external_data_format=external)
-    return {**params, "model_type": kind, **done, "fused_operators": fused,
-            **({"fusion_refused": refused} if refused else {})}
+            tried.append((score, model_type, optimized, counts))
+
+        def result(model_type: str | None, counts: dict) -> dict[str, Any]:
+            return {**params, "model_type": model_type, **done, "fused_operators": counts,
+                    **({"fusion_refused": refused} if refused else {}),
+                    **({"fusion_rejected": rejected} if rejected else {}), **(check.summary() if check else {})}
+
+        # the type whose fusions match the most attention first (the graph's own guess wins ties: a stable sort)
+        for _, model_type, optimized, counts in sorted(tried, key=lambda t: t[0], reverse=True):
+            optimized.save_model_to_file(str(dst), use_external_data_format=external)
+            why = check.changed(dst) if check else None
+            if why is None:
+                return result(model_type, counts)
+            rejected[model_type] = why
+        # no model type's fusions could run, or none computed the graph: the engine is built from the prepared graph
+        save_model(weights.load(prepared), dst, external=True if external else None)
+        why = check.changed(dst) if check and not external else None
+        if why is not None:  # a preparation rewrite that moved the outputs: the graph as it came
+            rejected["prepared graph"] = why
+            save_model(weights.load(src), dst, external=None)
+        return result(None, {})
+
+
+# How far a fused graph's outputs may lie from the exported graph's on the CPU provider, relative to each output's
+# scale (its largest magnitude, at least 1). A fused kernel sums in another order: fp32 rounding, about 1e-6 here.
+# A fusion that matched the wrong thing is off by the output's own size: onnxruntime's bert fusion of CLIP's causal
+# text tower (transformers 5, TorchScript export, the mask built by Range/LessOrEqual/Where) drops the mask, 4.45 off.
+FUSION_RTOL = 1e-3
+CHECK_SAMPLES = 4
+
+
+class OutputCheck:
+    """The exported graph's outputs on a few inputs (CPU provider), against which each fused graph is run."""
+
+    def __init__(self, src: Path, feed: dict):
+        self.feed, self.reference, self.not_run = feed, None, None
+        try:
+            self.reference = _outputs(src, feed)
+        except Exception as exc:  # inputs this graph cannot take: nothing is checked, and the report says why
+            self.not_run = describe(exc)
+
+    def changed(self, candidate: Path) -> str | None:
+        """Why `candidate` does not compute what the exported graph does, or None where it does (or where it
+        cannot run on the CPU provider: then the engine's own gates judge it)."""
+        if self.reference is None:
+            return None
+        try:
+            got = _outputs(candidate, self.feed)
+        except Exception:  # an op without a CPU kernel
+            return None
+        for name, want in self.reference.items():
+            scale = max(1.0, float(np.abs(want).max(initial=0.0)))
+            drift = float(np.abs(got[name] - want).max(initial=0.0)) / scale
+            if not np.isfinite(drift) or drift > FUSION_RTOL:
+                return f"output {name} moved by {drift:.3g} of its scale (allowed {FUSION_RTOL:g})"
+        return None
+
+    def summary(self) -> dict:
+        if self.not_run:
+            return {"fusion_checked_on": f"not run: {self.not_run}"}
+        samples = len(next(iter(self.feed.values())))
+        return {"fusion_checked_on": f"{samples} calibration inputs, CPU provider, against the exported graph"}
+
+
+def _outputs(path: Path, feed: dict) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    from compiler.backends.onnxruntime import without_prepacking
+
+    session = ort.InferenceSession(str(path), without_prepacking(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    values = session.run(names, {i.name: feed[i.name] for i in session.get_inputs()})
+    return {n: np.asarray(v, np.float64) for n, v in zip(names, values)
+            if np.issubdtype(np.asarray(v).dtype, np.number)}
 
 
 ATTENTION_OPS = ("Attention", "MultiHeadAttention", "GroupQueryAttention", "PackedAttention", "PackedMultiHeadAttention")

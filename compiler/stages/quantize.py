@@ -273,10 +273,11 @@ def run(ctx: StageContext) -> StageResult:
         from compiler.stages.fp16 import convert, overflow_nodes
 
         if plan.fusion:  # onnxruntime's fused kernels first: where fp16 pays on the CUDA provider (the plan says)
-            from compiler.backends.cuda_fusion import fuse_for_gpu
+            from compiler.backends.cuda_fusion import CHECK_SAMPLES, fuse_for_gpu
 
-            fused = ctx.work_dir / "model.fused.onnx"
-            info["fused_for_gpu"] = fuse_for_gpu(src, fused)
+            fused = ctx.work_dir / "model.fused.onnx"  # kept only where it computes what src does, on calibration
+            check = slice_batch(calibration, 0, io.fixed_batch or CHECK_SAMPLES)
+            info["fused_for_gpu"] = fuse_for_gpu(src, fused, check)
             src, graph = fused, weights.load(fused)
         forced = [n for n in overflow_nodes(graph, calibration) if n not in keep] \
             if cfg.quantize.fallback.value == "auto" else []

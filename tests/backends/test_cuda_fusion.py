@@ -167,7 +167,7 @@ def fused(request, tmp_path_factory):
                       output_names=["y"], opset_version=17, dynamo=False, dynamic_axes=dynamic)
     clean, _ = apply_passes(onnx.load(str(raw)), list(DEFAULT_PASSES))  # fuse_parallel_matmuls too: it is undone
     onnx.save(clean, str(folder / "model.clean.onnx"))
-    info = fuse_for_gpu(folder / "model.clean.onnx", folder / "model.fused.onnx")
+    info = fuse_for_gpu(folder / "model.clean.onnx", folder / "model.fused.onnx", feeds)  # checked, as quantize does
     return name, raw, folder / "model.fused.onnx", feeds, info
 
 
@@ -178,6 +178,8 @@ def test_the_fused_operator_counts(fused):
     assert info["packed_projections_split"] == packed
     assert (info["num_heads"], info["hidden_size"]) == (4, 32)
     assert info["attention_made_batch_first"] == (2 if name == "multihead" else 0)
+    assert "fusion_rejected" not in info  # each fusion computes what the export did, and the check says so
+    assert info["fusion_checked_on"] == "2 calibration inputs, CPU provider, against the exported graph"
 
 
 def test_the_fused_model_computes_the_original_on_the_cpu_provider(fused):
@@ -304,6 +306,45 @@ def test_a_fusion_that_raises_leaves_the_graph_unfused_and_says_why(tmp_path, mo
     np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
 
 
+def _clip_text():
+    import transformers
+
+    config = transformers.CLIPTextConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, attn_implementation="eager")
+    return LastHidden(_randomise_biases(transformers.CLIPTextModel(config)), "input_ids", "attention_mask")
+
+
+def test_a_fusion_that_changes_the_outputs_is_rejected_for_one_that_does_not(tmp_path):
+    """CLIP's text tower is causal. onnxruntime's bert fusion matches its attention in the TorchScript export and
+    drops the causal mask (built there by Range/LessOrEqual/Where); unchecked, the fused graph is off by the
+    outputs' own size. Checked on a few inputs, that fusion is rejected and the next model type's kept."""
+    model = _clip_text()
+    rng = np.random.default_rng(0)
+    feeds = {"input_ids": rng.integers(0, 100, (2, 8)).astype(np.int64), "attention_mask": np.ones((2, 8), np.int64)}
+    feeds["attention_mask"][1, 6:] = 0
+    raw = tmp_path / "clip_text.onnx"
+    torch.onnx.export(model, tuple(torch.from_numpy(v) for v in feeds.values()), str(raw), input_names=list(feeds),
+                      output_names=["y"], opset_version=17, dynamo=False,
+                      dynamic_axes={k: {0: "batch", 1: "sequence"} for k in feeds})
+    clean, _ = apply_passes(onnx.load(str(raw)), list(DEFAULT_PASSES))
+    onnx.save(clean, str(tmp_path / "clean.onnx"))
+    other = {"input_ids": rng.integers(0, 100, (3, 8)).astype(np.int64), "attention_mask": np.ones((3, 8), np.int64)}
+
+    def outputs(path: Path) -> np.ndarray:
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, other)[0]
+
+    unchecked = fuse_for_gpu(tmp_path / "clean.onnx", tmp_path / "unchecked.onnx")
+    assert (unchecked["model_type"], unchecked["fused_operators"].get("Attention")) == ("bert", 2)
+    assert np.abs(outputs(tmp_path / "unchecked.onnx") - outputs(raw)).max() > 1.0  # the mask is gone
+
+    info = fuse_for_gpu(tmp_path / "clean.onnx", tmp_path / "fused.onnx", feeds)
+    assert list(info["fusion_rejected"]) == ["bert"]
+    assert info["fusion_rejected"]["bert"].startswith("output y moved by ")
+    assert info["model_type"] == "clip" and "Attention" not in info["fused_operators"]
+    assert info["fused_operators"]["SkipLayerNormalization"] == 4
+    np.testing.assert_allclose(outputs(tmp_path / "fused.onnx"), outputs(raw), atol=1e-5)
+
+
 @pytest.mark.parametrize("split_to, joined", [([-1, 4, 6, 5], 1), ([-1, 4, 5, 6], 0), ([-1, 2, 6, 10], 0)])
 def test_key_transposes_become_one_only_where_they_swap_the_last_two_axes(split_to, joined):
     """Reshape([-1, S, D]) -> Transpose(0, 2, 1) -> Reshape(target) of k [B, H, S, D] is kᵀ only for [.., H, D, S]."""
@@ -342,3 +383,9 @@ def test_report_md_names_the_model_types_the_optimizer_refused(compile_cli):
     text = render_markdown(report, None)
     assert "nothing fused." in text
     assert "The optimizer raised for model type bert (IndexError: list index out of range); gpt2 (KeyError: 'x')." in text
+    report["quantize"]["fused_for_gpu"].update(
+        fusion_rejected={"bert": "output y moved by 0.874 of its scale (allowed 0.001)"},
+        fusion_checked_on="4 calibration inputs, CPU provider, against the exported graph")
+    text = render_markdown(report, None)
+    assert ("Fusions rejected, as they changed what the graph computes (checked on 4 calibration inputs, CPU provider, "
+            "against the exported graph): bert: output y moved by 0.874 of its scale (allowed 0.001).") in text

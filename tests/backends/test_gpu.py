@@ -92,7 +92,9 @@ def test_fp16_of_an_attention_model_fuses_and_has_no_host_copies(compile_cli):
     run = compile_cli("recipe=transformer_torch", *ON_GPU, "engine.precision=fp16")
     assert run.code == 0, run.output
     r = run.report
-    assert r["quantize"]["fused_for_gpu"]["fused_operators"]
+    fused = r["quantize"]["fused_for_gpu"]
+    assert fused["fused_operators"] and "fusion_rejected" not in fused
+    assert fused["fusion_checked_on"] == "4 calibration inputs, CPU provider, against the exported graph"
     assert r["placement"]["memcpy"] == 0, r["placement"]
 
 

@@ -324,3 +324,27 @@ def test_variants_are_built_per_layout_from_that_layouts_own_placement(machine, 
 
         _build_variants(fp16, outcomes, build)
         assert built == ["fp16+nhwc", "fp16+graph", *unfused]
+
+
+def test_the_fp16_conversion_for_the_cuda_provider_checks_its_fusion_on_calibration_inputs(machine, tmp_path):
+    """The quantize stage of an fp16 CUDA engine (the machine described, the stages run here on the CPU): it fuses,
+    and the fused graph is run beside the exported one on the first calibration inputs before it is converted."""
+    import logging
+
+    from compiler.iospec import IOSpec
+    from compiler.pipeline import STAGES, _stages
+    from tests.conftest import TINY
+
+    machine(**ORT_GPU)
+    cfg = recipe_cfg("transformer_torch", *TINY, "engine.precision=fp16")
+    plan = plan_module.resolve(cfg)
+    assert plan.fusion and plan.cuda_provider
+    records = []
+    error = _stages(cfg, IOSpec.from_cfg(cfg), plan, None,
+                    [s for s in STAGES if s.name in ("train", "export", "surgery", "quantize")], records, tmp_path,
+                    logging.getLogger("test"))
+    assert error is None
+    fused = next(r.info["fused_for_gpu"] for r in records if r.name == "quantize")
+    assert fused["fused_operators"] == {"Attention": 2, "SkipLayerNormalization": 4}
+    assert "fusion_rejected" not in fused
+    assert fused["fusion_checked_on"] == "4 calibration inputs, CPU provider, against the exported graph"
