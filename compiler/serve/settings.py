@@ -129,6 +129,12 @@ def _setting_problems(serve: Any) -> list[Problem]:
         problems.append(Problem("serve.dynamic_batching.preferred_batch_sizes", "not batch sizes",
                                 list(batching.preferred_batch_sizes), "a list of integers >= 1",
                                 fix="e.g. serve.dynamic_batching.preferred_batch_sizes=[8,16], or []"))
+    elif batching.preferred_batch_sizes and not batching.enabled:  # the config would drop them without a word
+        problems.append(Problem("serve.dynamic_batching.preferred_batch_sizes",
+                                "set with dynamic batching off (serve.dynamic_batching.enabled=false)",
+                                list(batching.preferred_batch_sizes), "[] while dynamic batching is off",
+                                fix="serve.dynamic_batching.preferred_batch_sizes=[], or "
+                                    "serve.dynamic_batching.enabled=true"))
     if serve.instances != "auto" and not (_is_int(serve.instances) and 1 <= int(serve.instances) <= 64):
         problems.append(Problem("serve.instances", "not an instance count", serve.instances, "auto, or 1..64",
                                 fix="serve.instances=auto"))

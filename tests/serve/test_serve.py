@@ -37,6 +37,8 @@ def _lint(recipe: str, *overrides: str) -> list[str]:
     ("serve.dynamic_batching.preferred_batch_sizes=[0]", "serve.dynamic_batching.preferred_batch_sizes", "not batch"),
     ("serve.dynamic_batching.preferred_batch_sizes=[8,128]", "serve.dynamic_batching.preferred_batch_sizes",
      "above max_batch_size (64)"),
+    (("serve.dynamic_batching.enabled=false", "serve.dynamic_batching.preferred_batch_sizes=[4]"),
+     "serve.dynamic_batching.preferred_batch_sizes", "set with dynamic batching off"),
     ("serve.instances=0", "serve.instances", "not an instance count"),
     ("serve.instances=many", "serve.instances", "not an instance count"),
     ("serve.versions=0", "serve.versions", "not a version count"),
@@ -50,8 +52,9 @@ def _lint(recipe: str, *overrides: str) -> list[str]:
      "takes no bf16 inputs"),
     ("model.dims.batch=[2,8,16]", "serve.max_batch_size", None),  # fine with auto: 0 and a note (below)
 ])
-def test_every_bad_serve_setting_is_a_lint_problem_naming_its_key(override: str, key: str, words: str | None):
-    problems = _lint("cnn_torch", "serve.target=triton", override)
+def test_every_bad_serve_setting_is_a_lint_problem_naming_its_key(override: str | tuple, key: str,
+                                                                  words: str | None):
+    problems = _lint("cnn_torch", "serve.target=triton", *(override if isinstance(override, tuple) else (override,)))
     if words is None:
         assert not [p for p in problems if p.startswith("serve.")]
         return
