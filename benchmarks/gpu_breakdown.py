@@ -125,7 +125,8 @@ def main() -> None:
     engine = args.run_dir / "candidates" / chosen / "model.opt.onnx"
     settings = read_runtime(engine)
     print(f"{args.run_dir.name}: chosen {chosen}; runtime {json.dumps(settings['providers'])}")
-    print(f"engine: {census(engine)}; kept fp32 for range: {report.get('quantize', {}).get('kept_fp32_overflow')}")
+    kept = (report.get("quantize") or {}).get("kept_fp32_overflow")
+    print(f"engine: {census(engine)}; kept fp32 for range: {kept}")
     feed = {report["io_spec"]["inputs"][0]["name"]:
             np.random.default_rng(0).standard_normal((args.batch, 3, 224, 224)).astype(np.float32)}
 
