@@ -24,13 +24,19 @@ LAYERS, HEADS, WIDTH = 2, 4, 32
 SEQUENCE, VOCAB = 8, 100
 
 
+def _model(name: str, config: dict):
+    """transformers' `<name>Model` from `<name>Config(**config)`, random weights, in eval mode."""
+    import transformers
+
+    return getattr(transformers, f"{name}Model")(getattr(transformers, f"{name}Config")(**config)).eval()
+
+
 def _text(name: str, mask: bool = True, **config):
     """A text model's last hidden state from (input_ids[, attention_mask]); the mask pads one row."""
     def build():
         import torch
-        import transformers
 
-        model = getattr(transformers, f"{name}Model")(getattr(transformers, f"{name}Config")(**config)).eval()
+        model = _model(name, config)
 
         class LastHidden(torch.nn.Module):
             def __init__(self):
@@ -54,9 +60,8 @@ def _text(name: str, mask: bool = True, **config):
 def _vision(name: str, key: str = "pixel_values", shape: tuple = (2, 3, 32, 32), part=None, **config):
     def build():
         import torch
-        import transformers
 
-        model = getattr(transformers, f"{name}Model")(getattr(transformers, f"{name}Config")(**config)).eval()
+        model = _model(name, config)
         model = part(model) if part else model
 
         class LastHidden(torch.nn.Module):
@@ -103,7 +108,7 @@ def export(model, feeds: dict, path: Path, dynamo: bool) -> None:
     args = tuple(torch.from_numpy(v) for v in feeds.values())
     if dynamo:
         torch.onnx.export(model, args, str(path), input_names=list(feeds), output_names=["y"], dynamo=True,
-                          dynamic_shapes={k: {0: torch.export.Dim("batch")} for k in feeds}, verbose=False)
+                          dynamic_shapes=tuple({0: torch.export.Dim("batch")} for _ in feeds), verbose=False)
     else:
         dynamic = {k: {0: "batch", 1: "sequence"} if v.ndim == 2 else {0: "batch"} for k, v in feeds.items()}
         torch.onnx.export(model, args, str(path), input_names=list(feeds), output_names=["y"], opset_version=17,
