@@ -94,12 +94,6 @@ def census(engine: Path) -> str:
     return f"{ops}; {fp32} of {len(heavy)} Conv/Gemm/MatMul with fp32 weights"
 
 
-def without_graph(settings: dict) -> dict:
-    providers = [[name, {k: v for k, v in opts.items() if k != "enable_cuda_graph"}]
-                 for name, opts in settings["providers"]]
-    return {**settings, "providers": providers, "cuda_graph": False}
-
-
 def with_cuda_options(settings: dict, **options: str) -> dict:
     providers = [[name, {**opts, **options} if name == "CUDAExecutionProvider" else opts]
                  for name, opts in settings["providers"]]
@@ -116,7 +110,7 @@ def main() -> None:
     import timm
     import torch
 
-    from compiler.backends.onnxruntime import engine_session, read_runtime
+    from compiler.backends.onnxruntime import engine_session, read_runtime, without_graph_capture
     from compiler.verify.device_runners import OrtDeviceRunner, OrtGraphRunner
     from compiler.verify.latency import compare
 
@@ -130,7 +124,7 @@ def main() -> None:
     feed = {report["io_spec"]["inputs"][0]["name"]:
             np.random.default_rng(0).standard_normal((args.batch, 3, 224, 224)).astype(np.float32)}
 
-    with OrtDeviceRunner(lambda: engine_session(engine, without_graph(settings)), chosen) as runner:
+    with OrtDeviceRunner(lambda: engine_session(engine, without_graph_capture(settings)), chosen) as runner:
         engine_times = kernel_times(lambda: runner.infer(feed))
     torch.manual_seed(0)
     module = timm.create_model(args.timm, pretrained=False).eval().cuda().to(memory_format=torch.channels_last)
@@ -150,10 +144,10 @@ def main() -> None:
     raw = args.run_dir.parent / f"{args.timm}.onnx"
     hand = args.run_dir.parent / f"{args.timm}.hand_fp16.onnx"
     onnx.save(convert_float_to_float16(onnx.load(str(raw)), keep_io_types=True), str(hand))
-    hand_settings = {**settings, "providers": [["CUDAExecutionProvider", {"prefer_nhwc": "1", "enable_cuda_graph": "1"}],
-                                               ["CPUExecutionProvider", {}]],
+    hand_cuda = {"prefer_nhwc": "1", "enable_cuda_graph": "1"}
+    hand_settings = {**settings, "providers": [["CUDAExecutionProvider", hand_cuda], ["CPUExecutionProvider", {}]],
                      "cuda_graph": True}
-    base = without_graph(settings)
+    base = without_graph_capture(settings)
     nhwc = dict(base["providers"][0][1]).get("prefer_nhwc", "0")
     variants = {
         f"engine {chosen} (as shipped)": settings,

@@ -40,6 +40,13 @@ def without_prepacking() -> ort.SessionOptions:
     return options
 
 
+def cpu_outputs(path: Path, feed: dict) -> dict:
+    """A model's outputs by name on the CPU provider, in a session that only checks (without_prepacking)."""
+    session = ort.InferenceSession(str(path), without_prepacking(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, {i.name: feed[i.name] for i in session.get_inputs()})))
+
+
 def session_options(options_cfg: dict, optimization_level: str | None = None,
                     intra_op_threads: int | None = None, prepack: bool = True) -> ort.SessionOptions:
     """Session options from a plan's `onnxruntime` dict; `auto` threads run with onnxruntime's default;
@@ -305,6 +312,14 @@ class CudaGraphSession:
         return {"host_to_device_ms": float(np.median(up)), "device_to_host_ms": float(np.median(down))}
 
 
+def without_graph_capture(settings: dict) -> dict:
+    """An engine's runtime settings with CUDA graph capture off: for a session that profiles its nodes, which a
+    replayed graph hides."""
+    providers = [[name, {k: v for k, v in opts.items() if k != "enable_cuda_graph"}]
+                 for name, opts in settings["providers"]]
+    return {**settings, "providers": providers, "cuda_graph": False}
+
+
 def placement(path: Path, plan: Any, feed: dict) -> dict:
     """Which provider runs each node of the engine, from onnxruntime's profile of one run with its runtime
     settings (graph capture aside: it changes no placement): the nodes left on the CPU and the Memcpy nodes the
@@ -313,9 +328,7 @@ def placement(path: Path, plan: Any, feed: dict) -> dict:
     import tempfile
     from collections import Counter
 
-    settings = read_runtime(path) or runtime(plan, path)
-    settings = {**settings, "providers": [[name, {k: v for k, v in opts.items() if k != "enable_cuda_graph"}]
-                                          for name, opts in settings["providers"]]}
+    settings = without_graph_capture(read_runtime(path) or runtime(plan, path))
     with tempfile.TemporaryDirectory() as folder:
         session = engine_session(path, settings, profile_prefix=str(Path(folder) / "placement"))
         session.run(None, feed)

@@ -206,28 +206,19 @@ def _judge(cfg: DictConfig, io: IOSpec, plan: EnginePlan, src: Path, x_eval: dic
         fp32 = score(src, x_eval, y_eval, metric, batch)
         return Judge(lambda path: runnable(lambda: score(path, x_eval, y_eval, metric, batch)),
                      lambda s: (fp32 - s) * 100 <= cfg.verify.max_accuracy_drop, fp32, "accuracy")
+    from compiler.backends.onnxruntime import cpu_outputs
     from compiler.verify import agreement
 
-    reference = _outputs(src, x_eval)
+    reference = cpu_outputs(src, x_eval)
     limits = agreement.budgets(plan.precision, cfg.verify.agreement, io.outputs)
 
     def agree(path: Path) -> Optional[float]:
-        rows = runnable(lambda: agreement.compare([reference], [_outputs(path, x_eval)], limits))
+        rows = runnable(lambda: agreement.compare([reference], [cpu_outputs(path, x_eval)], limits))
         if rows is None:
             return None
         return agreement.score(rows) if all(r["passed"] for r in rows) else agreement.score(rows) - 1.0
 
     return Judge(agree, lambda s: s >= -1.0, 0.0, "agreement")
-
-
-def _outputs(path: Path, feed: dict) -> dict:
-    import onnxruntime as ort
-
-    from compiler.backends.onnxruntime import without_prepacking
-
-    session = ort.InferenceSession(str(path), without_prepacking(), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(None, feed)))
 
 
 def calibration_inputs(cfg: DictConfig, io: IOSpec) -> tuple[dict, dict, Any, str]:
